@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# Single-node SLURM cluster (slurm-wlm 22.05, Debian 12) for CI and local testing of the
+# submitit launcher, without systemd or cgroups.  Must run as root.
+#   scripts/slurm_cluster.sh start   # install packages if missing, write configs, start daemons
+#   scripts/slurm_cluster.sh stop    # stop slurmd, slurmctld, slurmdbd, MariaDB and munged
+#   scripts/slurm_cluster.sh status  # sinfo / squeue
+# Sets up munged, MariaDB (socket only) + slurmdbd (so sacct, which submitit reads, works),
+# slurmctld and slurmd with one node `hostname -s` advertising 8 CPUs in partition `debug`.
+# `start` is idempotent. Logs: /var/log/slurm/*.log. Override SLURM_NODE_CPUS / SLURM_NODE_MEM_MB.
+set -euo pipefail
+
+CLUSTER_NAME=sesemi
+PARTITION=debug
+NODE_NAME=$(hostname -s)
+NODE_CPUS=${SLURM_NODE_CPUS:-8}
+NODE_MEM_MB=${SLURM_NODE_MEM_MB:-16000}
+DEF_MEM_PER_CPU=1000
+DB_NAME=slurm_acct_db
+DB_USER=slurm
+DB_PASS=slurmdbpass
+
+CONF_DIR=/etc/slurm
+LOG_DIR=/var/log/slurm
+RUN_DIR=/run/slurm
+STATE_DIR=/var/lib/slurm
+MYSQL_DATADIR=/var/lib/mysql
+MYSQL_RUN=/run/mysqld
+MYSQL_SOCKET=$MYSQL_RUN/mysqld.sock
+MYSQL_PID=$MYSQL_RUN/mysqld.pid
+MYSQL_LOG=$LOG_DIR/mariadb.log
+MUNGE_RUN=/run/munge
+MUNGE_PID=$MUNGE_RUN/munged.pid
+MUNGE_LOG=/var/log/munge/munged.log
+PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
+
+CONFIG_CHANGED=0
+
+log() { echo "[slurm_cluster] $*" >&2; }
+
+die() {
+    log "ERROR: $*"
+    local f
+    for f in "$MUNGE_LOG" "$MYSQL_LOG" "$LOG_DIR"/slurmdbd.log "$LOG_DIR"/slurmctld.log "$LOG_DIR"/slurmd.log; do
+        [[ -s $f ]] || continue
+        log "---- last lines of $f"
+        tail -n 15 "$f" >&2 || true
+    done
+    log "logs: $LOG_DIR/{slurmctld,slurmd,slurmdbd,mariadb}.log, $MUNGE_LOG"
+    exit 1
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.5 s until it succeeds.
+wait_for() {
+    local timeout=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.5
+    done
+}
+
+pid_alive() { # pid_alive PIDFILE
+    [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+# stop_daemons NAME:PIDFILE...: SIGTERM every running daemon, wait up to 30 s, then SIGKILL.
+stop_daemons() {
+    local entry name pidfile pid pids=()
+    for entry in "$@"; do
+        name=${entry%%:*} pidfile=${entry#*:}
+        if pid_alive "$pidfile"; then
+            pid=$(cat "$pidfile")
+            log "stopping $name (pid $pid)"
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
+    done
+    for pid in "${pids[@]}"; do
+        if ! wait_for 30 "exit of $pid" bash -c "! kill -0 $pid"; then
+            log "pid $pid did not exit after 30 s, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for entry in "$@"; do
+        rm -f "${entry#*:}"
+    done
+}
+
+install_packages() {
+    local missing=() pkg
+    for pkg in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    log "installing ${missing[*]}"
+    # Keep maintainer scripts from starting the daemons themselves: this script does it.
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        added_policy=1
+    fi
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } || rc=$?
+    ((added_policy)) && rm -f "$policy"
+    ((rc == 0)) || die "apt-get install ${missing[*]} failed"
+}
+
+# install_file DEST MODE OWNER: write stdin to DEST; set CONFIG_CHANGED=1 if content differs.
+install_file() {
+    local dest=$1 mode=$2 owner=$3 tmp
+    tmp=$(mktemp)
+    cat >"$tmp"
+    if [[ -f $dest ]] && cmp -s "$tmp" "$dest"; then
+        rm -f "$tmp"
+    else
+        mv "$tmp" "$dest"
+        CONFIG_CHANGED=1
+    fi
+    chmod "$mode" "$dest"
+    chown "$owner" "$dest"
+}
+
+write_configs() {
+    mkdir -p "$CONF_DIR" "$LOG_DIR" "$RUN_DIR" "$STATE_DIR/slurmctld" "$STATE_DIR/slurmd"
+    chown slurm:slurm "$LOG_DIR" "$RUN_DIR" "$STATE_DIR" "$STATE_DIR/slurmctld"
+    install_file "$CONF_DIR/slurm.conf" 644 root:root <<EOF
+# Written by scripts/slurm_cluster.sh -- local single-node test cluster.
+ClusterName=$CLUSTER_NAME
+SlurmctldHost=$NODE_NAME(127.0.0.1)
+SlurmUser=slurm
+SlurmdUser=root
+AuthType=auth/munge
+# Short credential lifetime: a requeued job may start again after cred_expire seconds.
+AuthInfo=cred_expire=10
+StateSaveLocation=$STATE_DIR/slurmctld
+SlurmdSpoolDir=$STATE_DIR/slurmd
+SlurmctldPidFile=$RUN_DIR/slurmctld.pid
+SlurmdPidFile=$RUN_DIR/slurmd.pid
+SlurmctldLogFile=$LOG_DIR/slurmctld.log
+SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmctldPort=6817
+SlurmdPort=6818
+# No cgroups available: plain /proc based process tracking, no task binding.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+JobCompType=jobcomp/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=5,bf_interval=5
+# Let the node advertise more CPUs than it physically has, so jobs run concurrently.
+SlurmdParameters=config_overrides
+DefMemPerCPU=$DEF_MEM_PER_CPU
+ReturnToService=2
+JobRequeue=1
+MailProg=/bin/true
+InactiveLimit=0
+KillWait=10
+MinJobAge=300
+SlurmctldTimeout=30
+SlurmdTimeout=60
+SlurmctldDebug=info
+SlurmdDebug=info
+NodeName=$NODE_NAME NodeAddr=127.0.0.1 CPUs=$NODE_CPUS RealMemory=$NODE_MEM_MB State=UNKNOWN
+PartitionName=$PARTITION Nodes=$NODE_NAME Default=YES MaxTime=INFINITE State=UP
+EOF
+    install_file "$CONF_DIR/slurmdbd.conf" 600 slurm:slurm <<EOF
+# Written by scripts/slurm_cluster.sh -- local single-node test cluster.
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=slurm
+PidFile=$RUN_DIR/slurmdbd.pid
+LogFile=$LOG_DIR/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageLoc=$DB_NAME
+StorageUser=$DB_USER
+StoragePass=$DB_PASS
+EOF
+}
+
+start_munge() {
+    install -d -o munge -g munge -m 755 "$MUNGE_RUN"
+    install -d -o munge -g munge -m 700 /etc/munge /var/log/munge /var/lib/munge
+    if [[ ! -s /etc/munge/munge.key ]]; then
+        log "creating munge key"
+        runuser -u munge -- mungekey --create --keyfile=/etc/munge/munge.key
+    fi
+    chown munge:munge /etc/munge/munge.key
+    chmod 400 /etc/munge/munge.key
+    if pid_alive "$MUNGE_PID"; then
+        return 0
+    fi
+    log "starting munged"
+    rm -f "$MUNGE_RUN/munge.socket.2" "$MUNGE_RUN/munge.socket.2.lock" "$MUNGE_PID"
+    runuser -u munge -- munged --pid-file="$MUNGE_PID" --log-file="$MUNGE_LOG"
+    wait_for 20 munged bash -c 'munge -n | unmunge' || die "munged did not come up"
+}
+
+start_mariadb() {
+    install -d -o mysql -g mysql -m 755 "$MYSQL_RUN"
+    touch "$MYSQL_LOG"
+    chown mysql:mysql "$MYSQL_LOG"
+    if [[ ! -d $MYSQL_DATADIR/mysql ]]; then
+        log "initialising MariaDB datadir $MYSQL_DATADIR"
+        install -d -o mysql -g mysql -m 755 "$MYSQL_DATADIR"
+        mariadb-install-db --user=mysql --datadir="$MYSQL_DATADIR" \
+            --auth-root-authentication-method=socket >>"$MYSQL_LOG" 2>&1 ||
+            die "mariadb-install-db failed"
+    fi
+    if ! pid_alive "$MYSQL_PID"; then
+        log "starting MariaDB"
+        rm -f "$MYSQL_SOCKET" "$MYSQL_PID"
+        # Socket only (no TCP port): slurmdbd connects through $MYSQL_SOCKET.
+        setsid mariadbd --user=mysql --datadir="$MYSQL_DATADIR" --socket="$MYSQL_SOCKET" \
+            --pid-file="$MYSQL_PID" --log-error="$MYSQL_LOG" --skip-networking \
+            --innodb-buffer-pool-size=64M </dev/null >>"$MYSQL_LOG" 2>&1 &
+        wait_for 60 mariadb mariadb-admin --socket="$MYSQL_SOCKET" ping ||
+            die "MariaDB did not come up"
+        wait_for 10 mariadb-pid test -s "$MYSQL_PID" || true
+    fi
+    mariadb --socket="$MYSQL_SOCKET" <<EOF || die "could not create database $DB_NAME"
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+GRANT ALL PRIVILEGES ON $DB_NAME.* TO '$DB_USER'@'localhost';
+FLUSH PRIVILEGES;
+EOF
+}
+
+restart_slurm_if_config_changed() {
+    ((CONFIG_CHANGED)) || return 0
+    if pid_alive "$RUN_DIR/slurmd.pid" || pid_alive "$RUN_DIR/slurmctld.pid" || pid_alive "$RUN_DIR/slurmdbd.pid"; then
+        log "configuration changed: restarting running SLURM daemons"
+        stop_slurm_daemons
+    fi
+}
+
+start_slurmdbd() {
+    if ! pid_alive "$RUN_DIR/slurmdbd.pid"; then
+        log "starting slurmdbd"
+        slurmdbd || die "slurmdbd failed to start"
+    fi
+    wait_for 60 slurmdbd sacctmgr -n list cluster || die "slurmdbd does not answer (sacctmgr list cluster)"
+    if [[ -z $(sacctmgr -n -P list cluster format=cluster where name="$CLUSTER_NAME") ]]; then
+        log "registering cluster $CLUSTER_NAME in slurmdbd"
+        sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null || die "sacctmgr add cluster failed"
+    fi
+}
+
+start_slurmctld() {
+    if ! pid_alive "$RUN_DIR/slurmctld.pid"; then
+        log "starting slurmctld"
+        slurmctld || die "slurmctld failed to start"
+    fi
+    wait_for 60 slurmctld scontrol ping || die "slurmctld does not answer (scontrol ping)"
+}
+
+start_slurmd() {
+    if ! pid_alive "$RUN_DIR/slurmd.pid"; then
+        log "starting slurmd"
+        slurmd || die "slurmd failed to start"
+    fi
+}
+
+node_state() { sinfo -h -N -n "$NODE_NAME" -o '%T' 2>/dev/null | head -n1; }
+
+wait_node_ready() {
+    local deadline=$((SECONDS + 90)) state resumed=0
+    while :; do
+        state=$(node_state)
+        case $state in
+            idle | mixed | allocated | completing) break ;;
+            *drain* | down* | fail*)
+                if ((!resumed)); then
+                    log "node $NODE_NAME is $state: resuming it"
+                    scontrol update nodename="$NODE_NAME" state=resume || true
+                    resumed=1
+                fi
+                ;;
+        esac
+        ((SECONDS < deadline)) || die "node $NODE_NAME not ready (state: '${state:-none}')"
+        sleep 0.5
+    done
+    wait_for 30 sacct sacct -n -X -a -S now-1minutes || die "sacct does not answer"
+}
+
+stop_slurm_daemons() {
+    stop_daemons slurmd:"$RUN_DIR/slurmd.pid" slurmctld:"$RUN_DIR/slurmctld.pid" \
+        slurmdbd:"$RUN_DIR/slurmdbd.pid"
+}
+
+cmd_start() {
+    [[ $(id -u) == 0 ]] || die "must run as root"
+    local t0=$SECONDS
+    install_packages
+    write_configs
+    restart_slurm_if_config_changed
+    start_munge
+    start_mariadb
+    start_slurmdbd
+    start_slurmctld
+    start_slurmd
+    wait_node_ready
+    log "cluster $CLUSTER_NAME up in $((SECONDS - t0)) s: partition $PARTITION, node $NODE_NAME ($NODE_CPUS CPUs, ${NODE_MEM_MB} MB); logs in $LOG_DIR"
+    sinfo
+}
+
+cmd_stop() {
+    stop_slurm_daemons
+    stop_daemons MariaDB:"$MYSQL_PID"
+    stop_daemons munged:"$MUNGE_PID"
+    log "stopped"
+}
+
+cmd_status() {
+    local name pidfile
+    for name in munged:$MUNGE_PID mariadb:$MYSQL_PID slurmdbd:$RUN_DIR/slurmdbd.pid \
+        slurmctld:$RUN_DIR/slurmctld.pid slurmd:$RUN_DIR/slurmd.pid; do
+        pidfile=${name#*:}
+        if pid_alive "$pidfile"; then
+            echo "${name%%:*}: running (pid $(cat "$pidfile"))"
+        else
+            echo "${name%%:*}: not running"
+        fi
+    done
+    sinfo || true
+    squeue || true
+}
+
+case ${1:-} in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    *)
+        echo "usage: $0 {start|stop|status}" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,129 @@
+"""Config -> objects: the data module, the training module and the Trainer, each from its config group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sesemi.data.datamodule import SemiSupervisedDataModule
+from sesemi.errors import ConfigError
+from sesemi.launch import resolve_strategy
+from sesemi.module import SemiSupervisedModule
+
+
+def instantiate_key(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of the node at ``key``, with failures reported as :class:`ConfigError`.
+
+    Any ``_target_`` is allowed: injecting the user's own classes through their configs is sesemi's plug-in API,
+    and those configs are the user's own code, so Hydra's execution whitelist would only get in the way.
+    """
+    node = OmegaConf.select(cfg, key)
+    if node is None:
+        return None
+    try:
+        return instantiate(node, _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        full_key = getattr(err, "full_key", None) or key
+        if cause is None:  # Hydra could not locate or import the _target_
+            target = OmegaConf.select(cfg, f"{full_key}._target_") if full_key else None
+            raise ConfigError(
+                full_key,
+                str(err).split("\n")[0].replace(", set env var HYDRA_FULL_ERROR=1 to see chained stack trace", ""),
+                f"check the _target_ path{f' {target!r}' if target else ''}; your own code goes in a package under "
+                "run.src_dir (./src) or an installed package",
+            ) from err
+        if isinstance(cause, ConfigError):
+            raise cause from err
+        if isinstance(cause, FileNotFoundError):
+            raise ConfigError(full_key, str(cause), "put the files there or change run.data_root") from err
+        raise ConfigError(
+            full_key, f"{type(cause).__name__}: {cause}", f"check the arguments under {full_key}"
+        ) from err
+
+
+def build_datamodule(cfg: DictConfig) -> SemiSupervisedDataModule:
+    return instantiate_key(cfg, "data")
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> SemiSupervisedModule:
+    heads = cfg.method.loss_heads
+    ema = cfg.method.get("ema") or {}
+    return SemiSupervisedModule(
+        backbone=instantiate_key(cfg, "model.backbone"),
+        head=instantiate_key(cfg, "model.head"),
+        loss_heads={name: instantiate_key(cfg, f"method.loss_heads.{name}") for name in heads},
+        optimizer=instantiate_key(cfg, "optimizer"),
+        lr_scheduler=instantiate_key(cfg, "lr_scheduler"),
+        num_classes=num_classes,
+        ema_decay=ema.get("decay"),
+        ema_evaluate=ema.get("evaluate", True),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def _check_devices(accelerator: str, devices: int | str) -> None:
+    if devices in ("auto", -1):
+        return
+    if not isinstance(devices, int) or devices < 1:
+        raise ConfigError("run.devices", f"must be a positive number of devices, got {devices!r}", "use run.devices=1")
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count()
+        if available == 0:
+            raise ConfigError(
+                "run.accelerator", f"is {accelerator!r} but no GPU is visible", "use run.accelerator=auto or cpu"
+            )
+        if devices > available:
+            raise ConfigError(
+                "run.devices",
+                f"asks for {devices} GPUs but this machine has {available}",
+                f"set run.devices<={available}, or run.num_nodes>1 on a cluster",
+            )
+
+
+def resolve_accelerator(accelerator: str) -> str:
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return accelerator
+
+
+def resolve_precision(precision: str | int, accelerator: str) -> str | int:
+    """``auto``: bf16 mixed precision on GPUs that have it, fp16 mixed on older GPUs, full precision on CPU."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any):
+    run = cfg.run
+    accelerator = resolve_accelerator(run.accelerator)
+    _check_devices(accelerator, run.devices)
+    callbacks = [instantiate_key(cfg, f"callbacks.{k}") for k in (cfg.get("callbacks") or {})]
+    loggers = [instantiate_key(cfg, f"logger.{k}") for k in (cfg.get("logger") or {})]
+    if accelerator in ("gpu", "cuda"):
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    trainer_cfg = cfg.trainer
+    interval = trainer_cfg.get("val_check_interval")
+    if isinstance(interval, int) and trainer_cfg.get("max_steps", -1) > 0:
+        # Validate at least once, at the end, even when a short run has fewer steps than the interval.
+        overrides.setdefault("val_check_interval", min(interval, trainer_cfg.max_steps))
+    return instantiate_key(
+        cfg,
+        "trainer",
+        accelerator=accelerator,
+        devices=run.devices,
+        num_nodes=run.num_nodes,
+        strategy=resolve_strategy(run),
+        precision=resolve_precision(run.precision, accelerator),
+        callbacks=[c for c in callbacks if c is not None],
+        logger=[lg for lg in loggers if lg is not None] or False,
+        **overrides,
+    )

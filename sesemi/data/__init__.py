@@ -1,0 +1,16 @@
+"""Data: the semi-supervised data module, labeled-subset splits and augmentation building blocks."""
+
+from sesemi.data.datamodule import SemiSupervisedDataModule, ViewDataset
+from sesemi.data.splits import Split, split_indices
+from sesemi.data.transforms import MultiView, cutout, pipeline, to_normalized_tensor
+
+__all__ = [
+    "MultiView",
+    "SemiSupervisedDataModule",
+    "Split",
+    "ViewDataset",
+    "cutout",
+    "pipeline",
+    "split_indices",
+    "to_normalized_tensor",
+]

@@ -1,0 +1,63 @@
+"""Exponential moving average of a model's weights, readable during training (teacher) and for evaluation."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class EMA(nn.Module):
+    """A frozen copy of ``model`` whose floating-point parameters and buffers track ``model`` with ``decay``.
+
+    With ``warmup`` the decay starts low, ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so early
+    evaluations are not dominated by the random initialisation. The update count is a Python int (saved in the
+    checkpoint), so an update costs no host-device synchronisation. The copy always stays in eval mode.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"ema.decay must be in [0, 1), got {decay}")
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.module.eval()
+        self.decay = decay
+        self.warmup = warmup
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        weight = 1.0 - self.current_decay()
+        ema_float: list[Tensor] = []
+        src_float: list[Tensor] = []
+        for ema_t, src_t in zip(self._tensors(self.module), self._tensors(model)):
+            if ema_t.is_floating_point():
+                ema_float.append(ema_t)
+                src_float.append(src_t.detach())
+            else:
+                ema_t.copy_(src_t)
+        torch._foreach_lerp_(ema_float, src_float, weight)
+
+    @staticmethod
+    def _tensors(model: nn.Module) -> list[Tensor]:
+        return [*model.parameters(), *model.buffers()]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> EMA:
+        return super().train(False)
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"updates": self.updates}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.updates = int(state["updates"])

@@ -1,0 +1,148 @@
+"""The loss-head plug-in API.
+
+A loss head is one term of the training objective. At each step the training module builds a :class:`StepContext`
+(the batch, the backbone and classification head, the EMA teacher when there is one, the step) and calls every head;
+the total loss is ``sum(head.weight * head.ramp(step) * head(ctx))``. Adding a method is adding one loss head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+View = tuple[str, str]
+"""A (stream, view) pair naming a batch of images, e.g. ``("unlabeled", "strong")``."""
+
+
+class StepContext:
+    """What a loss head sees at one training step, with student/teacher forwards computed once and shared.
+
+    ``batch`` maps a stream name (``labeled``, ``unlabeled``) to its views (e.g. ``weak``, ``strong``) and ``target``.
+    Student logits for every view the heads declare are computed in one concatenated forward pass (as FixMatch
+    does, so batch-norm statistics cover labeled and unlabeled data together); other views are computed on demand.
+    """
+
+    def __init__(
+        self,
+        batch: Mapping[str, Mapping[str, Any]],
+        backbone: nn.Module,
+        head: nn.Module,
+        step: int,
+        declared_views: list[View],
+        teacher: nn.Module | None = None,
+        log: Callable[[str, Tensor], None] | None = None,
+    ) -> None:
+        self.batch = batch
+        self.backbone = backbone
+        self.head = head
+        self.step = step
+        self.teacher = teacher
+        self._declared = [v for v in dict.fromkeys(declared_views) if v[0] in batch]
+        self._features: dict[View, Tensor] = {}
+        self._logits: dict[View, Tensor] = {}
+        self._teacher_logits: dict[View, Tensor] = {}
+        self._log = log
+        self.metrics: dict[str, Tensor] = {}
+
+    def images(self, stream: str, view: str) -> Tensor:
+        try:
+            return self.batch[stream][view]
+        except KeyError:
+            available = {s: [k for k in v if k != "target"] for s, v in self.batch.items()}
+            raise KeyError(
+                f"no view {view!r} in stream {stream!r}; the batch has {available}. Add the view to "
+                f"data.{stream}_views or point the loss head at an existing one"
+            ) from None
+
+    def targets(self, stream: str = "labeled") -> Tensor:
+        return self.batch[stream]["target"]
+
+    def features(self, stream: str, view: str) -> Tensor:
+        """Student backbone features of a view, differentiable."""
+        key = (stream, view)
+        if key not in self._features:
+            if key in self._declared:
+                self._forward_declared()
+            else:
+                self._features[key] = self.backbone(self.images(stream, view))
+        return self._features[key]
+
+    def logits(self, stream: str, view: str) -> Tensor:
+        """Student class logits of a view, differentiable."""
+        key = (stream, view)
+        if key not in self._logits:
+            self._logits[key] = self.head(self.features(stream, view))
+        return self._logits[key]
+
+    @torch.no_grad()
+    def teacher_logits(self, stream: str, view: str) -> Tensor:
+        """Class logits of the EMA teacher (the training module's EMA model), without gradients."""
+        if self.teacher is None:
+            raise RuntimeError("this loss head needs an EMA teacher: set ema.decay (e.g. ema.decay=0.999)")
+        key = (stream, view)
+        if key not in self._teacher_logits:
+            self._teacher_logits[key] = self.teacher(self.images(stream, view))
+        return self._teacher_logits[key]
+
+    def log(self, name: str, value: Tensor) -> None:
+        """Log a scalar under the head's name (e.g. ``fixmatch/mask_ratio``); no host sync happens here."""
+        self.metrics[name] = value.detach()
+        if self._log is not None:
+            self._log(name, value.detach())
+
+    def _forward_declared(self) -> None:
+        images = [self.images(*v) for v in self._declared]
+        sizes = [len(x) for x in images]
+        features = self.backbone(torch.cat(images)) if len(images) > 1 else self.backbone(images[0])
+        for view, f in zip(self._declared, features.split(sizes)):
+            self._features[view] = f
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """exp(-5 (1 - t)^2), the Laine & Aila / Mean Teacher ramp-up, reaching 1 at ``length`` steps."""
+    if length <= 0 or step >= length:
+        return 1.0
+    t = max(step, 0) / length
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def linear_rampup(step: int, length: int) -> float:
+    if length <= 0 or step >= length:
+        return 1.0
+    return max(step, 0) / length
+
+
+RAMPUPS: dict[str, Callable[[int, int], float]] = {"sigmoid": sigmoid_rampup, "linear": linear_rampup}
+
+
+class LossHead(nn.Module):
+    """Base class of loss heads.
+
+    Subclasses implement :meth:`forward` (``ctx -> scalar loss``) and list the student views they read in
+    :attr:`views` so the module can batch them into one forward. ``weight`` scales the loss; ``rampup_steps`` ramps
+    that weight up from 0 with the ``rampup`` schedule (``sigmoid`` or ``linear``). Heads with parameters of their own
+    (e.g. the rotation classifier) create them in :meth:`build`, which receives the backbone's feature size.
+    """
+
+    views: tuple[View, ...] = ()
+
+    def __init__(self, weight: float = 1.0, rampup_steps: int = 0, rampup: str = "sigmoid") -> None:
+        super().__init__()
+        if rampup not in RAMPUPS:
+            raise ValueError(f"rampup must be one of {sorted(RAMPUPS)}, got {rampup!r}")
+        self.weight = weight
+        self.rampup_steps = rampup_steps
+        self.rampup = rampup
+
+    def build(self, in_features: int, num_classes: int) -> None:
+        """Create parameters that depend on the backbone's feature size or the number of classes."""
+
+    def scale(self, step: int) -> float:
+        return self.weight * RAMPUPS[self.rampup](step, self.rampup_steps)
+
+    def forward(self, ctx: StepContext) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,54 @@
+"""SESEMI's self-supervised rotation prediction: rotate images by 0/90/180/270 degrees and predict which."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sesemi.losses.base import LossHead, StepContext
+
+
+def rotate_batch(images: Tensor, labels: Tensor) -> Tensor:
+    """Rotate ``images[i]`` by ``labels[i] * 90`` degrees counter-clockwise (square images)."""
+    out = torch.empty_like(images)
+    for k in range(4):
+        mask = labels == k
+        if mask.any():
+            out[mask] = torch.rot90(images[mask], k, dims=(-2, -1))
+    return out
+
+
+class RotationHead(LossHead):
+    """Predict the rotation of each image from the shared backbone's features with a 4-way linear classifier.
+
+    Images come from every ``(stream, view)`` in ``sources`` (labels are not used, so labeled images count too).
+    Each image gets one random rotation per step; ``all_rotations=True`` uses all four (4x the compute).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Sequence[str]] = (("labeled", "weak"), ("unlabeled", "weak")),
+        all_rotations: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.sources = [tuple(s) for s in sources]
+        self.all_rotations = all_rotations
+        self.classifier: nn.Module | None = None
+
+    def build(self, in_features: int, num_classes: int) -> None:
+        self.classifier = nn.Linear(in_features, 4)
+
+    def forward(self, ctx: StepContext) -> Tensor:
+        images = torch.cat([ctx.images(s, v) for s, v in self.sources if s in ctx.batch])
+        if self.all_rotations:
+            labels = torch.arange(4, device=images.device).repeat_interleave(len(images))
+            images = images.repeat(4, 1, 1, 1)
+        else:
+            labels = torch.randint(0, 4, (len(images),), device=images.device)
+        logits = self.classifier(ctx.backbone(rotate_batch(images, labels)))
+        ctx.log("rotation/acc", (logits.argmax(1) == labels).float().mean())
+        return F.cross_entropy(logits, labels)

@@ -1,0 +1,151 @@
+"""The LightningModule: a backbone and a classification head trained by a sum of loss heads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from pytorch_lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from sesemi.ema import EMA
+from sesemi.losses.base import LossHead, StepContext
+
+HeadFactory = Callable[..., nn.Module]
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class Classifier(nn.Module):
+    """Backbone followed by a classification head; the network that is evaluated, averaged and exported."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+def _feature_size(backbone: nn.Module) -> int:
+    size = getattr(backbone, "out_features", None)
+    if not isinstance(size, int):
+        raise TypeError(
+            f"backbone {type(backbone).__name__} has no int attribute 'out_features'; a sesemi backbone must "
+            "expose the size of the feature vector it returns"
+        )
+    return size
+
+
+class SemiSupervisedModule(LightningModule):
+    """Trains ``Classifier(backbone, head)`` with ``sum(weight * ramp(step) * loss)`` over the loss heads.
+
+    ``head`` is a factory called as ``head(in_features=backbone.out_features, num_classes=num_classes)`` (a Hydra
+    ``_partial_``). With ``ema_decay`` an :class:`~sesemi.ema.EMA` copy is kept; it is the teacher of heads that ask
+    for one and, when ``ema_evaluate`` is set, the model that validation, test and prediction use.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: HeadFactory,
+        loss_heads: Mapping[str, LossHead | None],
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        lr_scheduler: SchedulerFactory | None = None,
+        ema_decay: float | None = None,
+        ema_evaluate: bool = True,
+        exclude_norm_and_bias_from_weight_decay: bool = True,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = Classifier(backbone, head(in_features=_feature_size(backbone), num_classes=num_classes))
+        heads = {name: h for name, h in loss_heads.items() if h is not None}
+        if not heads:
+            raise ValueError("loss_heads is empty: at least one loss head (e.g. supervised) is needed")
+        for loss_head in heads.values():
+            loss_head.build(_feature_size(backbone), num_classes)
+        self.loss_heads = nn.ModuleDict(heads)
+        self.declared_views = [view for h in heads.values() for view in h.views]
+        self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
+        self.ema_evaluate = ema_evaluate and self.ema is not None
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.exclude_norm_and_bias = exclude_norm_and_bias_from_weight_decay
+        self.config = dict(config) if config is not None else None
+        self.num_classes = num_classes
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network used for validation, test and prediction: the EMA copy when ``ema_evaluate``."""
+        return self.ema.module if self.ema_evaluate else self.model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.eval_model(x)
+
+    def training_step(self, batch: Mapping[str, Mapping[str, Any]], batch_idx: int) -> Tensor:
+        step = self.global_step
+        ctx = StepContext(
+            batch,
+            self.model.backbone,
+            self.model.head,
+            step,
+            self.declared_views,
+            teacher=self.ema,
+            log=lambda name, value: self.log(f"train/{name}", value),
+        )
+        total: Tensor | float = 0.0
+        for name, loss_head in self.loss_heads.items():
+            loss = loss_head(ctx)
+            self.log(f"train/loss_{name}", loss.detach())
+            total = total + loss_head.scale(step) * loss
+        self.log("train/loss", total.detach(), prog_bar=True)
+        return total
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _evaluate(self, batch: Mapping[str, Tensor], stage: str, metric: MulticlassAccuracy) -> None:
+        logits = self.eval_model(batch["image"])
+        target = batch["target"]
+        self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, target), sync_dist=True)
+        metric(logits, target)
+        self.log(f"{stage}/acc", metric, prog_bar=True)
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        return torch.softmax(self.eval_model(batch["image"]), dim=-1)
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        trainable: Iterable[nn.Module] = [self.model, self.loss_heads]
+        decay, no_decay = [], []
+        for module in trainable:
+            for name, param in module.named_parameters():
+                if not param.requires_grad:
+                    continue
+                (no_decay if self.exclude_norm_and_bias and param.ndim <= 1 else decay).append(param)
+        groups = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self._parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.config is not None:
+            checkpoint["sesemi_config"] = self.config

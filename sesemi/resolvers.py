@@ -1,0 +1,66 @@
+"""OmegaConf resolvers used by the built-in configs.
+
+- ``${datapath:cifar10}``: a dataset path relative to ``run.data_root`` (absolute paths are kept as they are).
+- ``${sesemi.fresh_dir:<pattern>}``: claims ``<pattern>`` atomically (``_1``, ``_2``... appended when another run
+  got it in the same second), so two runs never share a directory.
+- ``${sesemi.run_dir:<pattern>,${run.resume}}``: as ``fresh_dir``, except that when ``run.resume`` points into an earlier run it
+  is that run's dir, so the resumed run continues its own checkpoints, TensorBoard curves and status file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+STATUS_FILE = "status.json"
+
+
+def datapath(path: str, *, _root_: Any) -> str:
+    data_root = Path(os.path.expanduser(str(_root_.run.data_root)))
+    return str((data_root / os.path.expanduser(path)).absolute())
+
+
+def run_dir_of(resume: str | os.PathLike) -> Path | None:
+    """The sesemi run dir that holds a checkpoint (or is itself a run dir), if any."""
+    path = Path(resume).absolute()
+    for candidate in (path, *path.parents):
+        if (candidate / STATUS_FILE).is_file():
+            return candidate
+    return None
+
+
+def claim_dir(pattern: str) -> Path:
+    """Create ``pattern`` (or ``pattern_1``, ``pattern_2``...) atomically and return it."""
+    base = Path(pattern)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not claim a fresh directory for {pattern}")
+
+
+def run_dir(pattern: str, resume: str | None = None) -> str:
+    if resume:
+        existing = run_dir_of(resume)
+        if existing is not None:
+            return str(existing)
+    return str(claim_dir(pattern))
+
+
+def fresh_dir(pattern: str) -> str:
+    return str(claim_dir(pattern))
+
+
+def register() -> None:
+    """Register the resolvers; the directory ones are cached so every resolution of a config sees one dir."""
+    if not OmegaConf.has_resolver("datapath"):
+        OmegaConf.register_resolver("datapath", datapath)
+        OmegaConf.register_resolver("sesemi.run_dir", run_dir, use_cache=True)
+        OmegaConf.register_resolver("sesemi.fresh_dir", fresh_dir, use_cache=True)

@@ -1,0 +1,169 @@
+"""The training app: ``python -m sesemi.train [group=option ...] [key=value ...]``.
+
+:func:`train` runs one job from a composed config and is what tests and Python callers use; :func:`main` is the
+Hydra CLI around it. The task function returns the objective (``run.objective``) as a float for sweepers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from sesemi import resolvers
+from sesemi.errors import ConfigError
+
+log = logging.getLogger("sesemi")
+
+resolvers.register()
+
+# The EMA copy is kept in eval mode on purpose; Lightning's SLURM hint fires on every login node that has srun.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+
+
+def add_src_dir(src_dir: str | None) -> None:
+    """Make the user's ``src/`` packages importable for ``_target_`` (no setup.py needed)."""
+    if not src_dir:
+        return
+    path = Path(src_dir).absolute()
+    if path.is_dir() and str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+
+def _objective(cfg: DictConfig, trainer: Any) -> float:
+    name = cfg.run.objective
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.monitor == name and checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    if name not in trainer.callback_metrics:
+        raise ConfigError(
+            "run.objective",
+            f"{name!r} was never logged; logged metrics are {sorted(trainer.callback_metrics)}",
+            "set run.objective to one of them",
+        )
+    return float(trainer.callback_metrics[name])
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items()) if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def _checkpoint_path(path: str | None, key: str) -> str | None:
+    """A checkpoint file, or a run dir standing for its ``checkpoints/last.ckpt``."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / "last.ckpt"
+    if not p.is_file():
+        raise ConfigError(key, f"no checkpoint at {p}", "give a .ckpt file or a run dir with checkpoints/last.ckpt")
+    return str(p)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job (``run.mode``: fit, validate or test) in ``run.output_dir`` and return its metrics record."""
+    import pytorch_lightning as pl
+
+    from sesemi.builders import build_datamodule, build_module, build_trainer
+    from sesemi.rundir import RunRecord
+
+    run_dir = Path(cfg.run.output_dir)
+    record = RunRecord(run_dir)
+    record.start()
+    started = time.perf_counter()
+    try:
+        add_src_dir(cfg.run.get("src_dir"))
+        pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+        mode = cfg.run.mode
+        if mode not in ("fit", "validate", "test"):
+            raise ConfigError("run.mode", f"unknown mode {mode!r}", "use run.mode=fit, validate or test")
+        datamodule = build_datamodule(cfg)
+        module = build_module(cfg, datamodule.num_classes)
+        trainer = build_trainer(cfg)
+        log.info("data: %s", datamodule.describe())
+        metrics: dict[str, Any] = {"mode": mode}
+        if mode == "fit":
+            if cfg.run.pretrained_checkpoint:
+                module.load_pretrained(_checkpoint_path(cfg.run.pretrained_checkpoint, "run.pretrained_checkpoint"))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=_checkpoint_path(cfg.run.resume, "run.resume"))
+            if trainer.interrupted:
+                raise KeyboardInterrupt("training was interrupted")
+            metrics["objective"] = {
+                "name": cfg.run.objective, "mode": cfg.run.objective_mode, "value": _objective(cfg, trainer)
+            }
+            checkpoint = trainer.checkpoint_callback
+            if checkpoint is not None:
+                metrics["best_checkpoint"] = checkpoint.best_model_path or None
+                metrics["last_checkpoint"] = checkpoint.last_model_path or None
+            metrics["final"] = _scalars(trainer.callback_metrics)
+            if datamodule.test_set is not None:
+                best = metrics.get("best_checkpoint")
+                results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+                metrics["test"] = _scalars(results[0])
+        else:
+            ckpt = _checkpoint_path(cfg.run.checkpoint, "run.checkpoint")
+            if ckpt is None:
+                raise ConfigError("run.checkpoint", f"run.mode={mode} needs a checkpoint", "set run.checkpoint=<path>")
+            evaluate = trainer.validate if mode == "validate" else trainer.test
+            results = evaluate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+            metrics[mode] = _scalars(results[0])
+            metrics["checkpoint"] = ckpt
+        metrics["global_step"] = trainer.global_step
+        metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+        metrics["run_dir"] = str(run_dir)
+    except BaseException as err:
+        record.fail(err)
+        raise
+    record.complete(metrics)
+    return metrics
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    if "objective" in metrics:
+        obj = metrics["objective"]
+        text = f"{obj['name']} = {obj['value']:.4f} (best, {obj['mode']})"
+        if "test" in metrics:
+            text += ", " + ", ".join(f"{k} = {v:.4f}" for k, v in metrics["test"].items() if k.endswith("acc"))
+        return text
+    mode = metrics["mode"]
+    return ", ".join(f"{k} = {v:.4f}" for k, v in metrics[mode].items())
+
+
+def objective_value(metrics: dict[str, Any]) -> float:
+    if "objective" in metrics:
+        return float(metrics["objective"]["value"])
+    results = metrics[metrics["mode"]]
+    return float(next((v for k, v in results.items() if k.endswith("/acc")), float("nan")))
+
+
+@hydra.main(config_path="pkg://sesemi.configs", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from pytorch_lightning.utilities import rank_zero_info
+
+    single_run = HydraConfig.get().mode == RunMode.RUN
+    rank_zero_info(f"sesemi: run dir {cfg.run.output_dir}")
+    try:
+        metrics = train(cfg)
+    except ConfigError as err:
+        if not single_run:
+            raise  # the sweeper records the failed job
+        log.error("%s", err)
+        print(f"sesemi: error: {err}\nsesemi: run dir (status failed): {cfg.run.output_dir}", file=sys.stderr)
+        sys.exit(2)
+    rank_zero_info(f"sesemi: done. {summary_line(metrics)}\nsesemi: run dir {metrics['run_dir']}")
+    return objective_value(metrics)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    main()
