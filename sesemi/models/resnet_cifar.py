@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CifarResNet", "BasicBlock", "Bottleneck", "resnet18_cifar", "resnet34_cifar", "resnet50_cifar"]
+__all__ = ["BasicBlock", "Bottleneck", "CifarResNet", "resnet18_cifar", "resnet34_cifar", "resnet50_cifar"]
 
 
 class BasicBlock(nn.Module):

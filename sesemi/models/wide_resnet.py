@@ -101,7 +101,7 @@ class WideResNet(nn.Module):
         self.out_features: int = channels[3]
 
         self.conv1 = nn.Conv2d(in_channels, channels[0], kernel_size=3, stride=1, padding=1, bias=False)
-        block_kw = dict(drop_rate=drop_rate, bn_momentum=bn_momentum, leaky_slope=leaky_slope)
+        block_kw = {"drop_rate": drop_rate, "bn_momentum": bn_momentum, "leaky_slope": leaky_slope}
         self.block1 = self._make_stage(n, channels[0], channels[1], 1, activate_before_residual=True, **block_kw)
         self.block2 = self._make_stage(n, channels[1], channels[2], 2, **block_kw)
         self.block3 = self._make_stage(n, channels[2], channels[3], 2, **block_kw)
