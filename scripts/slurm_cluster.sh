@@ -49,19 +49,28 @@ die() {
     exit 1
 }
 
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.5 s until it succeeds.
+# wait_for SECONDS COMMAND...: poll COMMAND every 0.5 s until it succeeds (1 on timeout).
 wait_for() {
-    local timeout=$1 what=$2
-    shift 2
-    local deadline=$((SECONDS + timeout))
+    local deadline=$((SECONDS + $1))
+    shift
     until "$@" >/dev/null 2>&1; do
         ((SECONDS < deadline)) || return 1
         sleep 0.5
     done
 }
 
-pid_alive() { # pid_alive PIDFILE
-    [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+# pid_alive PIDFILE: the pid in PIDFILE is alive and runs the daemon the file is named after
+# (guards against stale pid files whose pid was reused after a hard kill or reboot).
+pid_alive() {
+    local pid comm
+    [[ -s $1 ]] || return 1
+    pid=$(cat "$1")
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
+    case $(basename "$1" .pid) in
+        mysqld) [[ $comm == mariadbd || $comm == mysqld ]] ;;
+        *) [[ $comm == "$(basename "$1" .pid)" ]] ;;
+    esac
 }
 
 # stop_daemons NAME:PIDFILE...: SIGTERM every running daemon, wait up to 30 s, then SIGKILL.
@@ -77,7 +86,7 @@ stop_daemons() {
         fi
     done
     for pid in "${pids[@]}"; do
-        if ! wait_for 30 "exit of $pid" bash -c "! kill -0 $pid"; then
+        if ! wait_for 30 bash -c "! kill -0 $pid"; then
             log "pid $pid did not exit after 30 s, sending SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -204,7 +213,7 @@ start_munge() {
     log "starting munged"
     rm -f "$MUNGE_RUN/munge.socket.2" "$MUNGE_RUN/munge.socket.2.lock" "$MUNGE_PID"
     runuser -u munge -- munged --pid-file="$MUNGE_PID" --log-file="$MUNGE_LOG"
-    wait_for 20 munged bash -c 'munge -n | unmunge' || die "munged did not come up"
+    wait_for 20 bash -c 'munge -n | unmunge' || die "munged did not come up"
 }
 
 start_mariadb() {
@@ -225,10 +234,8 @@ start_mariadb() {
         setsid mariadbd --user=mysql --datadir="$MYSQL_DATADIR" --socket="$MYSQL_SOCKET" \
             --pid-file="$MYSQL_PID" --log-error="$MYSQL_LOG" --skip-networking \
             --innodb-buffer-pool-size=64M </dev/null >>"$MYSQL_LOG" 2>&1 &
-        wait_for 60 mariadb mariadb-admin --socket="$MYSQL_SOCKET" ping ||
-            die "MariaDB did not come up"
-        wait_for 10 mariadb-pid test -s "$MYSQL_PID" || true
     fi
+    wait_for 60 mariadb-admin --socket="$MYSQL_SOCKET" ping || die "MariaDB did not come up"
     mariadb --socket="$MYSQL_SOCKET" <<EOF || die "could not create database $DB_NAME"
 CREATE DATABASE IF NOT EXISTS $DB_NAME;
 CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
@@ -251,7 +258,7 @@ start_slurmdbd() {
         log "starting slurmdbd"
         slurmdbd || die "slurmdbd failed to start"
     fi
-    wait_for 60 slurmdbd sacctmgr -n list cluster || die "slurmdbd does not answer (sacctmgr list cluster)"
+    wait_for 60 sacctmgr -n list cluster || die "slurmdbd does not answer (sacctmgr list cluster)"
     if [[ -z $(sacctmgr -n -P list cluster format=cluster where name="$CLUSTER_NAME") ]]; then
         log "registering cluster $CLUSTER_NAME in slurmdbd"
         sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null || die "sacctmgr add cluster failed"
@@ -263,7 +270,7 @@ start_slurmctld() {
         log "starting slurmctld"
         slurmctld || die "slurmctld failed to start"
     fi
-    wait_for 60 slurmctld scontrol ping || die "slurmctld does not answer (scontrol ping)"
+    wait_for 60 scontrol ping || die "slurmctld does not answer (scontrol ping)"
 }
 
 start_slurmd() {
@@ -292,7 +299,7 @@ wait_node_ready() {
         ((SECONDS < deadline)) || die "node $NODE_NAME not ready (state: '${state:-none}')"
         sleep 0.5
     done
-    wait_for 30 sacct sacct -n -X -a -S now-1minutes || die "sacct does not answer"
+    wait_for 30 sacct -n -X -a -S now-1minutes || die "sacct does not answer"
 }
 
 stop_slurm_daemons() {
