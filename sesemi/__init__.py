@@ -22,6 +22,11 @@ _EXPORTS = {
     "CrossEntropyHead": "sesemi.losses",
     "FixMatchHead": "sesemi.losses",
     "RotationHead": "sesemi.losses",
+    "EntropyMinimizationHead": "sesemi.losses",
+    "ConsistencyHead": "sesemi.losses",
+    "PseudoLabelHead": "sesemi.losses",
+    "JigsawHead": "sesemi.losses",
+    "FreeMatchHead": "sesemi.losses",
     # models
     "SmallCNN": "sesemi.models",
     "LinearHead": "sesemi.models",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -9,14 +10,24 @@ from hydra.errors import InstantiationException
 from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sesemi.callbacks.objective import ObjectiveCheck
 from sesemi.data.datamodule import SemiSupervisedDataModule
 from sesemi.errors import ConfigError
 from sesemi.launch import resolve_strategy
 from sesemi.module import SemiSupervisedModule
 
 
+def _full_key(err: BaseException, default: str) -> str:
+    """The config key Hydra attached to an instantiation error (as a note, or in the message)."""
+    for text in (*getattr(err, "__notes__", ()), str(err)):
+        match = re.search(r"full_key: (\S+)", text)
+        if match:
+            return match.group(1)
+    return default
+
+
 def instantiate_key(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` of the node at ``key``, with failures reported as :class:`ConfigError`.
+    """``hydra.utils.instantiate`` of the node at ``key``, with failures a user can fix raised as ConfigError.
 
     Any ``_target_`` is allowed: injecting the user's own classes through their configs is sesemi's plug-in API,
     and those configs are the user's own code, so Hydra's execution whitelist would only get in the way.
@@ -26,24 +37,22 @@ def instantiate_key(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         return None
     try:
         return instantiate(node, _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        full_key = getattr(err, "full_key", None) or key
-        if cause is None:  # Hydra could not locate or import the _target_
-            target = OmegaConf.select(cfg, f"{full_key}._target_") if full_key else None
-            raise ConfigError(
-                full_key,
-                str(err).split("\n")[0].replace(", set env var HYDRA_FULL_ERROR=1 to see chained stack trace", ""),
-                f"check the _target_ path{f' {target!r}' if target else ''}; your own code goes in a package under "
-                "run.src_dir (./src) or an installed package",
-            ) from err
-        if isinstance(cause, ConfigError):
-            raise cause from err
-        if isinstance(cause, FileNotFoundError):
-            raise ConfigError(full_key, str(cause), "put the files there or change run.data_root") from err
+    except ConfigError:
+        raise
+    except InstantiationException as err:  # the _target_ could not be located or imported
+        full_key = _full_key(err, key)
+        problem = str(err.__cause__ or err).split("\n")[0]
         raise ConfigError(
-            full_key, f"{type(cause).__name__}: {cause}", f"check the arguments under {full_key}"
+            full_key,
+            problem.replace(", set env var HYDRA_FULL_ERROR=1 to see chained stack trace", ""),
+            f"check {full_key}._target_; your own code goes in a package under run.src_dir (./src) "
+            "or in an installed package",
         ) from err
+    except FileNotFoundError as err:
+        raise ConfigError(_full_key(err, key), str(err), "put the files there or change run.data_root") from err
+    except (TypeError, ValueError) as err:
+        full_key = _full_key(err, key)
+        raise ConfigError(full_key, f"{type(err).__name__}: {err}", f"check the arguments under {full_key}") from err
 
 
 def build_datamodule(cfg: DictConfig) -> SemiSupervisedDataModule:
@@ -105,6 +114,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any):
     accelerator = resolve_accelerator(run.accelerator)
     _check_devices(accelerator, run.devices)
     callbacks = [instantiate_key(cfg, f"callbacks.{k}") for k in (cfg.get("callbacks") or {})]
+    callbacks.append(ObjectiveCheck(run.objective))
     loggers = [instantiate_key(cfg, f"logger.{k}") for k in (cfg.get("logger") or {})]
     if accelerator in ("gpu", "cuda"):
         torch.backends.cudnn.benchmark = True

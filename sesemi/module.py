@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -145,6 +146,18 @@ class SemiSupervisedModule(LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    def load_pretrained(self, path: str) -> None:
+        """Initialise weights (not optimizer state or step) from a sesemi checkpoint or a backbone state dict."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if "state_dict" in state:
+            missing, unexpected = self.load_state_dict(state["state_dict"], strict=False)
+        else:
+            missing, unexpected = self.model.backbone.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("ema.")]:
+            rank_zero_warn(f"pretrained checkpoint {path}: missing keys {missing}, unexpected keys {unexpected}")
+        if self.ema is not None and not any(k.startswith("ema.") for k in state.get("state_dict", {})):
+            self.ema = EMA(self.model, self.ema.decay, self.ema.warmup)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.config is not None:

@@ -1,18 +1,35 @@
 """Loss heads: each is one term of the training objective (see :mod:`sesemi.losses.base`)."""
 
+from sesemi.losses.adaptive import FreeMatchHead, self_adaptive_fairness
 from sesemi.losses.base import LossHead, StepContext, linear_rampup, sigmoid_rampup
+from sesemi.losses.consistency import ConsistencyHead, softmax_kl, softmax_mse
+from sesemi.losses.entropy import EntropyMinimizationHead, prediction_entropy
 from sesemi.losses.fixmatch import FixMatchHead, confident_pseudo_labels
+from sesemi.losses.jigsaw import JigsawHead, jigsaw_permutations, shuffle_tiles
+from sesemi.losses.pseudo_label import PseudoLabelHead, masked_cross_entropy
 from sesemi.losses.rotation import RotationHead, rotate_batch
 from sesemi.losses.supervised import CrossEntropyHead
 
 __all__ = [
+    "ConsistencyHead",
     "CrossEntropyHead",
+    "EntropyMinimizationHead",
     "FixMatchHead",
+    "FreeMatchHead",
+    "JigsawHead",
     "LossHead",
+    "PseudoLabelHead",
     "RotationHead",
     "StepContext",
     "confident_pseudo_labels",
+    "jigsaw_permutations",
     "linear_rampup",
+    "masked_cross_entropy",
+    "prediction_entropy",
     "rotate_batch",
+    "self_adaptive_fairness",
+    "shuffle_tiles",
     "sigmoid_rampup",
+    "softmax_kl",
+    "softmax_mse",
 ]

@@ -1,0 +1,124 @@
+"""Where a study lives: a journal file next to the trials (default) or a database for many nodes.
+
+A storage *spec* is the string a user writes in ``hydra.sweeper.storage``:
+
+- ``null`` (default): the journal file ``<sweep dir>/optuna.journal``. Optuna's journal storage appends one line per
+  change under a lock file, so concurrent workers on several nodes of a shared filesystem (NFS, Lustre, GPFS) can use
+  it; no server to run.
+- ``<path>.journal`` or ``journal:<path>``: a journal file somewhere else (relative paths: to the launch directory).
+- an SQLAlchemy URL (``postgresql://user@host:5432/db``, ``mysql+pymysql://...``, ``sqlite:///file.db``): an RDB
+  storage. Keep the password out of the URL: it is taken from ``$SESEMI_STORAGE_PASSWORD`` (or, for PostgreSQL, from
+  libpq's own ``$PGPASSWORD`` / ``~/.pgpass``) when the process connects, so it is never written into a run dir, a
+  log or a job pickle.
+
+``${sesemi.optuna_storage:<spec>}`` turns a spec into a storage object, for Hydra's own ``hydra/sweeper=optuna``
+(whose ``storage`` is handed to Optuna unchanged).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV = "SESEMI_STORAGE_PASSWORD"
+JOURNAL_NAME = "optuna.journal"
+_RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite", "oracle", "mssql", "mariadb", "cockroachdb")
+
+
+def is_rdb(spec: str | None) -> bool:
+    return bool(spec) and "://" in str(spec) and str(spec).split("://")[0].split("+")[0] in _RDB_SCHEMES
+
+
+def journal_path(spec: str | None, sweep_dir: str | os.PathLike | None) -> Path | None:
+    """The journal file a spec stands for, or None for an RDB URL."""
+    if spec in (None, "", "journal"):
+        if sweep_dir is None:
+            raise ValueError("a journal storage without a path needs the sweep dir")
+        return Path(sweep_dir).absolute() / JOURNAL_NAME
+    spec = str(spec)
+    if spec.startswith("journal:"):
+        spec = spec[len("journal:"):]
+        if spec.startswith("//"):
+            spec = spec[2:]
+        return Path(os.path.expanduser(spec)).absolute()
+    if is_rdb(spec):
+        return None
+    if "://" in spec:
+        raise ValueError(
+            f"unsupported storage {mask(spec)!r}: use a journal file path (*.journal) or an SQLAlchemy database URL"
+        )
+    return Path(os.path.expanduser(spec)).absolute()
+
+
+def _url_with_password(spec: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(spec)
+    password = os.environ.get(PASSWORD_ENV)
+    if url.password is None and password:
+        url = url.set(password=password)
+    return url.render_as_string(hide_password=False)
+
+
+def mask(spec: Any) -> str:
+    """The spec as it may be shown: a URL's password replaced by ``***``."""
+    if spec is None:
+        return "journal (default)"
+    spec = str(spec)
+    if is_rdb(spec):
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(spec).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001
+            return spec.split("://")[0] + "://***"
+    return spec
+
+
+def has_password(spec: Any) -> bool:
+    if not is_rdb(spec):
+        return False
+    from sqlalchemy.engine import make_url
+
+    return make_url(str(spec)).password is not None
+
+
+def strip_password(spec: Any) -> Any:
+    """The spec without a password (what is handed to workers and written anywhere)."""
+    if not is_rdb(spec):
+        return spec
+    from sqlalchemy.engine import make_url
+
+    url = make_url(str(spec))
+    return url.set(password=None).render_as_string(hide_password=False) if url.password is not None else spec
+
+
+def make_storage(spec: str | None, sweep_dir: str | os.PathLike | None = None) -> Any:
+    """An Optuna storage object for a spec (see the module docstring)."""
+    import optuna
+
+    if spec is not None and not isinstance(spec, str):
+        return spec  # already a storage object
+    path = journal_path(spec, sweep_dir)
+    if path is None:
+        return optuna.storages.RDBStorage(_url_with_password(str(spec)), engine_kwargs={"pool_pre_ping": True})
+    from optuna.storages.journal import JournalFileBackend
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def storage_resolver(spec: str | None = None, sweep_dir: str | None = None) -> Any:
+    """``${sesemi.optuna_storage:<spec>[,<dir>]}``: a storage object for Hydra's own Optuna sweeper."""
+    return make_storage(spec or None, sweep_dir)
+
+
+def register() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("sesemi.optuna_storage"):
+        OmegaConf.register_resolver("sesemi.optuna_storage", storage_resolver)

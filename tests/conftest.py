@@ -1,0 +1,63 @@
+"""Shared helpers: compose the real configs, and run the real CLI in a subprocess, on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+import sesemi.train  # noqa: F401  (registers the resolvers)
+
+# A few optimisation steps on the embedded digits: enough to exercise every part of a run in seconds.
+FAST = [
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=1",
+    "data.labels_per_class=4",
+    "data.labeled_batch_size=8",
+    "data.unlabeled_batch_size=16",
+    "data.num_workers=0",
+    "callbacks.progress_bar=null",
+]
+
+
+def compose_config(output_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+    with initialize_config_module("sesemi.configs"):
+        return compose("train", overrides=[*FAST, f"run.output_dir={output_dir}", *overrides])
+
+
+def run_cli(
+    args: Sequence[str], cwd: Path, *, fast: bool = True, check: bool = True, env: dict | None = None,
+    module: str = "sesemi.train", timeout: float = 600,
+) -> subprocess.CompletedProcess:
+    """``python -m sesemi.train ARGS`` in ``cwd``, as a user would type it."""
+    cmd = [sys.executable, "-m", module, *(FAST if fast else []), *args]
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """All run dirs (those with a status file) below ``root``."""
+    return sorted(p.parent for p in root.rglob("status.json"))
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty launch directory, as a user's fresh workspace."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,101 @@
+"""The training app end to end through the real CLI: run dir layout, modes, resume, concurrent runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from conftest import FAST, read_json, run_cli, run_dirs
+
+
+def test_default_run_writes_a_complete_run_dir(workdir: Path):
+    proc = run_cli([], workdir)
+    (run_dir,) = run_dirs(workdir / "runs")
+    assert run_dir.parent == workdir / "runs" / "default"
+    assert re.fullmatch(r"\d{8}_\d{6}", run_dir.name)
+    assert f"run dir {run_dir}" in proc.stdout + proc.stderr
+    assert re.search(r"val/acc = 0\.\d{4}", proc.stdout + proc.stderr)
+
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["trainer"]["max_steps"] == 6
+    assert (run_dir / ".hydra" / "overrides.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "completed" and status["restarts"] == 0
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["objective"]["name"] == "val/acc"
+    assert 0.0 <= metrics["objective"]["value"] <= 1.0
+    assert metrics["global_step"] == 6
+    assert "train/loss_fixmatch" in metrics["final"]
+
+
+def test_tensorboard_has_per_head_losses_accuracy_lr_and_images(workdir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_cli(["callbacks.images.every_n_steps=3"], workdir)
+    (run_dir,) = run_dirs(workdir)
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/loss_supervised", "train/loss_fixmatch", "val/acc", "val/loss"} <= scalars
+    assert any(tag.startswith("lr-") for tag in scalars)
+    assert {"views/unlabeled/weak", "views/unlabeled/strong", "views/labeled/weak"} <= set(events.Tags()["images"])
+
+
+def test_resume_continues_in_the_same_run_dir_and_curve(workdir: Path):
+    run_cli([], workdir)
+    (run_dir,) = run_dirs(workdir)
+    run_cli([f"run.resume={run_dir}", "trainer.max_steps=12"], workdir)
+    assert run_dirs(workdir) == [run_dir]
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "completed" and status["restarts"] == 1
+    assert read_json(run_dir / "metrics.json")["global_step"] == 12
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = [e.step for e in EventAccumulator(str(run_dir / "tensorboard")).Reload().Scalars("val/acc")]
+    assert steps == sorted(steps) and max(steps) >= 11 and min(steps) <= 3
+
+
+def test_validate_and_test_modes_evaluate_a_checkpoint(workdir: Path):
+    run_cli([], workdir)
+    (run_dir,) = run_dirs(workdir)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    expected = read_json(run_dir / "metrics.json")["objective"]["value"]
+    for mode in ("validate", "test"):
+        run_cli([f"run.mode={mode}", f"run.checkpoint={best}", f"run.id={mode}"], workdir)
+        (eval_dir,) = run_dirs(workdir / "runs" / mode)
+        metrics = read_json(eval_dir / "metrics.json")
+        stage = "val" if mode == "validate" else "test"
+        assert abs(metrics[mode][f"{stage}/acc"] - expected) < 1e-6  # digits' val and test set are the same split
+        assert read_json(eval_dir / "status.json")["state"] == "completed"
+
+
+def test_pretrained_checkpoint_initialises_weights_only(workdir: Path):
+    run_cli(["trainer.max_steps=3"], workdir)
+    (first,) = run_dirs(workdir)
+    ckpt = first / "checkpoints" / "last.ckpt"
+    run_cli([f"run.pretrained_checkpoint={ckpt}", "run.id=finetune", "trainer.max_steps=3", "optimizer.lr=0"], workdir)
+    (second,) = run_dirs(workdir / "runs" / "finetune")
+    assert read_json(second / "metrics.json")["global_step"] == 3  # starts at step 0, not 3
+    a = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    key = "model.backbone.features.0.0.weight"
+    assert torch.equal(a[key], b[key])  # lr=0: the loaded weights are kept exactly
+
+
+def test_two_runs_started_together_never_share_a_dir(workdir: Path):
+    cmd = [sys.executable, "-m", "sesemi.train", *FAST, "trainer.max_steps=2"]
+    procs = [subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stdout.read().decode()[-3000:]
+    dirs = run_dirs(workdir)
+    assert len(dirs) == 3
+    assert all(read_json(d / "status.json")["state"] == "completed" for d in dirs)
