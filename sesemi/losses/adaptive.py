@@ -104,7 +104,7 @@ class FreeMatchHead(LossHead):
         stats = torch.cat([
             confidence.sum()[None],
             probs.sum(0),
-            torch.bincount(labels, minlength=num_classes).to(probs.dtype),
+            F.one_hot(labels, num_classes).sum(0).to(probs.dtype),  # bincount has no deterministic CUDA kernel
             probs.new_tensor([len(probs)]),
         ])
         stats = _sum_across_ranks(stats)

@@ -1,0 +1,39 @@
+"""Every method config trains for a few real steps on the embedded digits through the CLI and logs each head's loss."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import read_json, run_cli, run_dirs
+
+# method config -> the loss heads it must log (CrossEntropyHead is "supervised" everywhere)
+METHODS = {
+    "supervised": ["supervised"],
+    "rotation": ["supervised", "rotation"],
+    "fixmatch": ["supervised", "fixmatch"],
+    "fixmatch_rotation": ["supervised", "fixmatch", "rotation"],
+    "entropy_minimization": ["supervised", "entropy"],
+    "pi_model": ["supervised", "pi_model"],
+    "mean_teacher": ["supervised", "mean_teacher"],
+    "pseudo_label": ["supervised", "pseudo_label"],
+    "jigsaw": ["supervised", "jigsaw"],
+    "freematch": ["supervised", "freematch"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_trains_and_logs_each_head_loss(method: str, workdir: Path):
+    run_cli([f"method={method}", "trainer.max_steps=4", "callbacks.images=null"], workdir)
+    (run_dir,) = run_dirs(workdir)
+    assert read_json(run_dir / "status.json")["state"] == "completed"
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["global_step"] == 4
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert sorted(config["method"]["loss_heads"]) == sorted(METHODS[method])
+    for head in METHODS[method]:
+        value = metrics["final"][f"train/loss_{head}"]
+        assert math.isfinite(value)
+    assert math.isfinite(metrics["final"]["train/loss"])
