@@ -87,16 +87,20 @@ class OptunaTrialCallback(pl.Callback):
         step = trainer.global_step
         if not math.isfinite(value):
             raise FloatingPointError(f"{monitor} is {value} at step {step}")
-        prune = False
-        if trainer.global_rank == 0:
-            trial = self.context.trial
-            trial.report(value, step)
-            self.context.reports += 1
-            self.context.last_step, self.context.last_value = step, value
-            prune = bool(trial.should_prune())
+        if trainer.global_rank != 0:
+            return
+        trial = self.context.trial
+        trial.report(value, step)
+        self.context.reports += 1
+        self.context.last_step, self.context.last_value = step, value
         if trainer.world_size > 1:
-            prune = bool(trainer.strategy.broadcast(prune, src=0))
-        if prune:
+            # The other ranks of a multi-process trial may not run this callback (Lightning's own DDP launcher
+            # re-runs the command line), so a decision taken here could not reach them: such trials only report.
+            if self.context.reports == 1:
+                log.warning("trial %d runs on %d processes: it reports but is not pruned", trial.number,
+                            trainer.world_size)
+            return
+        if trial.should_prune():
             import optuna
 
             raise optuna.TrialPruned(f"pruned at step {step} with {monitor} = {value:.4f}")

@@ -1,0 +1,283 @@
+"""What runs where the trials run: one trial (synchronous mode) or a worker's loop over trials (asynchronous mode).
+
+The sweeper hands the launcher a :class:`SweepTask` instead of the bare training function. In a trial job
+(``SESEMI_SWEEP_TRIAL`` set) it runs that trial with :func:`run_trial`; in a worker job (``SESEMI_SWEEP_WORKER``
+set) it loops: take a waiting trial → sample its parameters → compose its config → run it in-process with the
+pruning callback → tell the study → take the next, until no trial is left. Either way the process that ran the
+trial records its outcome in the study itself (COMPLETE with the value, PRUNED, or FAIL with the error), so the
+outcome is stored even when nobody is left to receive a return value.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from sesemi import resolvers
+from sesemi.errors import ConfigError
+from sesemi.sweep import storage as storage_lib
+from sesemi.sweep import study as study_lib
+from sesemi.sweep.callback import TrialContext, set_active_trial
+
+log = logging.getLogger("sesemi.sweep")
+
+resolvers.register()
+storage_lib.register()
+
+TRIAL_ENV = "SESEMI_SWEEP_TRIAL"
+WORKER_ENV = "SESEMI_SWEEP_WORKER"
+CALLBACK_KEY = "optuna_trial"
+
+
+def trial_subdir(number: int) -> str:
+    return f"trial_{number:04d}"
+
+
+@dataclass
+class SweepSettings:
+    """Everything a trial job or a worker needs to find the study and run trials (plain, picklable data)."""
+
+    study_name: str
+    storage: str | None  # a spec without password (see sesemi.sweep.storage)
+    sweep_dir: str
+    session: str
+    n_trials: int
+    max_failure_rate: float = 0.0
+    max_retries: int | None = 2
+    heartbeat_interval: float = 30.0
+    grace_period: float = 120.0
+    sampler: dict[str, Any] | None = None
+    pruner: dict[str, Any] | None = None
+    distributions: dict[str, Any] = field(default_factory=dict)
+    fixed_params: dict[str, Any] = field(default_factory=dict)
+    fixed_overrides: list[str] = field(default_factory=list)
+    custom_search_space: str | None = None
+    grid_space: dict[str, list[Any]] | None = None
+
+
+def _instantiate(node: dict[str, Any]) -> Any:
+    from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
+
+    # Like every sesemi config, the sampler/pruner _target_ may be the user's own class.
+    return instantiate(node, _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS)
+
+
+def build_sampler(settings: SweepSettings, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    if not settings.sampler:
+        return optuna.samplers.TPESampler()
+    node = dict(settings.sampler)
+    if seed_offset and node.get("seed") is not None:
+        node["seed"] = int(node["seed"]) + seed_offset  # workers on one study must not draw the same numbers
+    sampler = _instantiate(node)
+    if isinstance(sampler, functools.partial):
+        if settings.grid_space is None:
+            raise ConfigError("hydra.sweeper.sampler", "a partial sampler is only supported for the grid", "")
+        sampler = sampler(search_space=settings.grid_space)
+    return sampler
+
+
+def build_pruner(settings: SweepSettings) -> optuna.pruners.BasePruner:
+    return _instantiate(dict(settings.pruner)) if settings.pruner else optuna.pruners.NopPruner()
+
+
+def load_study(settings: SweepSettings, *, seed_offset: int = 0, sample: bool = True) -> optuna.Study:
+    return optuna.load_study(
+        study_name=settings.study_name,
+        storage=storage_lib.make_storage(settings.storage, settings.sweep_dir),
+        sampler=build_sampler(settings, seed_offset) if sample else optuna.samplers.RandomSampler(),
+        pruner=build_pruner(settings),
+    )
+
+
+def trial_overrides(settings: SweepSettings, trial: optuna.Trial, config: DictConfig | None) -> list[str]:
+    """Sample the trial's parameters and return its job overrides (its run dir: ``<sweep dir>/trial_NNNN``)."""
+    study_lib.suggest(trial, settings.distributions)
+    if settings.custom_search_space:
+        from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
+
+        extend = instantiate(
+            {"_target_": settings.custom_search_space, "_partial_": True},
+            _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS,
+        )
+        extend(config, trial)
+    params = {**trial.params, **settings.fixed_params}
+    return [
+        *(f"{name}={value}" for name, value in params.items()),
+        *settings.fixed_overrides,
+        f"hydra.sweep.subdir={trial_subdir(trial.number)}",
+    ]
+
+
+def _related(key: str, names: list[str]) -> bool:
+    key = key.lstrip("+~")
+    return any(n == key or n.startswith(key + ".") or key.startswith(n + ".") for n in (x.lstrip("+~") for x in names))
+
+
+def _describe(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) < 2000 else text[:1997] + "..."
+
+
+def _mark_run_dir(run_dir: str, **fields: Any) -> None:
+    from pathlib import Path
+
+    from sesemi.rundir import RunRecord
+
+    if (Path(run_dir) / "status.json").is_file():
+        RunRecord(run_dir)._update(**fields)
+
+
+def run_trial(
+    study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, task_function: Any, settings: SweepSettings,
+    worker: str,
+) -> float | None:
+    """Run one trial in this process and record its outcome in the study; returns the value (None if not COMPLETE).
+
+    Exceptions of the training are recorded (FAIL with the error), not raised: the sweep goes on. An interrupt
+    (Ctrl-C, SIGTERM) marks the trial FAIL, enqueues its retry and is re-raised.
+    """
+    run_dir = str(cfg.run.output_dir)
+    storage = study._storage
+    for key, value in {
+        study_lib.RUN_DIR: run_dir, "session": settings.session, "worker": worker, "host": socket.gethostname(),
+        "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }.items():
+        storage.set_trial_user_attr(trial._trial_id, key, value)
+    context = TrialContext(trial=trial, monitor=str(cfg.run.objective), params=dict(trial.params))
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        if cfg.get("callbacks") is None:
+            cfg.callbacks = {}
+        cfg.callbacks[CALLBACK_KEY] = {"_target_": "sesemi.sweep.callback.OptunaTrialCallback"}
+    log.info("trial %d (%s): %s -> %s", trial.number, worker, trial.params, run_dir)
+    set_active_trial(context)
+    outcome: tuple[TrialState, Any] | None = None
+    started = time.perf_counter()
+    try:
+        with study_lib.Heartbeat(storage, [trial._trial_id], settings.heartbeat_interval):
+            try:
+                value = float(task_function(cfg))
+                outcome = (TrialState.COMPLETE, value)
+            except optuna.TrialPruned as err:
+                outcome = (TrialState.PRUNED, err)
+            except Exception as err:  # noqa: BLE001 - a crashing trial is recorded, the sweep goes on
+                outcome = (TrialState.FAIL, err)
+    except BaseException as err:  # interrupted (Ctrl-C, SIGTERM of a preempted job): retry it later
+        study_lib.fail_trial(study, trial._trial_id, f"interrupted: {_describe(err)}")
+        study_lib.retry(study, study._storage.get_trial(trial._trial_id), settings.max_retries)
+        raise
+    finally:
+        set_active_trial(None)
+    state, result = outcome
+    seconds = time.perf_counter() - started
+    if state == TrialState.COMPLETE and result != result:  # NaN
+        state, result = TrialState.FAIL, FloatingPointError(f"{cfg.run.objective} is NaN")
+    if state == TrialState.COMPLETE:
+        study.tell(trial, result)
+        log.info("trial %d complete: %s = %.5g (%.0fs)", trial.number, cfg.run.objective, result, seconds)
+        return result
+    if state == TrialState.PRUNED:
+        storage.set_trial_user_attr(trial._trial_id, "pruned", str(result))
+        study.tell(trial, state=TrialState.PRUNED)
+        _mark_run_dir(run_dir, state="pruned", error=None, pruned=str(result))
+        log.info("trial %d pruned: %s (%.0fs)", trial.number, result, seconds)
+        return None
+    fatal = isinstance(result, ConfigError) and not _related(result.key, list(trial.params))
+    study_lib.fail_trial(
+        study, trial._trial_id, _describe(result), fatal=fatal,
+        traceback="".join(traceback.format_exception(result)),
+    )
+    log.error("trial %d failed: %s", trial.number, _describe(result), exc_info=result)
+    return None
+
+
+class SweepTask:
+    """The task function the sweeper gives the launcher: a trial job, a worker job, or the plain training run."""
+
+    def __init__(self, task_function: Any, hydra_context: Any, config: DictConfig) -> None:
+        self.task_function = task_function
+        self.hydra_context = hydra_context
+        self.config = config
+        self.settings: SweepSettings | None = None
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        if os.environ.get(WORKER_ENV) is not None:
+            return run_worker(self, int(os.environ[WORKER_ENV]))
+        if os.environ.get(TRIAL_ENV) is not None:
+            return self.run_trial_job(cfg, int(os.environ[TRIAL_ENV]))
+        return self.task_function(cfg)
+
+    def run_trial_job(self, cfg: DictConfig, number: int) -> float | None:
+        """Synchronous mode: the sweeper took the trial and sampled it; this job runs it and tells the result."""
+        settings = self.settings
+        study = load_study(settings, sample=False)
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        trial = optuna.Trial(study, trial_id)
+        return run_trial(study, trial, cfg, self.task_function, settings, worker=f"job@{socket.gethostname()}")
+
+
+def _trial_job(study: optuna.Study, trial: optuna.Trial, task: SweepTask, worker: str, cfg: DictConfig) -> Any:
+    return run_trial(study, trial, cfg, task.task_function, task.settings, worker)
+
+
+def run_worker(task: SweepTask, index: int) -> int:
+    """Asynchronous mode: take trials one after the other until none is waiting; returns how many it ran."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobStatus, configure_log, run_job
+
+    settings = task.settings
+    worker_hydra = HydraConfig.get()
+    study = load_study(settings, seed_offset=index)
+    name = f"w{index}@{socket.gethostname()}:{os.getpid()}"
+    log.info("worker %s on study %s (%s)", name, settings.study_name, storage_lib.mask(settings.storage))
+    ran = 0
+    while True:
+        reason = study_lib.abort_reason(study, settings.session)
+        if reason:
+            log.error("worker %s stops: %s", name, reason)
+            break
+        study_lib.reap_stale(study, settings.grace_period, settings.max_retries)
+        trial = study_lib.pop_trial(study)
+        if trial is None:
+            break
+        ran += 1
+        study._storage.set_trial_user_attr(trial._trial_id, "session", settings.session)
+        try:
+            overrides = trial_overrides(settings, trial, task.config)
+            config = task.hydra_context.config_loader.load_sweep_config(task.config, overrides)
+            with open_dict(config):
+                config.hydra.job.id = trial_subdir(trial.number)
+                config.hydra.job.num = trial.number
+        except Exception as err:  # noqa: BLE001 - a sampled value the config cannot take
+            study_lib.fail_trial(study, trial._trial_id, f"config: {_describe(err)}")
+            log.error("trial %d: its config could not be composed: %s", trial.number, err)
+        else:
+            ret = run_job(
+                hydra_context=task.hydra_context,
+                task_function=functools.partial(_trial_job, study, trial, task, name),
+                config=config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+            if ret.status == JobStatus.FAILED and study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                study_lib.fail_trial(study, trial._trial_id, _describe(ret._return_value))
+            configure_log(
+                worker_hydra.job_logging, worker_hydra.verbose,
+                execution_whitelist=task.hydra_context.execution_whitelist,
+            )
+        reason = study_lib.check_failures(study, settings.session, settings.n_trials, settings.max_failure_rate)
+        if reason:
+            study_lib.set_abort(study, settings.session, reason)
+    log.info("worker %s done: %d trials", name, ran)
+    return ran

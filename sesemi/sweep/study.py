@@ -1,0 +1,234 @@
+"""The study bookkeeping shared by the sweeper, its workers and the report.
+
+Budget: ``n_trials`` counts every trial of the study, old ones included, except a trial that was retried (its retry
+stands in for it) and a trial that failed on a configuration error unrelated to the search space (the same error
+would end every trial; fixing it and re-running gets the budget back). The sweeper tops the study up to the budget
+with *tickets*: waiting trials without parameters (``study.enqueue_trial({})``). Workers only ever take a waiting
+trial (tickets and retries) and never create one, so N workers on several nodes run exactly the budget: the
+sampler fills in the parameters when a worker takes the ticket.
+
+Liveness: the process running a trial writes a heartbeat (a system attribute, with any storage) every
+``heartbeat_interval`` seconds; a running trial whose heartbeat is older than ``grace_period`` lost its worker
+(killed, preempted, out of memory). Whoever notices (any worker before taking a trial, the sweeper while it waits)
+marks it FAIL with that reason and enqueues a retry with the same parameters, up to ``max_retries`` times; the
+retry is a new trial with its own number and run dir, so nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = "sesemi:heartbeat"
+FATAL = "sesemi:fatal"
+TRACEBACK = "sesemi:traceback"
+ABORT = "sesemi:abort"
+SESSION = "sesemi:session"
+RUN_DIR = "run_dir"
+
+
+def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def is_ticket(trial: FrozenTrial) -> bool:
+    return (
+        trial.state == TrialState.WAITING
+        and trial.system_attrs.get("fixed_params") == {}
+        and not trial.system_attrs.get("retry_history")
+    )
+
+
+def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that count against the budget."""
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.number not in retried and not t.system_attrs.get(FATAL)]
+
+
+def top_up(study: optuna.Study, n_trials: int) -> int:
+    """Enqueue tickets until the study holds ``n_trials`` counted trials; returns how many were added."""
+    missing = n_trials - len(counted(study.get_trials(deepcopy=False)))
+    for _ in range(max(0, missing)):
+        study.enqueue_trial({})
+    return max(0, missing)
+
+
+def waiting(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+def running(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def pop_trial(study: optuna.Study) -> optuna.Trial | None:
+    """Take the oldest waiting trial (a ticket or a retry) and mark it running; None when there is none.
+
+    ``study.ask()`` without its fallback of creating a new trial: only the sweeper adds trials (as tickets).
+    """
+    if hasattr(study, "_thread_local"):
+        study._thread_local.cached_all_trials = None
+    trial_id = study._pop_waiting_trial_id()
+    if trial_id is None:
+        return None
+    return optuna.Trial(study, trial_id)
+
+
+def suggest(trial: optuna.Trial, distributions: Mapping[str, BaseDistribution]) -> dict[str, Any]:
+    """Sample (or, for a retry or an enqueued trial, take over) every parameter of the search space."""
+    for name, dist in distributions.items():
+        if isinstance(dist, FloatDistribution):
+            trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, IntDistribution):
+            trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, CategoricalDistribution):
+            trial.suggest_categorical(name, dist.choices)
+        else:  # pragma: no cover - every Hydra sweep maps to one of the three
+            trial._suggest(name, dist)
+    return dict(trial.params)
+
+
+def heartbeat_age(trial: FrozenTrial, now: float | None = None) -> float:
+    now = time.time() if now is None else now
+    start = trial.datetime_start.timestamp() if trial.datetime_start else now
+    return now - max(float(trial.system_attrs.get(HEARTBEAT, 0.0)), start)
+
+
+def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int | None) -> int | None:
+    """Enqueue a retry of ``trial`` with the same parameters; returns its number (None: retries used up)."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if max_retries is not None and len(history) > max_retries:
+        log.warning("trial %d was lost and will not be retried: %d retries used up", trial.number, max_retries)
+        return None
+    template = optuna.trial.create_trial(
+        state=TrialState.WAITING,
+        params=trial.params,
+        distributions=trial.distributions,
+        system_attrs={"failed_trial": history[0], "retry_history": history},
+    )
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    number = study._storage.get_trial_number_from_id(trial_id)
+    log.warning("trial %d was lost; retried as trial %s", trial.number, number)
+    return number
+
+
+def fail_trial(study: optuna.Study, trial_id: int, error: str, *, fatal: bool = False, traceback: str = "") -> bool:
+    """Record a trial FAIL with its error; False when it was already finished by someone else."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, "error", error[:2000])
+        if traceback:
+            storage.set_trial_system_attr(trial_id, TRACEBACK, traceback[-6000:])
+        if fatal:
+            storage.set_trial_system_attr(trial_id, FATAL, True)
+        return bool(storage.set_trial_state_values(trial_id, state=TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def reap_stale(study: optuna.Study, grace_period: float, max_retries: int | None) -> list[int]:
+    """Fail and retry the running trials whose worker stopped sending heartbeats; returns their numbers."""
+    from sesemi.rundir import RunRecord
+
+    reaped = []
+    now = time.time()
+    for trial in running(study):
+        age = heartbeat_age(trial, now)
+        if age <= grace_period:
+            continue
+        reason = f"lost: no heartbeat for {age:.0f}s (its worker was killed, preempted or ran out of memory)"
+        if not fail_trial(study, trial._trial_id, reason):
+            continue
+        reaped.append(trial.number)
+        run_dir = trial.user_attrs.get(RUN_DIR)
+        if run_dir:
+            try:
+                from pathlib import Path
+
+                if (Path(run_dir) / "status.json").is_file():
+                    RunRecord(run_dir).fail(RuntimeError(reason))
+            except OSError:
+                pass
+        retry(study, trial, max_retries)
+    return reaped
+
+
+def set_abort(study: optuna.Study, session: str, reason: str) -> None:
+    study._storage.set_study_system_attr(study._study_id, ABORT, {"session": session, "reason": reason})
+
+
+def abort_reason(study: optuna.Study, session: str) -> str | None:
+    abort = study._storage.get_study_system_attrs(study._study_id).get(ABORT)
+    if abort and abort.get("session") == session:
+        return abort.get("reason")
+    return None
+
+
+def session_failures(trials: list[FrozenTrial], session: str) -> list[FrozenTrial]:
+    retried = retried_numbers(trials)
+    return [
+        t for t in trials
+        if t.state == TrialState.FAIL and t.user_attrs.get("session") == session and t.number not in retried
+    ]
+
+
+def check_failures(study: optuna.Study, session: str, n_trials: int, max_failure_rate: float) -> str | None:
+    """The reason to stop the sweep, if any: a fatal configuration error, or too many failed trials."""
+    trials = study.get_trials(deepcopy=False)
+    failed = session_failures(trials, session)
+    fatal = [t for t in failed if t.system_attrs.get(FATAL)]
+    if fatal:
+        t = fatal[0]
+        return f"trial {t.number} failed on a configuration error that every trial would hit: {t.user_attrs.get('error')}"
+    allowed = max_failure_rate * n_trials
+    if len(failed) > allowed:
+        last = failed[-1]
+        return (
+            f"{len(failed)} trials failed, more than max_failure_rate={max_failure_rate} of n_trials={n_trials} "
+            f"allows; last error (trial {last.number}): {last.user_attrs.get('error')}"
+        )
+    return None
+
+
+class Heartbeat:
+    """Writes a trial's heartbeat every ``interval`` seconds from a daemon thread, while in the ``with`` block."""
+
+    def __init__(self, storage: Any, trial_ids: Iterable[int], interval: float) -> None:
+        self.storage = storage
+        self.trial_ids = list(trial_ids)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sesemi-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        for trial_id in list(self.trial_ids):
+            try:
+                self.storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self.trial_ids.remove(trial_id)
+            except Exception as err:  # noqa: BLE001 - a storage hiccup must not kill the trial
+                log.warning("heartbeat of trial id %d not written: %s", trial_id, err)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.trial_ids:
+                return
+            self.beat()
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
