@@ -102,6 +102,7 @@ class SemiSupervisedModule(LightningModule):
         )
         total: Tensor | float = 0.0
         for name, loss_head in self.loss_heads.items():
+            ctx.scope = name
             loss = loss_head(ctx)
             self.log(f"train/loss_{name}", loss.detach())
             total = total + loss_head.scale(step) * loss

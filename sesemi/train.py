@@ -73,11 +73,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from sesemi.builders import build_datamodule, build_module, build_trainer
+    from sesemi.cluster.requeue import Requeued, note_resumed, restart_checkpoint
+    from sesemi.launch import needs_rank_processes, train_in_rank_processes
     from sesemi.rundir import RunRecord
 
+    if needs_rank_processes(cfg):  # a DDP job inside a local sweep: its ranks are fresh processes
+        return train_in_rank_processes(cfg)
     run_dir = Path(cfg.run.output_dir)
     record = RunRecord(run_dir)
+    restart = restart_checkpoint(run_dir)  # a requeued SLURM job continues from its own checkpoint
     record.start()
+    if restart:
+        note_resumed(record, restart)
     started = time.perf_counter()
     try:
         add_src_dir(cfg.run.get("src_dir"))
@@ -93,7 +100,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if mode == "fit":
             if cfg.run.pretrained_checkpoint:
                 module.load_pretrained(_checkpoint_path(cfg.run.pretrained_checkpoint, "run.pretrained_checkpoint"))
-            trainer.fit(module, datamodule=datamodule, ckpt_path=_checkpoint_path(cfg.run.resume, "run.resume"))
+            resume = restart or _checkpoint_path(cfg.run.resume, "run.resume")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
             if trainer.interrupted:
                 raise KeyboardInterrupt("training was interrupted")
             metrics["objective"] = {
@@ -119,6 +127,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["global_step"] = trainer.global_step
         metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
         metrics["run_dir"] = str(run_dir)
+    except Requeued:
+        raise  # checkpointed and marked requeued; the job comes back and resumes
     except BaseException as err:
         record.fail(err)
         raise
@@ -157,7 +167,6 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as err:
         if not single_run:
             raise  # the sweeper records the failed job
-        log.error("%s", err)
         print(f"sesemi: error: {err}\nsesemi: run dir (status failed): {cfg.run.output_dir}", file=sys.stderr)
         sys.exit(2)
     rank_zero_info(f"sesemi: done. {summary_line(metrics)}\nsesemi: run dir {metrics['run_dir']}")

@@ -121,10 +121,10 @@ class FreeMatchHead(LossHead):
         mask = (confidence >= self.class_thresholds()[labels]).float()
         strong_logits = ctx.logits(self.stream, self.strong_view)
         loss = masked_cross_entropy(strong_logits, labels, mask)
-        ctx.log("freematch/mask_ratio", mask.mean())
-        ctx.log("freematch/global_threshold", self.global_threshold.clone())  # the buffer changes in place
+        ctx.log("mask_ratio", mask.mean())
+        ctx.log("global_threshold", self.global_threshold)
         if self.fairness_weight:
             fairness = self_adaptive_fairness(strong_logits, mask, self.class_probs, self.label_hist)
-            ctx.log("freematch/fairness", fairness)
+            ctx.log("fairness", fairness)
             loss = loss + self.fairness_weight * fairness
         return loss

@@ -47,6 +47,7 @@ class StepContext:
         self._teacher_logits: dict[View, Tensor] = {}
         self._log = log
         self.metrics: dict[str, Tensor] = {}
+        self.scope = ""
 
     def images(self, stream: str, view: str) -> Tensor:
         try:
@@ -89,10 +90,13 @@ class StepContext:
         return self._teacher_logits[key]
 
     def log(self, name: str, value: Tensor) -> None:
-        """Log a scalar under the head's name (e.g. ``fixmatch/mask_ratio``); no host sync happens here."""
-        self.metrics[name] = value.detach()
+        """Log a scalar under the calling head's config key, e.g. ``mask_ratio`` of head ``fixmatch`` as
+        ``train/fixmatch/mask_ratio``. The value is copied (no host sync), so logging a buffer is safe."""
+        name = f"{self.scope}/{name}" if self.scope else name
+        value = value.detach().clone()
+        self.metrics[name] = value
         if self._log is not None:
-            self._log(name, value.detach())
+            self._log(name, value)
 
     def _forward_declared(self) -> None:
         images = [self.images(*v) for v in self._declared]

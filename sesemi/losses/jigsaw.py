@@ -101,5 +101,5 @@ class JigsawHead(LossHead):
         labels = torch.randint(0, self.num_permutations, (len(images),), device=images.device)
         shuffled = shuffle_tiles(images, self.permutations[labels], self.grid)
         logits = self.classifier(ctx.backbone(shuffled))
-        ctx.log("jigsaw/acc", (logits.argmax(1) == labels).float().mean())
+        ctx.log("acc", (logits.argmax(1) == labels).float().mean())
         return F.cross_entropy(logits, labels)

@@ -50,5 +50,5 @@ class RotationHead(LossHead):
         else:
             labels = torch.randint(0, 4, (len(images),), device=images.device)
         logits = self.classifier(ctx.backbone(rotate_batch(images, labels)))
-        ctx.log("rotation/acc", (logits.argmax(1) == labels).float().mean())
+        ctx.log("acc", (logits.argmax(1) == labels).float().mean())
         return F.cross_entropy(logits, labels)

@@ -77,8 +77,8 @@ def test_loss_masks_samples_below_their_class_threshold():
     assert mask.tolist() == [True, False, True, True]  # class 1 is rare, so its 0.55 clears a lowered threshold
     expected = (F.cross_entropy(strong, labels, reduction="none") * mask).mean()
     assert torch.isclose(loss, expected)
-    assert ctx.metrics["freematch/mask_ratio"].item() == pytest.approx(0.75)
-    assert ctx.metrics["freematch/global_threshold"].item() == pytest.approx(tau.item())
+    assert ctx.metrics["mask_ratio"].item() == pytest.approx(0.75)
+    assert ctx.metrics["global_threshold"].item() == pytest.approx(tau.item())
 
 
 def test_fairness_term_is_zero_without_confident_samples_and_differentiable_otherwise():

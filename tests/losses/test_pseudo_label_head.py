@@ -20,7 +20,7 @@ def test_below_threshold_samples_are_masked_and_targets_are_detached():
     loss, ctx = _run(PseudoLabelHead(threshold=0.95), logits)
     expected = (F.cross_entropy(logits[0], torch.tensor(0)) + F.cross_entropy(logits[2], torch.tensor(1))) / 3
     assert torch.isclose(loss, expected)
-    assert ctx.metrics["pseudo_label/mask_ratio"].item() == pytest.approx(2 / 3)
+    assert ctx.metrics["mask_ratio"].item() == pytest.approx(2 / 3)
     loss.backward()
     # The masked sample gets no gradient; the others get exactly d CE / d logits with a constant target.
     assert torch.equal(logits.grad[1], torch.zeros(2))
@@ -32,7 +32,7 @@ def test_below_threshold_samples_are_masked_and_targets_are_detached():
 def test_threshold_zero_uses_every_argmax_as_in_lee_2013():
     logits = torch.tensor([[0.2, 0.0], [0.0, 0.1]])
     loss, ctx = _run(PseudoLabelHead(threshold=0.0), logits)
-    assert ctx.metrics["pseudo_label/mask_ratio"].item() == 1.0
+    assert ctx.metrics["mask_ratio"].item() == 1.0
     assert torch.isclose(loss, F.cross_entropy(logits, torch.tensor([0, 1])))
 
 

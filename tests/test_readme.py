@@ -1,0 +1,84 @@
+"""Every `python -m sesemi.train` command the README shows, run as shown (on tiny settings), plus TensorBoard."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, run_dirs
+
+README = Path(__file__).parents[1] / "README.md"
+EXAMPLE = Path(__file__).parent / "workspace_example"
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+# Values in README commands that are too long for a test, and what the test runs instead.
+SHORTER = {"trainer.max_steps=1200": "trainer.max_steps=12"}
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith("python -m sesemi.")]
+
+
+def test_readme_shows_the_commands_this_test_runs():
+    assert len(readme_commands()) >= 8
+
+
+@pytest.fixture
+def workspace(workdir: Path) -> Path:
+    shutil.copytree(EXAMPLE, workdir, dirs_exist_ok=True)
+    if FMNIST.is_dir():
+        (workdir / "data" / "fashion-mnist").symlink_to(FMNIST)
+    run_cli([], workdir)  # an earlier run, for the commands that take <run dir>
+    return workdir
+
+
+def test_every_readme_command_runs(workspace: Path):
+    earlier = run_dirs(workspace / "runs" / "default")[0]
+    for command in readme_commands():
+        if "fmnist" in command and not FMNIST.is_dir():
+            continue
+        args = command.split()[3:]
+        args = [SHORTER.get(a, a).replace("runs/default/<timestamp>", str(earlier)) for a in args]
+        proc = run_cli(args, workspace)
+        if args != ["--cfg", "job"]:
+            assert "sesemi: done." in proc.stdout + proc.stderr, command
+    assert not FMNIST.is_dir() or run_dirs(workspace / "runs" / "fmnist_fixmatch")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_serves_the_runs(workdir: Path):
+    run_cli([], workdir)
+    port = _free_port()
+    tensorboard = Path(sys.executable).with_name("tensorboard")
+    server = subprocess.Popen(
+        [str(tensorboard), "--logdir", "runs", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as response:
+                    runs = response.read().decode()
+                if "default" in runs:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "tensorboard did not list the run"
+            time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
