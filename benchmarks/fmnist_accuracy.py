@@ -1,0 +1,147 @@
+"""Fashion-MNIST accuracy with few labels: supervised-only vs each semi-supervised method, same CPU time budget.
+
+Every run is the real CLI (`python -m sesemi.train experiment=fmnist_fixmatch method=<method> ...`) on the real
+Fashion-MNIST (`apt-get install dataset-fashion-mnist`), scored on the 10,000 test images with the checkpoint that was
+best on the 5,000 held-out validation images. Each method first runs a short calibration to measure its seconds
+per step, then gets as many steps as fit the budget (so the cosine schedule ends when the budget does), with
+`trainer.max_time` as a hard stop. Results go to a JSON file and to the table in docs/benchmarks.md.
+
+    python benchmarks/fmnist_accuracy.py --budget-min 4 --labels 10 40 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+METHODS = [
+    "supervised", "fixmatch", "freematch", "pseudo_label", "mean_teacher", "pi_model", "entropy_minimization",
+    "rotation", "fixmatch_rotation", "jigsaw",
+]
+# Batch sizes for every method: 32 labeled, 7x that unlabeled (FixMatch's ratio), small enough for 2 CPU cores.
+COMMON = [
+    "experiment=fmnist_fixmatch",
+    "data.labeled_batch_size=32",
+    "data.unlabeled_batch_size=224",
+    "data.num_workers=2",
+    "callbacks.progress_bar=null",
+    "callbacks.images=null",
+    "trainer.log_every_n_steps=50",
+]
+
+
+def train(args: list[str], workdir: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sesemi.train", *COMMON, *args], cwd=workdir, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"sesemi.train {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    runs = sorted(workdir.glob("runs/**/metrics.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(runs[-1].read_text())
+
+
+def seconds_per_step(method: str, labels: int, workdir: Path) -> float:
+    """Steady-state seconds per step: the time difference of a 10- and a 40-step run (start-up cancels out)."""
+    walls = []
+    for steps in (10, 40):
+        metrics = train(
+            [f"method={method}", f"data.labels_per_class={labels}", f"trainer.max_steps={steps}",
+             f"trainer.val_check_interval={steps}", "trainer.limit_val_batches=1", "run.id=calibrate"],
+            workdir,
+        )
+        walls.append(metrics["wall_time_s"])
+    return max((walls[1] - walls[0]) / 30, 1e-3)
+
+
+def run(methods: list[str], labels: list[int], seeds: list[int], budget_min: float, out: Path) -> list[dict]:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "data").mkdir()
+        (workdir / "data" / "fashion-mnist").symlink_to(FMNIST)
+        for n_labels in labels:
+            for method in methods:
+                per_step = seconds_per_step(method, n_labels, workdir)
+                # Validation runs 10 times; leave it ~10% of the budget.
+                steps = max(20, int(budget_min * 60 * 0.9 / per_step))
+                for seed in seeds:
+                    started = time.time()
+                    metrics = train(
+                        [
+                            f"method={method}", f"data.labels_per_class={n_labels}", f"run.seed={seed}",
+                            f"trainer.max_steps={steps}", f"trainer.val_check_interval={max(1, steps // 10)}",
+                            f"+trainer.max_time={{minutes: {budget_min * 1.1}}}", f"run.id=fmnist_{method}_{n_labels}",
+                        ],
+                        workdir,
+                    )
+                    row = {
+                        "method": method, "labels_per_class": n_labels, "seed": seed, "steps": metrics["global_step"],
+                        "test_acc": metrics["test"]["test/acc"], "val_acc": metrics["objective"]["value"],
+                        "wall_s": round(time.time() - started, 1), "s_per_step": round(per_step, 4),
+                        "load": os.getloadavg()[0],
+                    }
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
+                    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def table(results: list[dict], budget_min: float, command: str) -> str:
+    lines = [
+        f"Budget {budget_min:g} min of training per run on 2 CPU cores; test accuracy (10,000 images) of the "
+        "checkpoint best on validation; mean ± std over seeds.",
+        "",
+        "| labels/class | method | test accuracy | seeds | steps | wall time/run |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["labels_per_class"], r["method"]) for r in results}, key=lambda k: (k[0], METHODS.index(k[1])))
+    for n_labels, method in keys:
+        rows = [r for r in results if r["labels_per_class"] == n_labels and r["method"] == method]
+        accs = [100 * r["test_acc"] for r in rows]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        lines.append(
+            f"| {n_labels} | {method} | {statistics.mean(accs):.1f} ± {std:.1f} | {len(rows)} | "
+            f"{rows[0]['steps']} | {statistics.mean(r['wall_s'] for r in rows):.0f} s |"
+        )
+    return "\n".join([*lines, "", "Reproduce:", "", "```bash", command, "```"])
+
+
+def write_section(doc: Path, name: str, body: str) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body}\n{end}"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + f"\n\n## Fashion-MNIST accuracy with few labels\n\n{block}\n"
+    doc.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--labels", nargs="+", type=int, default=[10, 40])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--budget-min", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fmnist_accuracy.json")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    if not FMNIST.is_dir():
+        sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    results = run(args.methods, args.labels, args.seeds, args.budget_min, args.out)
+    command = "python benchmarks/fmnist_accuracy.py " + " ".join(sys.argv[1:])
+    write_section(args.doc, "fmnist", table(results, args.budget_min, command))
+
+
+if __name__ == "__main__":
+    main()
