@@ -105,7 +105,7 @@ class SemiSupervisedModule(LightningModule):
             ctx.scope = name
             loss = loss_head(ctx)
             self.log(f"train/loss_{name}", loss.detach())
-            total = total + loss_head.scale(step) * loss
+            total = total + loss_head.scale(step, self.trainer.max_steps) * loss
         self.log("train/loss", total.detach(), prog_bar=True)
         return total
 

@@ -55,6 +55,13 @@ def test_ema_warmup_starts_low_and_is_checkpointed():
     assert restored.updates == 1
 
 
+def test_rampup_as_a_fraction_follows_the_run_length():
+    head = FixMatchHead(weight=2.0, rampup_steps=0.5, rampup="linear")
+    assert head.scale(50, total_steps=200) == 2.0 * 50 / 100
+    assert head.scale(100, total_steps=200) == 2.0
+    assert FixMatchHead(rampup_steps=40, rampup="linear").scale(10, total_steps=200) == 0.25
+
+
 def test_sigmoid_rampup_reaches_one():
     assert sigmoid_rampup(0, 100) < 0.01
     assert sigmoid_rampup(100, 100) == 1.0

@@ -127,17 +127,20 @@ class LossHead(nn.Module):
     """Base class of loss heads.
 
     Subclasses implement :meth:`forward` (``ctx -> scalar loss``) and list the student views they read in
-    :attr:`views` so the module can batch them into one forward. ``weight`` scales the loss; ``rampup_steps`` ramps
-    that weight up from 0 with the ``rampup`` schedule (``sigmoid`` or ``linear``). Heads with parameters of their own
+    :attr:`views` so the module can batch them into one forward. ``weight`` scales the loss; over ``rampup_steps``
+    (a step count, or below 1 a fraction of ``trainer.max_steps``) it ramps up from 0 with the ``rampup`` schedule
+    (``sigmoid`` or ``linear``). Heads with parameters of their own
     (e.g. the rotation classifier) create them in :meth:`build`, which receives the backbone's feature size.
     """
 
     views: tuple[View, ...] = ()
 
-    def __init__(self, weight: float = 1.0, rampup_steps: int = 0, rampup: str = "sigmoid") -> None:
+    def __init__(self, weight: float = 1.0, rampup_steps: float = 0, rampup: str = "sigmoid") -> None:
         super().__init__()
         if rampup not in RAMPUPS:
             raise ValueError(f"rampup must be one of {sorted(RAMPUPS)}, got {rampup!r}")
+        if rampup_steps < 0:
+            raise ValueError(f"rampup_steps must be >= 0, got {rampup_steps}")
         self.weight = weight
         self.rampup_steps = rampup_steps
         self.rampup = rampup
@@ -145,8 +148,13 @@ class LossHead(nn.Module):
     def build(self, in_features: int, num_classes: int) -> None:
         """Create parameters that depend on the backbone's feature size or the number of classes."""
 
-    def scale(self, step: int) -> float:
-        return self.weight * RAMPUPS[self.rampup](step, self.rampup_steps)
+    def scale(self, step: int, total_steps: int = -1) -> float:
+        """``weight`` times the ramp-up at ``step``; a ``rampup_steps`` below 1 is a fraction of ``total_steps``
+        (``trainer.max_steps``), so a recipe's ramp-up follows a longer or shorter run."""
+        length = self.rampup_steps
+        if 0 < length < 1 and total_steps > 0:
+            length = length * total_steps
+        return self.weight * RAMPUPS[self.rampup](step, int(length))
 
     def forward(self, ctx: StepContext) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
