@@ -1,4 +1,5 @@
-"""Every `python -m sesemi.train` command the README shows, run as shown (on tiny settings), plus TensorBoard."""
+"""Every `python -m sesemi.train` command the README and docs/methods.md show, run as shown (on tiny settings),
+plus TensorBoard. (docs/cluster.md and docs/sweeps.md commands are run by the cluster and sweep tests.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 from conftest import run_cli, run_dirs
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "methods.md"]
 EXAMPLE = Path(__file__).parent / "workspace_example"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 # Values in README commands that are too long for a test, and what the test runs instead.
@@ -23,12 +25,12 @@ SHORTER = {"trainer.max_steps=1200": "trainer.max_steps=12"}
 
 
 def readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith("python -m sesemi.")]
+    blocks = [b for doc in DOCS for b in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S)]
+    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith("python -m sesemi.train")]
 
 
 def test_readme_shows_the_commands_this_test_runs():
-    assert len(readme_commands()) >= 8
+    assert len(readme_commands()) >= 11
 
 
 @pytest.fixture
