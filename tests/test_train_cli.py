@@ -99,3 +99,13 @@ def test_two_runs_started_together_never_share_a_dir(workdir: Path):
     dirs = run_dirs(workdir)
     assert len(dirs) == 3
     assert all(read_json(d / "status.json")["state"] == "completed" for d in dirs)
+
+
+def test_multirun_jobs_get_their_own_run_dirs_below_the_sweep_dir(workdir: Path):
+    run_cli(["-m", "optimizer.lr=0.01,0.1", "run.id=lr_scan"], workdir)
+    dirs = run_dirs(workdir / "runs" / "lr_scan")
+    assert [d.name for d in dirs] == ["0", "1"]
+    assert dirs[0].parent == dirs[1].parent and re.fullmatch(r"\d{8}_\d{6}", dirs[0].parent.name)
+    lrs = [yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] for d in dirs]
+    assert lrs == [0.01, 0.1]
+    assert all(read_json(d / "status.json")["state"] == "completed" for d in dirs)
