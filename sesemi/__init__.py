@@ -37,6 +37,10 @@ _EXPORTS = {
     "EMA": "sesemi.ema",
     "ConfigError": "sesemi.errors",
     "train": "sesemi.train",
+    # inference
+    "InferenceModel": "sesemi.predict",
+    "predict_csv": "sesemi.predict",
+    "pseudo_label_folder": "sesemi.pseudo_label",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -71,12 +71,19 @@ def resolve_checkpoint(path: str | os.PathLike | None, key: str = "checkpoint") 
         raise ConfigError(key, "is not set", f"give {key}=<a .ckpt file or a run dir>")
     p = Path(os.path.expanduser(str(path)))
     if p.is_dir():
-        for candidate in (p / "checkpoints" / "best.ckpt", p / "checkpoints" / "last.ckpt", p / "best.ckpt",
-                          p / "last.ckpt"):
+        for candidate in (
+            p / "checkpoints" / "best.ckpt",
+            p / "checkpoints" / "last.ckpt",
+            p / "best.ckpt",
+            p / "last.ckpt",
+        ):
             if candidate.is_file():
                 return candidate
-        raise ConfigError(key, f"{p} is a directory without checkpoints/best.ckpt or last.ckpt",
-                          "give a .ckpt file or a sesemi run dir")
+        raise ConfigError(
+            key,
+            f"{p} is a directory without checkpoints/best.ckpt or last.ckpt",
+            "give a .ckpt file or a sesemi run dir",
+        )
     if not p.is_file():
         raise ConfigError(key, f"no checkpoint at {p}", "give a .ckpt file or a sesemi run dir")
     return p
@@ -115,8 +122,11 @@ def _build_backbone(cfg: DictConfig) -> nn.Module:
         stripped = OmegaConf.create(OmegaConf.to_container(cfg))
         for k in keys:
             stripped.model.backbone[k] = None
-        log.warning("sesemi: building the backbone without its pretrained %s (the checkpoint's weights replace "
-                    "them): %s", " / ".join(keys), ", ".join(str(node[k]) for k in keys))
+        log.warning(
+            "sesemi: building the backbone without its pretrained %s (the checkpoint's weights replace them): %s",
+            " / ".join(keys),
+            ", ".join(str(node[k]) for k in keys),
+        )
         return _instantiate(stripped, "model.backbone")
 
 
@@ -127,7 +137,10 @@ def _head_outputs(net_state: Mapping[str, Tensor]) -> int | None:
 
 
 def _class_names(
-    override: Sequence[str] | None, state: Mapping[str, Any], cfg: DictConfig, net_state: Mapping[str, Tensor]
+    override: Sequence[str] | None,
+    state: Mapping[str, Any],
+    cfg: DictConfig,
+    net_state: Mapping[str, Tensor],
 ) -> list[str]:
     """Class names: given, stored in the checkpoint, read from the training dataset, or ``"0".."n-1"``."""
     if override:
@@ -142,11 +155,14 @@ def _class_names(
             classes = list(getattr(train, "classes", None) or [])
             if classes and (n is None or len(classes) == n):
                 return [str(c) for c in classes]
-        except Exception as err:  # the data may live elsewhere at inference time
+        except Exception as err:  # noqa: BLE001  (the data may live elsewhere at inference time)
             log.warning("sesemi: could not read class names from the training data (%s)", err)
     if n is None:
-        raise ConfigError("classes", "the checkpoint's class names could not be recovered",
-                          "give them: classes=[name0,name1,...] in class-index order")
+        raise ConfigError(
+            "classes",
+            "the checkpoint's class names could not be recovered",
+            "give them: classes=[name0,name1,...] in class-index order",
+        )
     log.warning("sesemi: class names unknown, using 0..%d (set classes=[...] for names)", n - 1)
     return [str(i) for i in range(n)]
 
@@ -156,7 +172,11 @@ def _choose_weights(weights: str, cfg: DictConfig, state_dict: Mapping[str, Tens
         raise ConfigError("weights", f"unknown value {weights!r}", f"use one of {', '.join(WEIGHTS)}")
     has_ema = any(k.startswith("ema.module.") for k in state_dict)
     if weights == "ema" and not has_ema:
-        raise ConfigError("weights", "is ema but the checkpoint has no EMA weights", "use weights=model or auto")
+        raise ConfigError(
+            "weights",
+            "is ema but the checkpoint has no EMA weights",
+            "use weights=model or auto",
+        )
     if weights == "auto":
         evaluate = OmegaConf.select(cfg, "method.ema.evaluate", default=True)
         return "ema" if has_ema and evaluate is not False else "model"
@@ -184,7 +204,12 @@ def _stack(batch: list[Tensor]) -> Tensor:
 class TransformedImages(Dataset):
     """``dataset``'s images through ``resize`` (optional) and ``transform``; targets are dropped."""
 
-    def __init__(self, dataset: Dataset, transform: Any, resize: int | Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        transform: Any,
+        resize: int | Sequence[int] | None = None,
+    ) -> None:
         from torchvision.transforms import v2
 
         self.dataset = dataset
@@ -246,34 +271,50 @@ class InferenceModel:
         state = torch.load(path, map_location="cpu", weights_only=False)
         stored = state.get("sesemi_config") if isinstance(state, Mapping) else None
         if not stored or "state_dict" not in state:
-            raise ConfigError("checkpoint", f"{path} is not a sesemi training checkpoint (no sesemi_config)",
-                              "use a checkpoint written by python -m sesemi.train")
+            raise ConfigError(
+                "checkpoint",
+                f"{path} is not a sesemi training checkpoint (no sesemi_config)",
+                "use a checkpoint written by python -m sesemi.train",
+            )
         cfg = OmegaConf.create(stored)
         add_src_dir(src_dir if src_dir is not None else OmegaConf.select(cfg, "run.src_dir"))
         state_dict = state["state_dict"]
         use = _choose_weights(weights, cfg, state_dict)
         prefix = "ema.module." if use == "ema" else "model."
-        net_state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        net_state = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         names = _class_names(classes, state, cfg, net_state)
         backbone = _build_backbone(cfg)
         features = getattr(backbone, "out_features", None)
         if not isinstance(features, int):
-            raise ConfigError("model.backbone", f"{type(backbone).__name__} has no int attribute out_features",
-                              "a sesemi backbone must expose the size of its feature vector")
+            raise ConfigError(
+                "model.backbone",
+                f"{type(backbone).__name__} has no int attribute out_features",
+                "a sesemi backbone must expose the size of its feature vector",
+            )
         head = _instantiate(cfg, "model.head")(in_features=features, num_classes=len(names))
         model = Classifier(backbone, head)
         try:
             model.load_state_dict(net_state)
         except RuntimeError as err:
-            raise ConfigError("checkpoint", f"its {use} weights do not fit the model its config builds "
-                              f"({len(names)} classes): {str(err).splitlines()[0]} {str(err).splitlines()[-1]}",
-                              "check classes=[...] (one name per output) and that the checkpoint is intact") from err
+            raise ConfigError(
+                "checkpoint",
+                f"its {use} weights do not fit the model its config builds "
+                f"({len(names)} classes): {str(err).splitlines()[0]} {str(err).splitlines()[-1]}",
+                "check classes=[...] (one name per output) and that the checkpoint is intact",
+            ) from err
         dev = _device(device)
         model.eval().requires_grad_(False).to(dev)
         transform = _instantiate(cfg, "augment.eval")
         log.info("sesemi: %s (%s weights, %d classes)", path, use, len(names))
-        return cls(model=model, classes=names, transform=transform, config=cfg, checkpoint=path, weights=use,
-                   device=dev)
+        return cls(
+            model=model,
+            classes=names,
+            transform=transform,
+            config=cfg,
+            checkpoint=path,
+            weights=use,
+            device=dev,
+        )
 
     @property
     def image_mode(self) -> str:
@@ -311,7 +352,8 @@ class InferenceModel:
                 out.append(probs.cpu())
         except _SizeMismatch as err:
             raise ConfigError(
-                "resize", f"the images differ in size after the checkpoint's eval transform ({err})",
+                "resize",
+                f"the images differ in size after the checkpoint's eval transform ({err})",
                 "resize them all to the training size first, e.g. resize=32 (or resize=[height,width])",
             ) from None
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
@@ -349,7 +391,12 @@ def write_predictions(path: str | os.PathLike, predictions: Predictions, probabi
         writer.writerow(header)
         for row, sample_id in enumerate(predictions.ids):
             i = int(index[row])
-            line: list[Any] = [sample_id, predictions.classes[i], i, f"{float(score[row]):.6g}"]
+            line: list[Any] = [
+                sample_id,
+                predictions.classes[i],
+                i,
+                f"{float(score[row]):.6g}",
+            ]
             if predictions.targets is not None:
                 line.append(predictions.targets[row])
             if probabilities:
@@ -404,11 +451,18 @@ def dataset_input(spec: str | Mapping[str, Any], cfg: DictConfig) -> tuple[Datas
         ids = list(range(len(dataset)))
         return dataset, ids, _targets_of(dataset)
     if spec not in DATASET_SPLITS:
-        raise ConfigError("dataset", f"unknown value {spec!r}",
-                          "use dataset=test, val or train, or a node '{_target_:...,root:...}'")
+        raise ConfigError(
+            "dataset",
+            f"unknown value {spec!r}",
+            "use dataset=test, val or train, or a node '{_target_:...,root:...}'",
+        )
     data = cfg.get("data")
     if data is None:
-        raise ConfigError("dataset", "the checkpoint's config has no data section", "give dataset='{_target_:...}'")
+        raise ConfigError(
+            "dataset",
+            "the checkpoint's config has no data section",
+            "give dataset='{_target_:...}'",
+        )
     if spec == "test" and data.get("test") is None:
         spec = "val"  # as the training run's test stage does
     if spec in ("train", "test") or data.get("val") is not None:
@@ -454,12 +508,20 @@ def predict_csv(
 ) -> Predictions:
     """``python -m sesemi.predict`` as a function: predict ``images`` (a folder) or ``dataset`` and write the CSV."""
     if (images is None) == (dataset is None):
-        raise ConfigError("images", "give exactly one of images=<folder> and dataset=<test|val|train|node>",
-                          "e.g. images=/path/to/images")
+        raise ConfigError(
+            "images",
+            "give exactly one of images=<folder> and dataset=<test|val|train|node>",
+            "e.g. images=/path/to/images",
+        )
     if tta not in TTA_MODES:
         raise ConfigError("tta", f"unknown value {tta!r}", f"use one of {', '.join(TTA_MODES)}")
-    inference = InferenceModel.from_checkpoint(checkpoint, weights=weights, classes=_container(classes),
-                                               device=device, src_dir=src_dir)
+    inference = InferenceModel.from_checkpoint(
+        checkpoint,
+        weights=weights,
+        classes=_container(classes),
+        device=device,
+        src_dir=src_dir,
+    )
     targets = None
     if images is not None:
         data, ids = image_folder(images, mode or inference.image_mode)
@@ -467,8 +529,13 @@ def predict_csv(
         data, ids, targets = dataset_input(_container(dataset), inference.config)
         if targets is not None and (not targets or min(targets) < 0):
             targets = None
-    probs = inference.predict_proba(data, tta=tta, batch_size=batch_size, num_workers=num_workers,
-                                    resize=_container(resize))
+    probs = inference.predict_proba(
+        data,
+        tta=tta,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        resize=_container(resize),
+    )
     result = Predictions(ids=list(ids), probs=probs, classes=inference.classes, targets=targets)
     out = Path(os.path.expanduser(str(output))) if output else default_output(inference.checkpoint)
     result.path = write_predictions(out, result, probabilities=probabilities)
@@ -484,8 +551,10 @@ def main(cfg: DictConfig) -> None:
         print(f"sesemi: error: {err}", file=sys.stderr)
         sys.exit(2)
     accuracy = result.accuracy
-    print(f"sesemi: wrote {len(result.ids)} predictions to {result.path}"
-          + (f" (accuracy {accuracy:.4f})" if accuracy is not None else ""))
+    print(
+        f"sesemi: wrote {len(result.ids)} predictions to {result.path}"
+        + (f" (accuracy {accuracy:.4f})" if accuracy is not None else "")
+    )
 
 
 if __name__ == "__main__":

@@ -131,20 +131,30 @@ def pseudo_label_folder(
     if images is None:
         raise ConfigError("images", "is not set", "give images=<folder of unlabeled images>")
     if output is None:
-        raise ConfigError("output", "is not set", "give output=<new dir for the pseudo-labeled dataset>")
+        raise ConfigError(
+            "output",
+            "is not set",
+            "give output=<new dir for the pseudo-labeled dataset>",
+        )
     if not 0.0 <= float(threshold) <= 1.0:
         raise ConfigError("threshold", f"must be in [0, 1], got {threshold}", "use e.g. threshold=0.9")
     if link not in LINKS:
         raise ConfigError("link", f"unknown value {link!r}", f"use one of {', '.join(LINKS)}")
     if max_per_class is not None and int(max_per_class) < 1:
-        raise ConfigError("max_per_class", f"must be >= 1, got {max_per_class}", "use a positive count or null")
+        raise ConfigError(
+            "max_per_class",
+            f"must be >= 1, got {max_per_class}",
+            "use a positive count or null",
+        )
     out = Path(os.path.expanduser(str(output))).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError("output", f"{out} exists and is not an empty directory",
-                          "give a new output dir (pseudo-labels of different teachers must not mix)")
+        raise ConfigError(
+            "output",
+            f"{out} exists and is not an empty directory",
+            "give a new output dir (pseudo-labels of different teachers must not mix)",
+        )
 
-    model = InferenceModel.from_checkpoint(checkpoint, weights=weights, classes=classes, device=device,
-                                           src_dir=src_dir)
+    model = InferenceModel.from_checkpoint(checkpoint, weights=weights, classes=classes, device=device, src_dir=src_dir)
     mode = mode or model.image_mode
     dataset, ids = image_folder(images, mode)
     probs = model.predict_proba(dataset, tta=tta, batch_size=batch_size, num_workers=num_workers, resize=resize)
@@ -172,10 +182,25 @@ def pseudo_label_folder(
             relative = Path(folders[c]) / ids[i]
             _place(Path(dataset.paths[i]), out / relative, link)
             per_class[c] += 1
-            writer.writerow([ids[i], model.classes[c], c, f"{float(score[i]):.6g}", relative.as_posix()])
+            writer.writerow(
+                [
+                    ids[i],
+                    model.classes[c],
+                    c,
+                    f"{float(score[i]):.6g}",
+                    relative.as_posix(),
+                ]
+            )
     (out / CLASSES_NAME).write_text("".join(f"{folder}\n" for folder in folders))
-    return PseudoLabels(output=out, classes=model.classes, folders=folders, kept=len(keep), total=len(ids),
-                        per_class=per_class, mode=mode)
+    return PseudoLabels(
+        output=out,
+        classes=model.classes,
+        folders=folders,
+        kept=len(keep),
+        total=len(ids),
+        per_class=per_class,
+        mode=mode,
+    )
 
 
 @hydra.main(config_path="pkg://sesemi.configs", config_name="pseudo_label")
@@ -187,10 +212,14 @@ def main(cfg: DictConfig) -> None:
         print(f"sesemi: error: {err}", file=sys.stderr)
         sys.exit(2)
     counts = ", ".join(f"{name}: {n}" for name, n in zip(result.classes, result.per_class))
-    print(f"sesemi: kept {result.kept} of {result.total} images (threshold {options['threshold']}) in "
-          f"{result.output} ({counts})")
-    print("sesemi: train a student on them with:\n  python -m sesemi.train <your data/experiment overrides> "
-          + " ".join(shlex.quote(o) for o in result.train_overrides()))
+    print(
+        f"sesemi: kept {result.kept} of {result.total} images (threshold {options['threshold']}) in "
+        f"{result.output} ({counts})"
+    )
+    print(
+        "sesemi: train a student on them with:\n  python -m sesemi.train <your data/experiment overrides> "
+        + " ".join(shlex.quote(o) for o in result.train_overrides())
+    )
 
 
 if __name__ == "__main__":
