@@ -3,16 +3,17 @@
 ``run.strategy=auto`` (the default) with ``run.devices * run.num_nodes > 1`` picks DDP the way that is correct for
 where the job runs, so that every process gets the same config and only rank 0 writes the run dir:
 
-==========================================  =====================================================================
-where                                        processes / strategy
-==========================================  =====================================================================
-SLURM job whose tasks are the processes      ``ddp`` on :class:`SLURMEnvironment` ``(auto_requeue=False)``: one
-(``hydra/launcher=slurm``, or ``srun``)      process per SLURM task; requeue is submitit's (see sesemi.cluster)
-submitit local job (``hydra/launcher=local``)  ``ddp`` on :class:`SubmititEnvironment`: one process per submitit task
-a multirun job run in-process (basic          ``ddp_spawn`` (:class:`SpawnDDPStrategy`): Lightning's ``ddp`` would
-launcher, Optuna...)                         re-execute ``sys.argv``, i.e. the whole sweep, in every extra rank
-a single run (``python -m sesemi.train``)    ``ddp``: Lightning starts ranks > 0 as ``sys.argv`` + ``hydra.run.dir``
-==========================================  =====================================================================
+- a SLURM job whose tasks are the processes (``hydra/launcher=slurm|slurm_cpu``, or your own ``srun``): ``ddp`` on
+  Lightning's ``SLURMEnvironment(auto_requeue=False)``, one process per task; requeue belongs to submitit
+  (:mod:`sesemi.cluster.requeue`), Lightning's USR1 auto-requeue stays off;
+- a submitit local job (``hydra/launcher=local``): ``ddp`` on :class:`SubmititEnvironment`, one process per task;
+- a multirun job run in-process (Hydra's basic launcher, the Optuna sweeper...): :func:`train_in_rank_processes`
+  starts ``run.devices`` fresh processes (``python -m sesemi.cluster.ranks``) on the job's resolved config, like
+  ``torchrun``, and the job process only waits for them. Lightning's ``ddp`` would re-execute ``sys.argv`` for every
+  extra rank, i.e. the whole sweep; ``ddp_spawn`` must pickle the module, which holds Hydra ``_partial_``
+  factories (optimizer, scheduler) that Hydra refuses to pickle, and returns only part of the trainer state;
+- a single run (``python -m sesemi.train run.devices=2``): Lightning's ``ddp``, which starts ranks > 0 as
+  ``sys.argv`` + ``hydra.run.dir=<the run dir>``, so they share the run dir.
 
 Inside a SLURM allocation with a single task (``salloc``, an ``sbatch`` script without ``srun``) the run behaves
 as a local one (Lightning's own environment), instead of Lightning waiting for SLURM tasks that do not exist.
@@ -20,21 +21,25 @@ as a local one (Lightning's own environment), instead of Lightning waiting for S
 
 from __future__ import annotations
 
-import io
+import json
+import logging
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins.environments import ClusterEnvironment, LightningEnvironment, SLURMEnvironment
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
+from sesemi.cluster.validate import SPAWNING  # strategies that start their own processes
 from sesemi.errors import ConfigError
-
-# Strategies that start their own processes: wrong wherever the processes are SLURM/submitit tasks.
-SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_spawn_find_unused_parameters_true")
 
 
 def num_devices(run: DictConfig) -> int:
@@ -58,9 +63,10 @@ def submitit_executor() -> str | None:
 
 def slurm_ntasks() -> int | None:
     """The number of tasks of the SLURM job (step) this process runs in, or None outside SLURM."""
-    if not SLURMEnvironment.detect():
+    # As SLURMEnvironment.detect(), without its warning about srun on login nodes.
+    if "SLURM_NTASKS" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
         return None
-    return int(os.environ.get("SLURM_NTASKS", "1"))
+    return int(os.environ["SLURM_NTASKS"])
 
 
 def in_slurm_tasks() -> bool:
@@ -151,63 +157,22 @@ class SubmititEnvironment(ClusterEnvironment):
         return self._env.node
 
 
-class _StateReturningLauncher(_MultiProcessingLauncher):
-    """Lightning's spawn launcher, also sending the fit loop and checkpoint-callback states back to the caller."""
-
-    def get_extra_results(self, trainer: Any) -> dict[str, Any]:
-        extra = super().get_extra_results(trainer)
-        state: dict[str, Any] = {"fit_loop": trainer.fit_loop.state_dict()}
-        if trainer.checkpoint_callback is not None:
-            state["checkpoint"] = trainer.checkpoint_callback.state_dict()
-        buffer = io.BytesIO()
-        torch.save(state, buffer)  # bytes, not tensors: shared-memory tensors die with the worker
-        extra["sesemi_state"] = buffer.getvalue()
-        return extra
-
-    def update_main_process_results(self, trainer: Any, extra: dict[str, Any]) -> None:
-        super().update_main_process_results(trainer, extra)
-        if "sesemi_state" not in extra or trainer.state.fn != "fit":
-            return
-        state = torch.load(io.BytesIO(extra["sesemi_state"]), weights_only=False)
-        trainer.fit_loop.load_state_dict(state["fit_loop"])
-        if "checkpoint" in state and trainer.checkpoint_callback is not None:
-            trainer.checkpoint_callback.load_state_dict(state["checkpoint"])
-
-
-class SpawnDDPStrategy(DDPStrategy):
-    """``ddp_spawn`` for multirun jobs: the process that called ``fit`` sees the global step, the best score and the
-    last checkpoint afterwards (Lightning's spawn launcher only returns the weights, ``best_model_path`` and the
-    callback metrics), so :func:`sesemi.train.train` reports the same record as with any other strategy."""
-
-    strategy_name = "ddp_spawn"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(start_method="spawn", **kwargs)
-
-    def _configure_launcher(self) -> None:
-        self._launcher = _StateReturningLauncher(self, start_method=self._start_method)
-
-
 def resolve_strategy(run: DictConfig) -> Any:
     """The ``strategy`` argument of the Trainer for ``run`` (a name, or a configured Strategy object)."""
     context = launch_context(run)
     strategy = run.strategy
     if strategy != "auto":
-        if context in ("slurm-tasks", "submitit-tasks") and strategy in SPAWNING:
+        if context in ("slurm-tasks", "submitit-tasks") and any(strategy.startswith(s) for s in SPAWNING):
             raise ConfigError(
                 "run.strategy",
                 f"{strategy} starts its own processes, but here each process already is a "
                 f"{'SLURM' if context == 'slurm-tasks' else 'submitit'} task",
                 "use run.strategy=auto (or ddp)",
             )
-        if context == "multirun" and strategy == "ddp" and world_size(run) > 1:
-            raise ConfigError(
-                "run.strategy",
-                "ddp re-executes the command line for every extra rank, which inside a multirun repeats the sweep",
-                "use run.strategy=auto (ddp_spawn in a local sweep) or hydra/launcher=slurm|local",
-            )
         if context == "slurm-tasks" and strategy == "ddp":
             return DDPStrategy(cluster_environment=SLURMEnvironment(auto_requeue=False))
+        if context == "submitit-tasks" and strategy == "ddp":
+            return DDPStrategy(cluster_environment=SubmititEnvironment())
         return strategy
     if world_size(run) == 1:
         return "auto"
@@ -216,11 +181,11 @@ def resolve_strategy(run: DictConfig) -> Any:
         return DDPStrategy(cluster_environment=SLURMEnvironment(auto_requeue=False))
     if context == "submitit-tasks":
         return DDPStrategy(cluster_environment=SubmititEnvironment())
-    # Local processes. Inside a single-task SLURM allocation Lightning would otherwise expect SLURM tasks.
-    environment = LightningEnvironment() if slurm_ntasks() is not None else None
-    if context == "multirun":
-        return SpawnDDPStrategy(cluster_environment=environment)
-    return DDPStrategy(cluster_environment=environment) if environment is not None else "ddp"
+    # Local processes (a single run, or one of the rank processes of a multirun job). Inside a single-task SLURM
+    # allocation Lightning would otherwise expect SLURM tasks.
+    if slurm_ntasks() is not None:
+        return DDPStrategy(cluster_environment=LightningEnvironment())
+    return "ddp"
 
 
 def resolve_plugins(run: DictConfig) -> list[Any]:
@@ -238,3 +203,102 @@ def cluster_callbacks(cfg: DictConfig) -> list[Any]:
     from sesemi.cluster.requeue import PreemptionCallback
 
     return [PreemptionCallback(cfg.run.output_dir)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Multirun jobs run in-process: the ranks are fresh processes on the job's resolved config.
+
+
+def needs_rank_processes(cfg: DictConfig) -> bool:
+    """True for a multi-device job of a multirun that runs inside the sweep's process (not a submitit/SLURM task)."""
+    run = cfg.run
+    if "LOCAL_RANK" in os.environ or run.strategy not in ("auto", "ddp"):
+        return False
+    return world_size(run) > 1 and launch_context(run) == "multirun"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _job_log_file() -> str | None:
+    """The Hydra job's log file (rank 0 appends to it, as if it ran in the job process)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return None
+
+
+def train_in_rank_processes(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``sesemi.train.train`` in ``run.devices`` fresh processes (DDP ranks) and return rank 0's metrics.
+
+    Every rank gets the job's fully resolved config (same hyperparameters, same run dir); Lightning sees
+    ``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_PORT`` and starts no processes itself. Rank 0 writes the run dir as in
+    any run. If a rank fails the others are stopped, and the job fails with rank 0's error (or the failed rank's).
+    """
+    from sesemi.rundir import METRICS_FILE, RunRecord, read_status
+
+    run = cfg.run
+    if int(run.num_nodes) != 1:
+        raise ConfigError(
+            "run.num_nodes", f"is {run.num_nodes}, but a local sweep job runs on this machine",
+            "set run.num_nodes=1, or launch the sweep with -m hydra/launcher=slurm",
+        )
+    n = num_devices(run)
+    run_dir = Path(str(run.output_dir))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    with tempfile.TemporaryDirectory(prefix="sesemi-ranks-") as tmp:
+        config_path = Path(tmp) / "config.yaml"
+        config_path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+               "WORLD_SIZE": str(n), "NODE_RANK": "0"}
+        log_file = _job_log_file()
+        procs = []
+        try:
+            for rank in range(n):
+                cmd = [sys.executable, "-m", "sesemi.cluster.ranks", str(config_path), "--result",
+                       str(Path(tmp) / f"rank{rank}.json")]
+                if rank == 0 and log_file:
+                    cmd += ["--log-file", log_file]
+                procs.append(subprocess.Popen(cmd, env={**env, "LOCAL_RANK": str(rank), "RANK": str(rank)}))
+            failed: int | None = None
+            while any(p.poll() is None for p in procs):
+                failed = next((r for r, p in enumerate(procs) if p.returncode not in (None, 0)), None)
+                if failed is not None:
+                    break
+                time.sleep(0.2)
+            if failed is None:
+                failed = next((r for r, p in enumerate(procs) if p.returncode != 0), None)
+        finally:
+            for p in procs:  # a failed rank leaves the others waiting in a collective: stop them
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        results = {}
+        for rank in range(n):
+            path = Path(tmp) / f"rank{rank}.json"
+            if path.is_file():
+                results[rank] = json.loads(path.read_text())
+    status = read_status(run_dir) or {}
+    if failed is None and status.get("state") == "completed":
+        return json.loads((run_dir / METRICS_FILE).read_text())
+    # Rank 0's error if it has one, else the first failed rank's.
+    result = results.get(0) if results.get(0, {}).get("error") else results.get(failed or 0, {})
+    if result.get("type") == "ConfigError":
+        err: BaseException = ConfigError(result["key"], result["problem"], result["fix"])
+    else:
+        rank = failed if failed is not None else 0
+        code = procs[rank].returncode if procs else None
+        err = RuntimeError(
+            f"DDP rank {rank} of {n} failed (exit code {code}): {result.get('error') or 'see its stderr'}"
+        )
+    if status.get("state") not in ("failed", "completed"):
+        RunRecord(run_dir).fail(err)
+    raise err

@@ -1,0 +1,12 @@
+"""Cluster launching around hydra-submitit-launcher: ``python -m sesemi.train -m hydra/launcher=slurm ...``.
+
+- :mod:`sesemi.cluster.launcher`: the ``slurm``/``slurm_cpu``/``local`` launchers (Hydra plugins): they check each
+  sweep job's resources against its run config before anything is submitted, group jobs with equal resources into
+  job arrays, print the plan instead with ``hydra.launcher.dry_run=true``, and end with a summary table.
+- :mod:`sesemi.cluster.requeue`: preemption and time limits: checkpoint, mark the run ``requeued``, requeue, and
+  resume in the same run dir.
+- :mod:`sesemi.cluster.summary`: the sweep summary (also ``python -m sesemi.cluster.summary SWEEP_DIR``).
+- :mod:`sesemi.cluster.validate`: the resource checks.
+
+This package is imported by Hydra's plugin discovery on every start: keep its module level free of torch/Lightning.
+"""

@@ -1,0 +1,169 @@
+"""The summary of a sweep: one row per job (job id, state, run dir, objective, log files), failed jobs included.
+
+The launcher prints it when the sweep ends and writes ``summary.md`` and ``summary.csv`` into the sweep dir. It can
+also be made again at any time, e.g. while jobs still run or after the launching shell went away::
+
+    python -m sesemi.cluster.summary runs/lr_scan/20250101_120000
+
+It reads ``jobs.json`` (written by the launcher at submission), each run dir's ``status.json``/``metrics.json``
+and the SLURM state of each job from ``sacct``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+JOBS_FILE = "jobs.json"
+COLUMNS = ("job", "job_id", "state", "slurm_state", "objective", "restarts", "run_dir", "stdout", "stderr", "error")
+
+
+UNSETTLED = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED")
+
+
+def sacct_states(job_ids: Iterable[str], settle_s: float = 0.0) -> dict[str, str]:
+    """SLURM states (``COMPLETED``, ``FAILED``, ``CANCELLED``, ``TIMEOUT``, ``RUNNING``...) by job id, via sacct.
+
+    ``settle_s``: wait up to that long for jobs that already returned their result to leave RUNNING/COMPLETING.
+    """
+    ids = [str(j) for j in job_ids if j]
+    if not ids or shutil.which("sacct") is None:
+        return {}
+    deadline = time.monotonic() + settle_s
+    while True:
+        states = _sacct(ids)
+        if time.monotonic() >= deadline or not any(states.get(i, "UNKNOWN") in UNSETTLED for i in ids):
+            return states
+        time.sleep(1.0)
+
+
+def _sacct(ids: list[str]) -> dict[str, str]:
+    try:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    states: dict[str, str] = {}
+    for line in out.splitlines():
+        if "|" in line:
+            job_id, state = line.split("|", 1)
+            states[job_id.strip()] = state.split()[0] if state.strip() else "UNKNOWN"
+    return states
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def job_row(job: Mapping[str, Any], slurm_state: str | None = None, error: str | None = None) -> dict[str, Any]:
+    """One summary row from a ``jobs.json`` entry, the run dir's files, the scheduler state and the job's error."""
+    run_dir = Path(job["run_dir"])
+    status = _read_json(run_dir / "status.json") or {}
+    metrics = _read_json(run_dir / "metrics.json") or {}
+    objective = (metrics.get("objective") or {}).get("value")
+    if objective is None and metrics.get("mode") in ("validate", "test"):
+        results = metrics.get(metrics["mode"]) or {}
+        objective = next((v for k, v in results.items() if k.endswith("/acc")), None)
+    state = status.get("state") or "missing"  # "missing": the job never started training (see its stderr)
+    message = error or status.get("error") or ""
+    return {
+        "job": job["num"],
+        "job_id": job.get("job_id") or "",
+        "state": state,
+        "slurm_state": slurm_state or "",
+        "objective": "" if objective is None else f"{float(objective):.4f}",
+        "restarts": status.get("restarts", ""),
+        "run_dir": str(run_dir),
+        "stdout": job.get("stdout") or "",
+        "stderr": job.get("stderr") or "",
+        "error": " ".join(str(message).split())[:300],
+    }
+
+
+def collect(sweep_dir: str | os.PathLike, *, use_sacct: bool = True) -> list[dict[str, Any]]:
+    """Rows for every job listed in the sweep dir's ``jobs.json``."""
+    jobs = _read_json(Path(sweep_dir) / JOBS_FILE)
+    if jobs is None:
+        raise FileNotFoundError(f"{Path(sweep_dir) / JOBS_FILE} not found: not a sweep dir of hydra/launcher=slurm|local")
+    entries = jobs["jobs"]
+    states = sacct_states(j.get("job_id") for j in entries) if use_sacct and jobs.get("executor") == "slurm" else {}
+    return [job_row(j, states.get(str(j.get("job_id")))) for j in entries]
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return os.path.relpath(path, base) if path else ""
+    except ValueError:
+        return path
+
+
+def format_table(rows: list[dict[str, Any]], base: str | os.PathLike | None = None) -> str:
+    """A Markdown table (paths relative to ``base``, the launch dir by default); failed jobs listed after it."""
+    base = Path(base or os.getcwd())
+    shown = ("job", "job_id", "state", "slurm_state", "objective", "restarts", "run_dir", "stdout", "stderr")
+    lines = ["| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    for row in rows:
+        cells = [
+            _relative(str(row[c]), base) if c in ("run_dir", "stdout", "stderr") else str(row[c]) for c in shown
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    bad = [r for r in rows if r["state"] != "completed"]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    lines.append("")
+    lines.append(f"{len(rows)} jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    for row in bad:
+        lines.append(f"- job {row['job']} ({row['job_id']}) {row['state']}: {row['error'] or 'see its stderr'}")
+        lines.append(f"  stderr: {_relative(row['stderr'], base)}")
+    return "\n".join(lines) + "\n"
+
+
+def write(sweep_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """``summary.csv`` (every column, absolute paths) and ``summary.md`` (the table) in the sweep dir."""
+    sweep_dir = Path(sweep_dir)
+    csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path.write_text(f"# Sweep {sweep_dir}\n\n" + format_table(rows, base=sweep_dir))
+    return csv_path, md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sesemi.cluster.summary",
+        description="Print (and rewrite) the summary of a sweep launched with hydra/launcher=slurm|slurm_cpu|local.",
+    )
+    parser.add_argument("sweep_dir", help="the sweep dir (holds jobs.json)")
+    parser.add_argument("--no-write", action="store_true", help="only print, do not rewrite summary.csv/.md")
+    args = parser.parse_args(argv)
+    try:
+        rows = collect(args.sweep_dir)
+    except FileNotFoundError as err:
+        print(f"sesemi: error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(rows), end="")
+    if not args.no_write:
+        csv_path, md_path = write(args.sweep_dir, rows)
+        print(f"written: {md_path} {csv_path}")
+    return 0 if all(r["state"] == "completed" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
