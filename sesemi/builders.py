@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from sesemi.callbacks.objective import ObjectiveCheck
 from sesemi.data.datamodule import SemiSupervisedDataModule
 from sesemi.errors import ConfigError
-from sesemi.launch import resolve_strategy
+from sesemi.launch import cluster_callbacks, resolve_plugins, resolve_strategy
 from sesemi.module import SemiSupervisedModule
 
 
@@ -125,6 +125,9 @@ def build_trainer(cfg: DictConfig, **overrides: Any):
     if isinstance(interval, int) and trainer_cfg.get("max_steps", -1) > 0:
         # Validate at least once, at the end, even when a short run has fewer steps than the interval.
         overrides.setdefault("val_check_interval", min(interval, trainer_cfg.max_steps))
+    plugins = resolve_plugins(run)  # e.g. SLURM without Lightning's own requeue (submitit owns it)
+    if plugins:
+        overrides.setdefault("plugins", plugins)
     return instantiate_key(
         cfg,
         "trainer",
@@ -133,7 +136,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any):
         num_nodes=run.num_nodes,
         strategy=resolve_strategy(run),
         precision=resolve_precision(run.precision, accelerator),
-        callbacks=[c for c in callbacks if c is not None],
+        callbacks=[c for c in callbacks if c is not None] + cluster_callbacks(cfg),
         logger=[lg for lg in loggers if lg is not None] or False,
         **overrides,
     )
