@@ -77,10 +77,10 @@ class OptunaTrialCallback(pl.Callback):
             return
         monitor = self.context.monitor
         if monitor not in trainer.callback_metrics:
-            logged = sorted(k for k in trainer.callback_metrics if not k.startswith("train/"))
+            logged = sorted(k for k in trainer.callback_metrics if not k.startswith(("train/", "lr-")))
             raise ConfigError(
                 "run.objective",
-                f"{monitor!r} is not logged by this run; validation logs {logged}",
+                f"{monitor!r} is not logged by this run; its validation metrics are {logged}",
                 "set run.objective (and run.objective_mode) to one of them, e.g. in the hparams_search config",
             )
         value = float(trainer.callback_metrics[monitor])
@@ -100,6 +100,8 @@ class OptunaTrialCallback(pl.Callback):
                 log.warning("trial %d runs on %d processes: it reports but is not pruned", trial.number,
                             trainer.world_size)
             return
+        if 0 < trainer.max_steps <= step:
+            return  # the trial has finished its training: it completes, a verdict now would only hide its result
         if trial.should_prune():
             import optuna
 

@@ -198,7 +198,8 @@ def run_trial(
         study, trial._trial_id, _describe(result), fatal=fatal,
         traceback="".join(traceback.format_exception(result)),
     )
-    log.error("trial %d failed: %s", trial.number, _describe(result), exc_info=result)
+    # A configuration error says all there is to say; anything else gets its traceback (in the trial's log too).
+    log.error("trial %d failed: %s", trial.number, _describe(result), exc_info=None if isinstance(result, ConfigError) else result)
     return None
 
 
@@ -255,6 +256,11 @@ def run_worker(task: SweepTask, index: int) -> int:
         study._storage.set_trial_user_attr(trial._trial_id, "session", settings.session)
         try:
             overrides = trial_overrides(settings, trial, task.config)
+        except Exception as err:  # noqa: BLE001 - the search space itself is broken: stop the sweep
+            study_lib.fail_trial(study, trial._trial_id, f"search space: {_describe(err)}", fatal=True)
+            study_lib.set_abort(study, settings.session, f"the search space is broken: {_describe(err)}")
+            continue
+        try:
             config = task.hydra_context.config_loader.load_sweep_config(task.config, overrides)
             with open_dict(config):
                 config.hydra.job.id = trial_subdir(trial.number)

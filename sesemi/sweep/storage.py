@@ -94,7 +94,7 @@ def strip_password(spec: Any) -> Any:
     from sqlalchemy.engine import make_url
 
     url = make_url(str(spec))
-    return url.set(password=None).render_as_string(hide_password=False) if url.password is not None else spec
+    return url._replace(password=None).render_as_string(hide_password=False) if url.password is not None else spec
 
 
 def make_storage(spec: str | None, sweep_dir: str | os.PathLike | None = None) -> Any:

@@ -3,7 +3,7 @@
 Budget: ``n_trials`` counts every trial of the study, old ones included, except a trial that was retried (its retry
 stands in for it) and a trial that failed on a configuration error unrelated to the search space (the same error
 would end every trial; fixing it and re-running gets the budget back). The sweeper tops the study up to the budget
-with *tickets*: waiting trials without parameters (``study.enqueue_trial({})``). Workers only ever take a waiting
+with *tickets*: waiting trials without parameters. Workers only ever take a waiting
 trial (tickets and retries) and never create one, so N workers on several nodes run exactly the budget: the
 sampler fills in the parameters when a worker takes the ticket.
 
@@ -34,6 +34,7 @@ TRACEBACK = "sesemi:traceback"
 ABORT = "sesemi:abort"
 SESSION = "sesemi:session"
 RUN_DIR = "run_dir"
+TICKET = "sesemi:ticket"
 
 
 def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
@@ -41,11 +42,15 @@ def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
 
 
 def is_ticket(trial: FrozenTrial) -> bool:
-    return (
-        trial.state == TrialState.WAITING
-        and trial.system_attrs.get("fixed_params") == {}
-        and not trial.system_attrs.get("retry_history")
-    )
+    """A waiting trial the sweeper added to fill the budget (its parameters are sampled when a worker takes it)."""
+    return trial.state == TrialState.WAITING and bool(trial.system_attrs.get(TICKET))
+
+
+def add_ticket(study: optuna.Study, system_attrs: dict[str, Any] | None = None) -> int:
+    """Add a waiting trial without parameters; returns its number."""
+    template = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={TICKET: True, **(system_attrs or {})})
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return study._storage.get_trial_number_from_id(trial_id)
 
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -58,7 +63,7 @@ def top_up(study: optuna.Study, n_trials: int) -> int:
     """Enqueue tickets until the study holds ``n_trials`` counted trials; returns how many were added."""
     missing = n_trials - len(counted(study.get_trials(deepcopy=False)))
     for _ in range(max(0, missing)):
-        study.enqueue_trial({})
+        add_ticket(study)
     return max(0, missing)
 
 
@@ -109,14 +114,19 @@ def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int | None) -> i
     if max_retries is not None and len(history) > max_retries:
         log.warning("trial %d was lost and will not be retried: %d retries used up", trial.number, max_retries)
         return None
-    template = optuna.trial.create_trial(
-        state=TrialState.WAITING,
-        params=trial.params,
-        distributions=trial.distributions,
-        system_attrs={"failed_trial": history[0], "retry_history": history},
-    )
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    number = study._storage.get_trial_number_from_id(trial_id)
+    retry_attrs = {"failed_trial": history[0], "retry_history": history}
+    if not trial.params:  # lost before its parameters were sampled: a fresh ticket
+        number = add_ticket(study, retry_attrs)
+    else:
+        template = optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            # fixed_params: what samplers (the grid's) expect of a trial whose parameters are given
+            system_attrs={**retry_attrs, "fixed_params": dict(trial.params)},
+        )
+        trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+        number = study._storage.get_trial_number_from_id(trial_id)
     log.warning("trial %d was lost; retried as trial %s", trial.number, number)
     return number
 

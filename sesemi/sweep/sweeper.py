@@ -262,6 +262,7 @@ class OptunaSweeper(Sweeper):
             self._sweep_sync()
         else:
             self._sweep_async()
+        self._check_abort()
         self._finish()
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -335,8 +336,11 @@ class OptunaSweeper(Sweeper):
                 study._storage.set_trial_user_attr(trial._trial_id, "session", settings.session)
                 try:
                     overrides = trial_overrides(settings, trial, self.config)
-                except Exception as err:  # noqa: BLE001
-                    study_lib.fail_trial(study, trial._trial_id, f"search space: {type(err).__name__}: {err}")
+                except Exception as err:  # noqa: BLE001 - the search space itself is broken: stop
+                    study_lib.fail_trial(
+                        study, trial._trial_id, f"search space: {type(err).__name__}: {err}", fatal=True
+                    )
+                    self._check_abort()
                     continue
                 batch.append((trial, [*overrides, f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}"]))
             if not batch:
@@ -384,7 +388,8 @@ class OptunaSweeper(Sweeper):
             names = [f"r{rounds}_w{k}" for k in range(n)]
             overrides = [
                 [
-                    self.job_dir_override, f"hydra.sweep.subdir=workers/{self.settings.session}/{name}",
+                    *(f"{key}={value}" for key, value in self.settings.fixed_params.items()),
+                    *self.settings.fixed_overrides, f"hydra.sweep.subdir=workers/{self.settings.session}/{name}",
                     f"++hydra.job.env_set.{WORKER_ENV}={k}",
                 ]
                 for k, name in enumerate(names)
@@ -407,8 +412,10 @@ class OptunaSweeper(Sweeper):
         study = self.study
         trials = study.get_trials(deepcopy=False)
         states: dict[str, int] = {}
-        for t in study_lib.counted(trials):
-            states[t.state.name] = states.get(t.state.name, 0) + 1
+        retried = study_lib.retried_numbers(trials)
+        for t in trials:
+            name = "RETRIED" if t.number in retried else t.state.name
+            states[name] = states.get(name, 0) + 1
         results: dict[str, Any] = {"name": "sesemi-optuna", "study_name": self.study_name, "trials": states}
         complete = [t for t in trials if t.state.name == "COMPLETE"]
         if complete:

@@ -1,0 +1,112 @@
+"""Synchronous Optuna sweeps through the real CLI on the default journal storage: trial dirs, resume, failures,
+the objective check, the report and TensorBoard's hparams, all on tiny trials of the embedded digits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from conftest import read_json, run_cli
+from sesemi.sweep.storage import make_storage
+
+SWEEP = ["-m", "hparams_search=digits_fixmatch", "hydra.sweeper.n_jobs=1"]
+
+
+def load(sweep_dir: Path) -> optuna.Study:
+    info = json.loads((sweep_dir / "sweep.json").read_text())
+    return optuna.load_study(study_name=info["study_name"], storage=make_storage(None, sweep_dir))
+
+
+def output(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+def test_sync_sweep_on_journal_storage_resumes_without_touching_old_trials(workdir: Path):
+    run_cli([*SWEEP, "hydra.sweeper.n_trials=2"], workdir)
+    sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
+    assert (sweep / "optuna.journal").is_file()
+    trials = load(sweep).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        run_dir = sweep / f"trial_{t.number:04d}"
+        assert t.user_attrs["run_dir"] == str(run_dir)
+        assert read_json(run_dir / "status.json")["state"] == "completed"
+        assert read_json(run_dir / "metrics.json")["objective"]["value"] == t.value
+        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+        assert f"optimizer.lr={t.params['optimizer.lr']}" in overrides
+        assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] == t.params["optimizer.lr"]
+    old = {p: p.read_bytes() for p in sweep.glob("trial_*/**/*") if p.is_file()}
+
+    # The same command with a bigger budget resumes the study: 2 old trials count, 1 new one runs.
+    proc = run_cli([*SWEEP, "hydra.sweeper.n_trials=3"], workdir)
+    assert "2 of n_trials=3 trials exist (resumed), 1 to run" in output(proc)
+    trials = load(sweep).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert sorted(p.name for p in sweep.glob("trial_*")) == ["trial_0000", "trial_0001", "trial_0002"]
+    assert all(p.read_bytes() == content for p, content in old.items()), "an old trial's files changed"
+    assert [p.name for p in (workdir / "runs").iterdir()] == ["sweeps"]  # no stray timestamped dirs
+
+    # The report: table, best trial and its checkpoint, CSV and plots.
+    proc = run_cli([str(sweep)], workdir, fast=False, module="sesemi.sweep_report")
+    text = proc.stdout
+    assert "study digits_fixmatch (val/acc, maximize): 3 trials, 3 complete" in text
+    for t in trials:
+        assert re.search(rf"^{t.number}\s+COMPLETE\s+{t.value:.4g}\s+\d+s\s.*trial_{t.number:04d}", text, re.M), text
+    best = max(trials, key=lambda t: t.value)
+    assert f"best: trial {best.number}, val/acc = {best.value:.5g}" in text
+    checkpoint = re.search(r"checkpoint: (\S+)", text).group(1)
+    assert checkpoint == str(sweep / f"trial_{best.number:04d}" / "checkpoints" / "best.ckpt")
+    assert Path(checkpoint).is_file()
+    report = sweep / "report"
+    with open(report / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["trial"]) for r in rows] == [0, 1, 2]
+    assert {"state", "value", "duration_s", "optimizer.lr", "model.backbone.width", "run_dir"} <= set(rows[0])
+    for name in ("optimization_history", "param_importances", "parallel_coordinate"):
+        html = (report / f"{name}.html").read_text()
+        assert "plotly.min.js" in html and len(html) > 1000
+    assert (report / "plotly.min.js").is_file()
+
+    # TensorBoard's HParams dashboard: each trial's event file holds its sampled parameters.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(sweep / "trial_0002" / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["trial"].number_value == 2
+    assert hparams["optimizer.lr"].number_value == trials[2].params["optimizer.lr"]
+
+
+def test_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(workdir: Path):
+    # No hparams_search: the sweeper on its own, a grid over a width that cannot work.
+    run_cli([
+        "-m", "hydra/sweeper=optuna_sync", "hydra/sweeper/sampler=grid", "model.backbone.width=choice(16,-8)",
+        "hydra.sweeper.max_failure_rate=0.5",  # 1 failure of 2 trials is allowed; max_failure_rate=0 would stop
+    ], workdir)
+    (sweep,) = [p.parent for p in (workdir / "runs").rglob("sweep.json")]
+    trials = {t.params["model.backbone.width"]: t for t in load(sweep).get_trials()}
+    assert trials[16].state == TrialState.COMPLETE
+    failed = trials[-8]
+    assert failed.state == TrialState.FAIL
+    assert "negative dimension" in failed.user_attrs["error"]
+    status = read_json(Path(failed.user_attrs["run_dir"]) / "status.json")
+    assert status["state"] == "failed" and "negative dimension" in status["error"]
+    report = run_cli([str(sweep), "--no-plots"], workdir, fast=False, module="sesemi.sweep_report").stdout
+    assert re.search(rf"^{failed.number}\s+FAIL\s.*negative dimension", report, re.M)
+
+
+def test_wrong_objective_fails_clearly_at_the_first_trial(workdir: Path):
+    proc = run_cli([*SWEEP, "hydra.sweeper.n_trials=3", "run.objective=val/accuracy"], workdir, check=False)
+    assert proc.returncode != 0
+    assert "run.objective: 'val/accuracy' is not logged by this run; its validation metrics are ['val/acc', 'val/loss']" in output(proc)
+    trials = load(workdir / "runs" / "sweeps" / "digits_fixmatch").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
+    assert "'val/accuracy' is not logged" in trials[0].user_attrs["error"]

@@ -1,0 +1,161 @@
+"""Sweep bookkeeping without training: storage specs, budget tickets, heartbeats, retries, failure rate, pruners."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from sesemi.errors import ConfigError
+from sesemi.sweep import storage as storage_lib
+from sesemi.sweep import study as study_lib
+from sesemi.sweep.callback import OptunaTrialCallback, TrialContext, set_active_trial
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def journal_study(tmp_path: Path, direction: str = "maximize") -> optuna.Study:
+    return optuna.create_study(
+        study_name="s", storage=storage_lib.make_storage(None, tmp_path), direction=direction,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+
+
+def test_storage_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    assert storage_lib.journal_path(None, tmp_path) == tmp_path / "optuna.journal"
+    assert storage_lib.journal_path("journal:/x/s.journal", None) == Path("/x/s.journal")
+    assert storage_lib.journal_path("shared/s.journal", None) == Path("shared/s.journal").absolute()
+    url = "postgresql://sesemi@db:5432/optuna"
+    assert storage_lib.is_rdb(url) and storage_lib.journal_path(url, tmp_path) is None
+    assert not storage_lib.has_password(url)
+    assert storage_lib.strip_password("postgresql://u:secret@db/o") == "postgresql://u@db/o"
+    assert "secret" not in storage_lib.mask("postgresql://u:secret@db/o")
+    monkeypatch.setenv(storage_lib.PASSWORD_ENV, "pw")
+    assert storage_lib._url_with_password(url) == "postgresql://sesemi:pw@db:5432/optuna"
+    with pytest.raises(ValueError, match="unsupported storage"):
+        storage_lib.journal_path("redis://host", None)
+
+
+def test_tickets_fill_the_budget_and_count_old_trials(tmp_path: Path):
+    study = journal_study(tmp_path)
+    assert study_lib.top_up(study, 3) == 3
+    trial = study_lib.pop_trial(study)
+    study_lib.suggest(trial, {"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, 0.5)
+    assert study_lib.top_up(study, 3) == 0  # 1 done + 2 waiting
+    assert study_lib.top_up(study, 5) == 2  # a bigger budget adds only the difference
+    popped = [study_lib.pop_trial(study) for _ in range(4)]
+    assert [t.number for t in popped] == [1, 2, 3, 4]
+    assert study_lib.pop_trial(study) is None  # workers never create trials beyond the budget
+    assert len(study.get_trials()) == 5
+
+
+def test_lost_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path):
+    study = journal_study(tmp_path)
+    study_lib.top_up(study, 1)
+    trial = study_lib.pop_trial(study)
+    study_lib.suggest(trial, {"x": optuna.distributions.FloatDistribution(0, 1)})
+    run_dir = tmp_path / "trial_0000"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text('{"state": "running", "attempts": []}')
+    study._storage.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
+    # Someone else's running trial with a fresh heartbeat is left alone.
+    study_lib.top_up(study, 2)
+    other = study_lib.pop_trial(study)
+    with study_lib.Heartbeat(study._storage, [other._trial_id], interval=0.2):
+        time.sleep(1.5)  # trial 0 sends no heartbeat
+        assert study_lib.reap_stale(study, grace_period=1.0, max_retries=1) == [0]
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL and "no heartbeat" in trials[0].user_attrs["error"]
+    assert trials[1].state == TrialState.RUNNING
+    retry = trials[2]
+    assert retry.state == TrialState.WAITING and retry.params == trials[0].params
+    assert retry.system_attrs["retry_history"] == [0]
+    assert '"failed"' in (run_dir / "status.json").read_text()
+    assert len(study_lib.counted(trials)) == 2  # the retry stands in for the lost trial
+    # The retry is taken like a ticket and keeps its parameters.
+    again = study_lib.pop_trial(study)
+    assert again.number == 2 and study_lib.suggest(again, {"x": optuna.distributions.FloatDistribution(0, 1)}) == trials[0].params
+    # Lost again: max_retries=1 is used up.
+    with study_lib.Heartbeat(study._storage, [other._trial_id], interval=0.2):
+        time.sleep(1.5)
+        assert study_lib.reap_stale(study, grace_period=1.0, max_retries=1) == [2]
+    assert not study_lib.waiting(study)
+
+
+def test_failure_rate_and_fatal_errors(tmp_path: Path):
+    study = journal_study(tmp_path)
+    study_lib.top_up(study, 4)
+    for i in range(2):
+        trial = study_lib.pop_trial(study)
+        study._storage.set_trial_user_attr(trial._trial_id, "session", "s1")
+        study_lib.fail_trial(study, trial._trial_id, f"boom {i}")
+        reason = study_lib.check_failures(study, "s1", n_trials=4, max_failure_rate=0.25)
+        assert (reason is None) == (i == 0)
+    assert "boom 1" in reason
+    assert study_lib.check_failures(study, "s2", n_trials=4, max_failure_rate=0.25) is None  # a new run starts afresh
+    trial = study_lib.pop_trial(study)
+    study._storage.set_trial_user_attr(trial._trial_id, "session", "s3")
+    study_lib.fail_trial(study, trial._trial_id, "ConfigError: run.objective", fatal=True)
+    assert "every trial would hit" in study_lib.check_failures(study, "s3", n_trials=4, max_failure_rate=1.0)
+    assert trial.number not in [t.number for t in study_lib.counted(study.get_trials())]  # budget given back
+
+
+@pytest.mark.parametrize("name", ["none", "median", "successive_halving", "hyperband"])
+def test_pruner_configs_prune_a_bad_trial(tmp_path: Path, name: str):
+    node = OmegaConf.load(CONFIGS / "hydra" / "sweeper" / "pruner" / f"{name}.yaml")
+    if name == "median":
+        node.n_startup_trials = 2
+    if name in ("successive_halving", "hyperband"):
+        node.min_resource = 100  # ${trainer.val_check_interval} in a sweep
+    if name == "hyperband":
+        node.max_resource = 1000  # ${trainer.max_steps}
+    pruner = instantiate(node, _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS)
+    study = optuna.create_study(  # a fixed name: hyperband assigns brackets by a hash of it
+        study_name="pruners", direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    for _ in range(9):  # good trials, reporting at steps 100..1000
+        trial = study.ask()
+        for step in range(100, 1001, 100):
+            trial.report(0.5 + step / 2000, step)
+            assert not trial.should_prune() or name != "none"
+        study.tell(trial, 1.0)
+    bad = study.ask()
+    pruned_at = None
+    for step in range(100, 1001, 100):
+        bad.report(0.1, step)
+        if bad.should_prune():
+            pruned_at = step
+            break
+    assert (pruned_at is None) == (name == "none")
+
+
+def test_callback_reports_and_rejects_an_unlogged_objective(tmp_path: Path):
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5))
+    trial = study.ask()
+    set_active_trial(TrialContext(trial=trial, monitor="val/acc", params={}))
+    try:
+        callback = OptunaTrialCallback()
+    finally:
+        set_active_trial(None)
+
+    def trainer(metrics: dict, step: int) -> SimpleNamespace:
+        return SimpleNamespace(callback_metrics=metrics, sanity_checking=False, global_step=step, global_rank=0,
+                               world_size=1, max_steps=100)
+
+    callback.on_validation_end(trainer({"val/acc": 0.9, "val/loss": 0.1}, 10), None)
+    assert study.trials[0].intermediate_values == {10: 0.9}
+    with pytest.raises(ConfigError, match=r"run.objective: 'val/acc' is not logged.*are \['val/loss'\]"):
+        callback.on_validation_end(trainer({"val/loss": 0.1}, 20), None)
+    with pytest.raises(FloatingPointError):
+        callback.on_validation_end(trainer({"val/acc": float("nan")}, 30), None)
+    with pytest.raises(optuna.TrialPruned, match="step 40"):
+        callback.on_validation_end(trainer({"val/acc": 0.2}, 40), None)
+    callback.on_validation_end(trainer({"val/acc": 0.2}, 100), None)  # the last step completes, never pruned
+    assert OptunaTrialCallback().context is None  # outside a sweep: does nothing
