@@ -59,7 +59,7 @@ def build_datamodule(cfg: DictConfig) -> SemiSupervisedDataModule:
     return instantiate_key(cfg, "data")
 
 
-def build_module(cfg: DictConfig, num_classes: int) -> SemiSupervisedModule:
+def build_module(cfg: DictConfig, num_classes: int, class_names: list[str] | None = None) -> SemiSupervisedModule:
     heads = cfg.method.loss_heads
     ema = cfg.method.get("ema") or {}
     return SemiSupervisedModule(
@@ -69,6 +69,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> SemiSupervisedModule:
         optimizer=instantiate_key(cfg, "optimizer"),
         lr_scheduler=instantiate_key(cfg, "lr_scheduler"),
         num_classes=num_classes,
+        class_names=class_names,
         ema_decay=ema.get("decay"),
         ema_evaluate=ema.get("evaluate", True),
         config=OmegaConf.to_container(cfg, resolve=True),

@@ -11,6 +11,6 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, problem: str, fix: str) -> None:
         self.key = key
-        self.problem = " ".join(problem.split())  # one line, whatever the wrapped error printed
+        self.problem = " ".join(problem.split()).rstrip(".")  # one line, whatever the wrapped error printed
         self.fix = fix
         super().__init__(f"{key}: {self.problem}. Fix: {fix}")

@@ -56,6 +56,7 @@ class SemiSupervisedModule(LightningModule):
         loss_heads: Mapping[str, LossHead | None],
         optimizer: OptimizerFactory,
         num_classes: int,
+        class_names: list[str] | None = None,
         lr_scheduler: SchedulerFactory | None = None,
         ema_decay: float | None = None,
         ema_evaluate: bool = True,
@@ -78,6 +79,7 @@ class SemiSupervisedModule(LightningModule):
         self.exclude_norm_and_bias = exclude_norm_and_bias_from_weight_decay
         self.config = dict(config) if config is not None else None
         self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -163,3 +165,4 @@ class SemiSupervisedModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.config is not None:
             checkpoint["sesemi_config"] = self.config
+        checkpoint["sesemi_classes"] = self.class_names

@@ -93,7 +93,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if mode not in ("fit", "validate", "test"):
             raise ConfigError("run.mode", f"unknown mode {mode!r}", "use run.mode=fit, validate or test")
         datamodule = build_datamodule(cfg)
-        module = build_module(cfg, datamodule.num_classes)
+        module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
         trainer = build_trainer(cfg)
         log.info("data: %s", datamodule.describe())
         metrics: dict[str, Any] = {"mode": mode}

@@ -108,6 +108,13 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.split: Split = split_indices(
             _targets(train, "data.train"), classes=getattr(train, "classes", None), **self.split_args
         )
+        if self.unlabeled_views is not None and len(self.unlabeled_dataset()) < unlabeled_batch_size:
+            raise ConfigError(
+                "data.unlabeled_batch_size",
+                f"is {unlabeled_batch_size} but only {len(self.unlabeled_dataset())} unlabeled samples exist (all "
+                "training samples are labeled or held out)",
+                "label fewer samples (data.labels_per_class), add data.extra_unlabeled, or use method=supervised",
+            )
         if len(self.split.labeled) < labeled_batch_size:
             raise ConfigError(
                 "data.labeled_batch_size",
@@ -119,6 +126,11 @@ class SemiSupervisedDataModule(LightningDataModule):
     def num_classes(self) -> int:
         classes = getattr(self.train_set, "classes", None)
         return len(classes) if classes else max(_targets(self.train_set, "data.train")) + 1
+
+    @property
+    def class_names(self) -> list[str] | None:
+        classes = getattr(self.train_set, "classes", None)
+        return [str(c) for c in classes] if classes else None
 
     @property
     def has_unlabeled(self) -> bool:

@@ -13,7 +13,7 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # A few steps, and only a few evaluation batches of the 5,000 held-out validation and 10,000 test images.
 SHORT = [
     "trainer.limit_val_batches=2",
-    "+trainer.limit_test_batches=2",
+    "trainer.limit_test_batches=2",
     "data.eval_batch_size=64",
 ]
 
