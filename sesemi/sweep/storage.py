@@ -54,10 +54,22 @@ def journal_path(spec: str | None, sweep_dir: str | os.PathLike | None) -> Path 
     return Path(os.path.expanduser(spec)).absolute()
 
 
+def _postgres_driver() -> str:
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; use psycopg2 (sesemi's ``sweep`` extra) when that is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2"
+    return "postgresql"
+
+
 def _url_with_password(spec: str) -> str:
+    """The URL to connect with: the password from the environment, a PostgreSQL driver that is installed."""
     from sqlalchemy.engine import make_url
 
-    url = make_url(spec)
+    url = make_url(spec.replace("postgres://", "postgresql://", 1))
+    if url.drivername == "postgresql":
+        url = url.set(drivername=_postgres_driver())
     password = os.environ.get(PASSWORD_ENV)
     if url.password is None and password:
         url = url.set(password=password)
