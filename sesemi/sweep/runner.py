@@ -237,8 +237,12 @@ def run_worker(task: SweepTask, index: int) -> int:
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import JobStatus, configure_log, run_job
 
+    from sesemi.rundir import RunRecord
+
     settings = task.settings
     worker_hydra = HydraConfig.get()
+    record = RunRecord(worker_hydra.runtime.output_dir)  # the worker's own dir gets a status like any job's
+    record.start()
     study = load_study(settings, seed_offset=index)
     name = f"w{index}@{socket.gethostname()}:{os.getpid()}"
     log.info("worker %s on study %s (%s)", name, settings.study_name, storage_lib.mask(settings.storage))
@@ -286,4 +290,5 @@ def run_worker(task: SweepTask, index: int) -> int:
         if reason:
             study_lib.set_abort(study, settings.session, reason)
     log.info("worker %s done: %d trials", name, ran)
+    record.complete({"worker": name, "trials": ran, "session": settings.session})
     return ran
