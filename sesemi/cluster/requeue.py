@@ -134,7 +134,11 @@ class PreemptionCallback(Callback):
         self._restore()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._restore()
+        # After a requeue SLURM sends SIGTERM while Lightning shuts down; Lightning's own SIGTERM handler would
+        # then broadcast from inside the handler (and fail, the other ranks being gone): keep ours, which only
+        # notes it. Lightning's teardown restores the handlers from before training (submitit's) afterwards.
+        if not isinstance(exception, Requeued):
+            self._restore()
 
     # -- the decision, taken by all ranks together -----------------------------------------------------------
     def _agreed_signal(self, trainer: Any) -> signal.Signals | None:
