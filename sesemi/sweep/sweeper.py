@@ -33,7 +33,11 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from sesemi.sweep import storage as _storage
+
 log = logging.getLogger("sesemi.sweep")
+
+_storage.register()  # ${sesemi.optuna_storage:...}, for hydra/sweeper=optuna (Hydra's own Optuna sweeper)
 
 
 class SweepAborted(RuntimeError):

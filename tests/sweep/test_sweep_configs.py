@@ -1,0 +1,41 @@
+"""Every hparams_search config composes with both sweepers, and its search space names keys that exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+from omegaconf import OmegaConf
+
+import sesemi.train  # noqa: F401  (resolvers)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SEARCHES = sorted(p.stem for p in (CONFIGS / "hparams_search").glob("*.yaml"))
+MISSING = object()
+
+
+def test_there_are_searches():
+    assert {"digits_fixmatch", "fmnist_fixmatch"} <= set(SEARCHES)
+
+
+@pytest.mark.parametrize("sweeper", ["optuna_sync", "optuna_async"])
+@pytest.mark.parametrize("name", SEARCHES)
+def test_search_space_composes_and_names_real_keys(name: str, sweeper: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_module("sesemi.configs"):
+        cfg = compose("train", overrides=[f"hparams_search={name}", f"hydra/sweeper={sweeper}"],
+                      return_hydra_config=True)
+    s = cfg.hydra.sweeper
+    assert s._target_ == "sesemi.sweep.sweeper.OptunaSweeper" and s.mode == sweeper.split("_")[1]
+    assert s.study_name == name and s.dir.endswith(f"sweeps/{name}")
+    assert s.sampler.seed is not None
+    if sweeper == "optuna_async":
+        assert s.workers == s.n_jobs and s.pruner._target_ == "optuna.pruners.MedianPruner"
+    distributions, fixed, _ = create_params_from_overrides([f"{k}={v}" for k, v in s.params.items()])
+    assert len(distributions) == len(s.params) >= 3 and not fixed
+    for key in distributions:  # a swept key must exist: Hydra refuses overrides of unknown keys in every trial
+        assert OmegaConf.select(cfg, key, default=MISSING) is not MISSING, f"{name}: {key} is not in the config"
+    assert cfg.run.objective == "val/acc" and cfg.run.objective_mode == "max"
