@@ -224,6 +224,11 @@ class SweepTask:
         settings = self.settings
         study = load_study(settings, sample=False)
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        state = study._storage.get_trial(trial_id).state
+        if state != TrialState.RUNNING:
+            # A requeued job (SLURM preemption) whose trial was given up meanwhile: its retry runs elsewhere.
+            log.warning("trial %d is %s already: this job has nothing to run", number, state.name)
+            return None
         trial = optuna.Trial(study, trial_id)
         return run_trial(study, trial, cfg, self.task_function, settings, worker=f"job@{socket.gethostname()}")
 
