@@ -1,0 +1,201 @@
+"""Helpers of the cluster tests: a test-only callback package for the jobs, background launches, dir listings."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from conftest import FAST
+
+# Written into <launch dir>/src/ (run.src_dir), so jobs on the cluster import it like a user's own package.
+RANKCHECK_SOURCE = '''
+"""Test-only: each rank writes what it trained with and a hash of its final weights; optionally slows the
+first attempt of a SLURM job down (so that it can be requeued mid-training)."""
+import hashlib, json, os, time
+from pathlib import Path
+
+import torch
+from pytorch_lightning.callbacks import Callback
+
+
+class RankCheck(Callback):
+    def __init__(self, out_dir, slow_s=0.0):
+        self.out_dir = Path(out_dir)
+        self.slow_s = float(slow_s)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.slow_s and int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
+            time.sleep(self.slow_s)
+
+    def on_train_end(self, trainer, pl_module):
+        weights = hashlib.sha256()
+        for key, value in sorted(pl_module.state_dict().items()):
+            if isinstance(value, torch.Tensor):
+                weights.update(key.encode())
+                weights.update(value.detach().cpu().contiguous().numpy().tobytes())
+        config = json.dumps(pl_module.config, sort_keys=True, default=str)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "weights": weights.hexdigest(),
+            "config": hashlib.sha256(config.encode()).hexdigest(),
+            "lr": pl_module.config["optimizer"]["lr"],
+            "run_dir": pl_module.config["run"]["output_dir"],
+            "step": trainer.global_step,
+            "pid": os.getpid(),
+            "strategy": type(trainer.strategy).__name__,
+            "environment": type(trainer.strategy.cluster_environment).__name__
+            if getattr(trainer.strategy, "cluster_environment", None) is not None else None,
+        }
+        (self.out_dir / f"{os.getpid()}_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+'''
+
+# The commands docs/cluster.md shows, exactly; the tests run them (after the tiny training settings of FAST, and
+# with test-only additions after them). test_cluster_docs.py checks that the page shows no other command.
+DOC_COMMANDS = {
+    "dry_run": ["-m", "hydra/launcher=slurm", "run.id=lr_scan", "optimizer.lr=0.01,0.03,0.1",
+                "hydra.launcher.partition=gpu", "run.devices=4", "hydra.launcher.dry_run=true"],
+    "dry_run_multinode": ["-m", "hydra/launcher=slurm", "run.devices=4", "run.num_nodes=2",
+                          "hydra.launcher.dry_run=true"],
+    "dry_run_devices": ["-m", "hydra/launcher=slurm_cpu", "run.devices=1,2", "hydra.launcher.dry_run=true"],
+    "mismatch": ["-m", "hydra/launcher=slurm", "run.devices=2", "hydra.launcher.tasks_per_node=4",
+                 "optimizer.lr=0.01,0.1"],
+    "sweep": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=lr_scan",
+              "optimizer.lr=0.01,0.1"],
+    "ddp": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=ddp", "run.devices=2"],
+    "requeue": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=requeue",
+                "run.devices=2"],
+    "timelimit": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=timelimit",
+                  "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=45"],
+    "local_sweep_ddp": ["-m", "run.id=local_ddp", "run.devices=2", "run.accelerator=cpu", "optimizer.lr=0.01,0.1"],
+    "local_launcher": ["-m", "hydra/launcher=local", "run.id=sublocal", "run.devices=2", "run.accelerator=cpu"],
+    "single_ddp": ["run.devices=2", "run.accelerator=cpu"],
+}
+
+needs_slurm = pytest.mark.skipif(
+    shutil.which("sinfo") is None,
+    reason="sinfo not found: no SLURM client here (start the test cluster with scripts/slurm_cluster.sh start)",
+)
+
+
+def install_rankcheck(workdir: Path) -> None:
+    package = workdir / "src" / "sesemi_rankcheck"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(RANKCHECK_SOURCE)
+
+
+def rankcheck_overrides(out_dir: Path, slow_s: float = 0.0) -> list[str]:
+    overrides = [
+        "+callbacks.rankcheck._target_=sesemi_rankcheck.RankCheck",
+        f"+callbacks.rankcheck.out_dir={out_dir}",
+    ]
+    if slow_s:
+        overrides.append(f"+callbacks.rankcheck.slow_s={slow_s}")
+    return overrides
+
+
+def rank_records(out_dir: Path) -> list[dict]:
+    return sorted((json.loads(p.read_text()) for p in out_dir.glob("*.json")), key=lambda r: (r["run_dir"], r["rank"]))
+
+
+def cli(args: Sequence[str], fast: bool = True) -> list[str]:
+    return [sys.executable, "-m", "sesemi.train", *(FAST if fast else []), *args]
+
+
+def subdirs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
+
+
+def the_sweep_dir(workdir: Path, run_id: str) -> Path:
+    """The one sweep dir of ``run_id`` (also checks that no second, stray one was claimed)."""
+    (sweep_dir,) = [workdir / "runs" / run_id / name for name in subdirs(workdir / "runs" / run_id)]
+    return sweep_dir
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+class Launch:
+    """``python -m sesemi.train ARGS`` started in the background in its own launch dir, with an optional action run
+    in a thread while it works (e.g. requeue its job once a checkpoint exists)."""
+
+    def __init__(
+        self, name: str, workdir: Path, args: Sequence[str], action: Callable[[Launch], None] | None = None,
+        timeout: float = 420, ranks_dir: Path | None = None,
+    ) -> None:
+        self.name, self.workdir, self.timeout, self.ranks_dir = name, workdir, timeout, ranks_dir
+        self.intervention = ""
+        workdir.mkdir(parents=True, exist_ok=True)
+        install_rankcheck(workdir)
+        self.log = (workdir / "launch.log").open("w")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            cli(args), cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        )
+        self.action_error: BaseException | None = None
+        self.thread = None
+        if action is not None:
+            self.thread = threading.Thread(target=self._act, args=(action,), daemon=True)
+            self.thread.start()
+
+    def _act(self, action: Callable[[Launch], None]) -> None:
+        try:
+            action(self)
+        except BaseException as err:  # noqa: BLE001 - reported by wait()
+            self.action_error = err
+
+    def wait(self) -> tuple[int, str]:
+        try:
+            rc = self.proc.wait(timeout=max(1.0, self.timeout - (time.monotonic() - self.started)))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        self.log.close()
+        output = (self.workdir / "launch.log").read_text()
+        self.elapsed = time.monotonic() - self.started
+        if self.action_error is not None:
+            raise AssertionError(f"{self.name}: the action failed: {self.action_error}\n{output[-3000:]}")
+        return rc, output
+
+    def wait_for(self, predicate: Callable[[], object], what: str, timeout: float = 240) -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name}: the launch ended before {what}")
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name}: timed out waiting for {what}")
+
+
+def first_attempt_job_id(run_dir_glob: str, workdir: Path) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        for status in workdir.glob(f"{run_dir_glob}/status.json"):
+            try:
+                return json.loads(status.read_text())["attempts"][0]["slurm_job_id"]
+            except (ValueError, KeyError, IndexError):
+                return None
+        return None
+
+    return probe
+
+
+def cancel_jobs(workdir: Path) -> None:
+    """scancel the SLURM jobs a launch in ``workdir`` submitted (cleanup after a failed test)."""
+    ids = [job["job_id"] for path in workdir.glob("runs/*/*/jobs.json") for job in read_json(path)["jobs"]]
+    if ids and shutil.which("scancel"):
+        subprocess.run(["scancel", *ids], capture_output=True, check=False)

@@ -1,0 +1,44 @@
+"""docs/cluster.md shows only commands the cluster tests run."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from cluster_testkit import DOC_COMMANDS
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
+
+# Commands that are not `python -m sesemi.train ...`, and the test that runs each.
+OTHER_COMMANDS = {
+    "python -m sesemi.cluster.summary runs/lr_scan/<timestamp>": "test_summary_command_reads_a_sweep_dir_again",
+    "sacct -X -n -P -o JobID,State -j <job ids>": "test_two_point_sweep_gives_two_slurm_jobs_and_two_completed_run_dirs",
+}
+
+
+def shown_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_every_command_in_the_cluster_docs_is_run_by_a_test():
+    run_by_tests = {shlex.join(["python", "-m", "sesemi.train", *args]) for args in DOC_COMMANDS.values()}
+    commands = shown_commands()
+    assert len(commands) >= 10
+    for command in commands:
+        assert command in run_by_tests or command in OTHER_COMMANDS, f"no test runs: {command}"
+    tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_cluster_*.py") if p != Path(__file__))
+    for command, test in OTHER_COMMANDS.items():
+        assert f"def {test}(" in tests, test
+    # Every documented sesemi.train command is used by a test (none is only in DOC_COMMANDS).
+    for name in DOC_COMMANDS:
+        assert f'DOC_COMMANDS["{name}"]' in tests or f'"{name}"' in tests, name
+
+
+def test_the_docs_mention_the_inline_preemption_commands_the_tests_use():
+    text = DOC.read_text()
+    assert "`scontrol requeue <job id>`" in text and "`scancel --signal=USR2 <job id>`" in text
+    slurm_tests = (Path(__file__).parent / "test_cluster_slurm.py").read_text()
+    assert '["scontrol", "requeue", str(job_id)]' in slurm_tests
+    assert '["scancel", f"--signal={signal}", str(job_id)]' in slurm_tests and '"USR2"' in slurm_tests

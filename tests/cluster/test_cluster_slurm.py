@@ -1,0 +1,225 @@
+"""Sweeps on the real SLURM cluster (scripts/slurm_cluster.sh start): job arrays, DDP over SLURM tasks, requeue.
+
+Every launch is the user's command (``python -m sesemi.train -m hydra/launcher=slurm_cpu ...``, CPU DDP with gloo,
+tiny settings). They are all started at once by one module fixture and run side by side on the cluster, so the
+module takes about as long as its slowest launch (the real time limit); each test then checks one of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from cluster_testkit import (
+    DOC_COMMANDS,
+    Launch,
+    cancel_jobs,
+    first_attempt_job_id,
+    needs_slurm,
+    rank_records,
+    rankcheck_overrides,
+    read_json,
+    subdirs,
+    the_sweep_dir,
+)
+
+pytestmark = [pytest.mark.slurm, needs_slurm]
+
+# Test-only: one CPU per task, so that all launches of this module fit the test cluster's 8 CPUs at once.
+SMALL = ["hydra.launcher.cpus_per_task=1"]
+SLOW_RUN = ["trainer.max_steps=30", "trainer.val_check_interval=5"]  # + a 0.3 s pause per step in attempt 1
+
+
+def _requeue_when_checkpointed(signal: str | None):
+    """An action: once the first checkpoint exists (mid-training), requeue the job (SIGTERM), or send it
+    ``signal`` the way SLURM does before a time limit (``scancel --signal``)."""
+
+    def action(launch: Launch) -> None:
+        launch.wait_for(lambda: list(launch.workdir.glob("runs/*/*/0/checkpoints/last.ckpt")), "a checkpoint")
+        job_id = launch.wait_for(first_attempt_job_id("runs/*/*/0", launch.workdir), "the job id")
+        if signal is None:
+            cmd = ["scontrol", "requeue", str(job_id)]
+        else:
+            cmd = ["scancel", f"--signal={signal}", str(job_id)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        launch.intervention = " ".join(cmd)
+
+    return action
+
+
+@pytest.fixture(scope="module")
+def launches(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("slurm")
+    started = {
+        # A real time limit (first: it takes longest): 2 minutes, the signal 45 s before; 2 s/step in attempt 1.
+        "timelimit": Launch(
+            "timelimit", root / "timelimit",
+            ["trainer.max_steps=60", "trainer.val_check_interval=10", *DOC_COMMANDS["timelimit"], *SMALL,
+             *rankcheck_overrides(root / "tl_ranks", 2.0)],
+            timeout=540, ranks_dir=root / "tl_ranks",
+        ),
+        # The issue's sweep, on the CPU profile: 2 points -> a job array of 2.
+        "sweep": Launch("sweep", root / "sweep", [*DOC_COMMANDS["sweep"], *SMALL]),
+        # One job, 2 tasks -> 2-process DDP (gloo).
+        "ddp": Launch(
+            "ddp", root / "ddp", [*DOC_COMMANDS["ddp"], *SMALL, *rankcheck_overrides(root / "ddp_ranks")],
+            ranks_dir=root / "ddp_ranks",
+        ),
+        # A failing point next to a good one: reported, not hidden.
+        "failing": Launch(
+            "failing", root / "failing",
+            ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", *SMALL, "run.id=bad",
+             "optimizer.lr=0.05,-1.0"],
+        ),
+        # Requeued mid-training: scontrol requeue (SIGTERM), and submitit's preemption signal (USR2).
+        "requeue": Launch(
+            "requeue", root / "requeue",
+            [*SLOW_RUN, *DOC_COMMANDS["requeue"], *SMALL, *rankcheck_overrides(root / "rq_ranks", 0.3)],
+            action=_requeue_when_checkpointed(None), ranks_dir=root / "rq_ranks",
+        ),
+        "usr2": Launch(
+            "usr2", root / "usr2",
+            [*SLOW_RUN, "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=usr2",
+             "run.devices=2", *SMALL, *rankcheck_overrides(root / "usr2_ranks", 0.3)],
+            action=_requeue_when_checkpointed("USR2"), ranks_dir=root / "usr2_ranks",
+        ),
+    }
+    yield started
+    for launch in started.values():  # a test that failed early leaves its launch running: stop it
+        if launch.proc.poll() is None:
+            launch.proc.kill()
+            launch.proc.wait()
+            cancel_jobs(launch.workdir)
+
+
+def _completed(launch: Launch) -> str:
+    rc, output = launch.wait()
+    assert rc == 0, f"{launch.name} exited {rc}:\n{output[-6000:]}"
+    return output
+
+
+def test_two_point_sweep_gives_two_slurm_jobs_and_two_completed_run_dirs(launches):
+    launch = launches["sweep"]
+    output = _completed(launch)
+    sweep_dir = the_sweep_dir(launch.workdir, "lr_scan")
+    assert subdirs(sweep_dir) == [".submitit", "0", "1"]
+    jobs = read_json(sweep_dir / "jobs.json")["jobs"]
+    job_ids = [j["job_id"] for j in jobs]
+    assert len(set(job_ids)) == 2 and all("_" in j for j in job_ids)  # one job array, one element per point
+    for job, lr in zip(jobs, (0.01, 0.1)):
+        run_dir = Path(job["run_dir"])
+        assert run_dir == sweep_dir / str(job["num"])
+        assert read_json(run_dir / "status.json")["state"] == "completed"
+        assert f"optimizer.lr={lr}" in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+        assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] == lr
+        assert read_json(run_dir / "metrics.json")["global_step"] == 6
+        assert read_json(run_dir / "status.json")["attempts"][0]["slurm_job_id"]
+        assert Path(job["stdout"]).is_file() and Path(job["stderr"]).is_file()
+    # SLURM's own record of the two jobs, and the summary printed and written into the sweep dir.
+    sacct = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)], capture_output=True, text=True, check=True
+    ).stdout
+    assert sorted(sacct.split()) == sorted(f"{j}|COMPLETED" for j in job_ids)
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert [(r["job_id"], r["state"], r["slurm_state"]) for r in rows] == [(j, "completed", "COMPLETED") for j in job_ids]
+    assert all(0 <= float(r["objective"]) <= 1 for r in rows)
+    assert "sesemi: sweep summary" in output and "2 jobs: 2 completed" in output
+    assert (sweep_dir / "summary.md").read_text().count("| completed |") == 2
+
+
+def test_summary_command_reads_a_sweep_dir_again(launches):
+    launch = launches["sweep"]
+    _completed(launch)
+    sweep_dir = the_sweep_dir(launch.workdir, "lr_scan")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sesemi.cluster.summary", str(sweep_dir)], cwd=launch.workdir,
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 jobs: 2 completed" in proc.stdout and "COMPLETED" in proc.stdout
+
+
+def test_one_job_with_two_tasks_trains_two_process_ddp(launches):
+    launch = launches["ddp"]
+    output = _completed(launch)
+    sweep_dir = the_sweep_dir(launch.workdir, "ddp")
+    assert subdirs(sweep_dir) == [".submitit", "0"]  # one run dir, nothing stray
+    ranks = rank_records(launch.ranks_dir)
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert {r["world_size"] for r in ranks} == {2}
+    assert {r["environment"] for r in ranks} == {"SLURMEnvironment"}
+    assert len({r["pid"] for r in ranks}) == 2
+    assert ranks[0]["config"] == ranks[1]["config"]  # same hyperparameters
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # in sync at the end
+    assert {r["run_dir"] for r in ranks} == {str(sweep_dir / "0")}
+    # Each rank is a SLURM task with its own log; the run dir is rank 0's only.
+    job_id = read_json(sweep_dir / "jobs.json")["jobs"][0]["job_id"]
+    task_logs = sorted(p.name for p in (sweep_dir / ".submitit" / job_id).glob("*_log.out"))
+    assert task_logs == [f"{job_id}_0_log.out", f"{job_id}_1_log.out"]
+    assert "MEMBER: 2/2" in (sweep_dir / ".submitit" / job_id / f"{job_id}_1_log.err").read_text()
+    run_dir = sweep_dir / "0"
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["train.log"]
+    assert read_json(run_dir / "status.json")["state"] == "completed"
+    assert "1 jobs: 1 completed" in output
+
+
+def test_a_failed_job_is_reported_in_the_summary_not_hidden(launches):
+    launch = launches["failing"]
+    rc, output = launch.wait()
+    assert rc != 0  # the sweep fails...
+    sweep_dir = the_sweep_dir(launch.workdir, "bad")
+    rows = {r["job"]: r for r in csv.DictReader((sweep_dir / "summary.csv").open())}
+    assert rows["0"]["state"] == "completed"  # ...after the good job ran to the end,
+    assert rows["1"]["state"] == "failed" and "Invalid learning rate" in rows["1"]["error"]  # with the reason
+    assert Path(rows["1"]["stderr"]).is_file()
+    assert "2 jobs: 1 completed, 1 failed" in output
+    assert "- job 1 (" in output and "Invalid learning rate" in output
+
+
+def _check_requeued(launch: Launch, run_id: str, reason: str, max_steps: int, world: int) -> dict:
+    output = _completed(launch)
+    sweep_dir = the_sweep_dir(launch.workdir, run_id)
+    assert subdirs(sweep_dir) == [".submitit", "0"]  # resumed in the same run dir
+    run_dir = sweep_dir / "0"
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "completed", status
+    assert status["restarts"] >= 1 and len(status["attempts"]) == status["restarts"] + 1
+    assert status["requeue_reason"].startswith(reason), status["requeue_reason"]
+    first, second = status["attempts"][:2]
+    assert first["previous_state"] is None and second["previous_state"] == "requeued"
+    assert first["slurm_job_id"] == second["slurm_job_id"]  # the same job, requeued
+    assert second["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert read_json(run_dir / "metrics.json")["global_step"] == max_steps
+    # The same TensorBoard run continues: one event dir, one event file per attempt.
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert 2 <= len(events) <= len(status["attempts"])
+    ranks = rank_records(launch.ranks_dir)
+    assert len(ranks) == world and {r["step"] for r in ranks} == {max_steps}
+    assert len({r["weights"] for r in ranks}) == 1
+    assert "1 jobs: 1 completed" in output
+    return status
+
+
+def test_scontrol_requeue_mid_training_resumes_in_the_same_run_dir(launches):
+    launch = launches["requeue"]
+    status = _check_requeued(launch, "requeue", "SIGTERM", max_steps=30, world=2)
+    assert launch.intervention.startswith("scontrol requeue")
+    # The signal came mid-training: after the first checkpoint (step 5), well before step 30.
+    step = int(status["requeue_reason"].split(" at step ")[1].split()[0])
+    assert 5 <= step < 30
+
+
+def test_preemption_signal_usr2_checkpoints_and_requeues_through_submitit(launches):
+    launch = launches["usr2"]
+    _check_requeued(launch, "usr2", "SIGUSR2", max_steps=30, world=2)
+    job_log = next((launch.workdir / "runs").glob("usr2/*/.submitit/*/*_0_log.err")).read_text()
+    assert "Caught signal SIGUSR2" in job_log  # submitit's handler did the requeue
+
+
+def test_time_limit_signal_requeues_and_the_job_finishes(launches):
+    launch = launches["timelimit"]
+    _check_requeued(launch, "timelimit", "SIGUSR2", max_steps=60, world=1)

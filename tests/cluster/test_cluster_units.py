@@ -1,0 +1,190 @@
+"""Pieces of the cluster launching on their own: launcher configs, resource checks, strategy choice, restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+from omegaconf import OmegaConf
+from pytorch_lightning.strategies import DDPStrategy
+
+import sesemi.cluster.launcher  # noqa: F401  (registers the launcher schemas, as Hydra's plugin discovery does)
+from sesemi import launch
+from sesemi.cluster import summary
+from sesemi.cluster.requeue import PreemptionCallback, Requeued, restart_checkpoint, submitit_signal
+from sesemi.cluster.validate import check_job
+from sesemi.errors import ConfigError
+
+SLURM_VARS = ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_JOB_ID", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES",
+              "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NODELIST", "SUBMITIT_EXECUTOR",
+              "SUBMITIT_LOCAL_NTASKS", "LOCAL_RANK")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch):
+    for var in SLURM_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+def launcher_config(*overrides: str):
+    with initialize_config_module("sesemi.configs"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    return cfg
+
+
+def test_slurm_launcher_resources_follow_the_run_config():
+    cfg = launcher_config("hydra/launcher=slurm", "run.devices=4", "run.num_nodes=2", "run.id=scan")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "sesemi.cluster.launcher.SlurmLauncher"
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+    assert launcher.name == "sesemi_scan" and launcher.profile == "gpu" and launcher.dry_run is False
+    assert launcher.submitit_folder == ".submitit/%j"  # below the sweep dir; no second sweep dir claimed
+    for key in ("partition", "account", "qos", "constraint", "setup", "additional_parameters", "array_parallelism",
+                "cpus_per_task", "mem_gb", "timeout_min", "signal_delay_s", "max_num_timeout"):
+        assert key in launcher, key
+
+
+def test_cpu_and_local_profiles():
+    cpu = launcher_config("hydra/launcher=slurm_cpu", "run.devices=2").hydra.launcher
+    assert cpu.profile == "cpu" and cpu.gpus_per_node is None and cpu.tasks_per_node == 2
+    assert cpu._target_ == "sesemi.cluster.launcher.SlurmLauncher"
+    local = launcher_config("hydra/launcher=local", "run.devices=2").hydra.launcher
+    assert local._target_ == "sesemi.cluster.launcher.LocalLauncher" and local.tasks_per_node == 2
+
+
+def _keys(problems: list[ConfigError]) -> list[str]:
+    return [p.key for p in problems]
+
+
+def test_resource_checks():
+    ok = {"tasks_per_node": 2, "nodes": 1, "gpus_per_node": 2}
+    run = {"devices": 2, "num_nodes": 1, "accelerator": "auto", "strategy": "auto"}
+    assert check_job(ok, run, profile="gpu", executor="slurm") == []
+    assert _keys(check_job({**ok, "tasks_per_node": 4}, run, profile="gpu", executor="slurm")) == [
+        "hydra.launcher.tasks_per_node"
+    ]
+    assert _keys(check_job({**ok, "nodes": 2}, run, profile="gpu", executor="slurm")) == ["hydra.launcher.nodes"]
+    assert _keys(check_job(ok, {**run, "devices": "auto"}, profile="gpu", executor="slurm")) == ["run.devices"]
+    assert _keys(check_job(ok, {**run, "accelerator": "cpu"}, profile="gpu", executor="slurm")) == [
+        "hydra.launcher.gpus_per_node"
+    ]
+    cpu = {"tasks_per_node": 2, "nodes": 1, "gpus_per_node": None}
+    assert check_job(cpu, run, profile="cpu", executor="slurm") == []
+    assert _keys(check_job({**cpu, "gres": "gpu:1"}, run, profile="cpu", executor="slurm")) == [
+        "hydra.launcher.gres"
+    ]
+    extra = {**cpu, "additional_parameters": {"gpus-per-node": 1}}
+    assert _keys(check_job(extra, run, profile="cpu", executor="slurm")) == [
+        "hydra.launcher.additional_parameters.gpus-per-node"
+    ]
+    assert _keys(check_job(cpu, {**run, "num_nodes": 2}, profile="local", executor="local")) == [
+        "hydra.launcher.nodes", "run.num_nodes"
+    ]
+
+
+def _run(**values):
+    return OmegaConf.create({"devices": 1, "num_nodes": 1, "accelerator": "cpu", "strategy": "auto", **values})
+
+
+def test_strategy_for_a_single_run():
+    assert launch.resolve_strategy(_run()) == "auto"
+    assert launch.resolve_strategy(_run(devices=2)) == "ddp"  # Lightning starts rank 1 (argv + hydra.run.dir)
+    assert launch.resolve_plugins(_run()) == []
+
+
+def test_strategy_inside_slurm_tasks(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", "sesemi_x")
+    strategy = launch.resolve_strategy(_run(devices=2))
+    assert isinstance(strategy, DDPStrategy)
+    environment = strategy.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue is False
+    with pytest.raises(ConfigError, match="run.devices.*this SLURM job has 2 tasks"):
+        launch.resolve_strategy(_run(devices=4))
+    with pytest.raises(ConfigError, match="run.strategy"):
+        launch.resolve_strategy(_run(devices=2, strategy="ddp_spawn"))
+
+
+def test_one_process_in_slurm_keeps_lightnings_requeue_off(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "sesemi_x")
+    assert launch.resolve_strategy(_run()) == "auto"
+    (plugin,) = launch.resolve_plugins(_run())
+    assert isinstance(plugin, SLURMEnvironment) and plugin.auto_requeue is False
+    # devices=2 in a one-task allocation: local processes, not SLURM tasks that do not exist.
+    strategy = launch.resolve_strategy(_run(devices=2))
+    assert isinstance(strategy.cluster_environment, LightningEnvironment)
+
+
+def test_strategy_inside_submitit_local_tasks(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "2")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "123")
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "1")
+    strategy = launch.resolve_strategy(_run(devices=2))
+    environment = strategy.cluster_environment
+    assert isinstance(environment, launch.SubmititEnvironment)
+    assert (environment.global_rank(), environment.local_rank(), environment.world_size()) == (1, 1, 2)
+    assert environment.creates_processes_externally
+    assert environment.main_port == launch.SubmititEnvironment().main_port  # same port in every task
+
+
+def test_restart_checkpoint_only_for_the_same_slurm_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (tmp_path / "status.json").write_text(json.dumps({"attempts": [{"slurm_job_id": "42_1"}]}))
+    assert restart_checkpoint(tmp_path) is None  # not in a job
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_JOB_ID", "43")
+    assert restart_checkpoint(tmp_path) is None  # another job: never resume someone else's run
+    monkeypatch.setenv("SLURM_JOB_ID", "42_1")
+    assert restart_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    (tmp_path / "checkpoints" / "last.ckpt").unlink()
+    assert restart_checkpoint(tmp_path) is None  # requeued before its first checkpoint: starts over
+
+
+def test_preemption_handler_only_notes_the_signal(tmp_path: Path):
+    callback = PreemptionCallback(str(tmp_path))
+    callback._install()
+    try:
+        assert signal.getsignal(signal.SIGTERM) == callback._note
+        assert signal.getsignal(submitit_signal()) == callback._note
+        callback._note(signal.SIGTERM, None)
+        callback._note(submitit_signal(), None)
+        callback._note(signal.SIGTERM, None)
+        assert callback.received == submitit_signal()  # the requeueing signal wins
+    finally:
+        callback._restore()
+    assert signal.getsignal(signal.SIGTERM) != callback._note
+    assert isinstance(Requeued("x"), SystemExit) and not isinstance(Requeued("x"), Exception)
+
+
+def test_summary_table_lists_failed_jobs(tmp_path: Path):
+    good, bad = tmp_path / "0", tmp_path / "1"
+    for d in (good, bad):
+        d.mkdir()
+    (good / "status.json").write_text(json.dumps({"state": "completed", "restarts": 1}))
+    (good / "metrics.json").write_text(json.dumps({"objective": {"value": 0.5}}))
+    (bad / "status.json").write_text(json.dumps({"state": "failed", "restarts": 0, "error": "ValueError: boom"}))
+    jobs = [
+        {"num": 0, "job_id": "7_0", "run_dir": str(good), "stdout": "o0", "stderr": "e0"},
+        {"num": 1, "job_id": "7_1", "run_dir": str(bad), "stdout": "o1", "stderr": "e1"},
+        {"num": 2, "job_id": "7_2", "run_dir": str(tmp_path / "2"), "stdout": "o2", "stderr": "e2"},
+    ]
+    (tmp_path / "jobs.json").write_text(json.dumps({"executor": "local", "jobs": jobs}))
+    rows = summary.collect(tmp_path)
+    assert [(r["state"], r["objective"], r["restarts"]) for r in rows] == [
+        ("completed", "0.5000", 1), ("failed", "", 0), ("missing", "", "")
+    ]
+    text = summary.format_table(rows, base=tmp_path)
+    assert "3 jobs: 1 completed, 1 failed, 1 missing" in text
+    assert "- job 1 (7_1) failed: ValueError: boom" in text and "- job 2 (7_2) missing" in text
+    csv_path, _ = summary.write(tmp_path, rows)
+    assert csv_path.read_text().splitlines()[0] == ",".join(summary.COLUMNS)
+    assert summary.main([str(tmp_path), "--no-write"]) == 1  # not all completed
