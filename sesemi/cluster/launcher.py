@@ -239,12 +239,24 @@ class _SesemiSubmititLauncher(BaseSubmititLauncher):
         paths = plan.handle._sub_jobs[0].paths if getattr(plan.handle, "_sub_jobs", None) else plan.handle.paths
         return {"job_id": str(plan.handle.job_id), "stdout": str(paths.stdout), "stderr": str(paths.stderr)}
 
-    def _write_jobs(self, sweep_dir: Path, plans: list[_JobPlan]) -> None:
-        jobs = [
-            {"num": p.num, **self._job_files(p), "run_dir": str(p.run_dir), "overrides": p.overrides} for p in plans
-        ]
-        data = {"executor": self._EXECUTOR, "sweep_dir": str(sweep_dir), "jobs": jobs}
-        (sweep_dir / summary.JOBS_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    def _write_jobs(
+        self, sweep_dir: Path, plans: list[_JobPlan], errors: dict[int, str] | None = None,
+        states: dict[int, str] | None = None,
+    ) -> None:
+        """``jobs.json``: every job of the sweep so far (sweepers like Optuna launch several batches)."""
+        path = sweep_dir / summary.JOBS_FILE
+        previous = json.loads(path.read_text())["jobs"] if path.is_file() else []
+        current = {p.num for p in plans}
+        jobs = [j for j in previous if j["num"] not in current]
+        for p in plans:
+            job = {"num": p.num, **self._job_files(p), "run_dir": str(p.run_dir), "overrides": p.overrides}
+            if errors and p.num in errors:
+                job["error"] = errors[p.num]
+            if states and p.num in states:
+                job["job_state"] = states[p.num]  # the scheduler's state when the launcher saw the job end
+            jobs.append(job)
+        data = {"executor": self._EXECUTOR, "sweep_dir": str(sweep_dir), "jobs": sorted(jobs, key=lambda j: j["num"])}
+        path.write_text(json.dumps(data, indent=2) + "\n")
 
     def _announce(self, sweep_dir: Path, plans: list[_JobPlan]) -> None:
         ids = ", ".join(str(p.handle.job_id) for p in plans)
@@ -256,24 +268,29 @@ class _SesemiSubmititLauncher(BaseSubmititLauncher):
         )
 
     def _summarize(self, sweep_dir: Path, plans: list[_JobPlan], errors: dict[int, str]) -> None:
-        states: dict[str, str] = {}
+        states: dict[int, str] = {}
         if self._EXECUTOR == "slurm":
-            # Every job returned (or failed): give SLURM a moment to record their end.
-            states = summary.sacct_states((str(p.handle.job_id) for p in plans), settle_s=20)
-        rows = []
+            # Every job of this batch returned (or failed): give SLURM a moment to record their end.
+            by_id = summary.sacct_states((str(p.handle.job_id) for p in plans), settle_s=20)
+            states = {p.num: by_id[str(p.handle.job_id)] for p in plans if str(p.handle.job_id) in by_id}
         for plan in plans:
-            files = self._job_files(plan)
-            state = states.get(files["job_id"])
-            if state is None:
+            if plan.num not in states:
                 try:
-                    state = str(plan.handle.state)
+                    states[plan.num] = str(plan.handle.state)
                 except Exception:  # noqa: BLE001
-                    state = "UNKNOWN"
-            job = {"num": plan.num, **files, "run_dir": str(plan.run_dir)}
-            rows.append(summary.job_row(job, state, errors.get(plan.num)))
+                    states[plan.num] = "UNKNOWN"
+        self._write_jobs(sweep_dir, plans, errors, states)
+        jobs = json.loads((sweep_dir / summary.JOBS_FILE).read_text())["jobs"]
+        current = {p.num for p in plans}
+        earlier: dict[str, str] = {}
+        if self._EXECUTOR == "slurm":
+            earlier = summary.sacct_states(j["job_id"] for j in jobs if j["num"] not in current)
+        rows = [summary.job_row(j, earlier.get(str(j["job_id"])) or j.get("job_state"), j.get("error")) for j in jobs]
+        batch = [row for row in rows if row["job"] in current]
         csv_path, md_path = summary.write(sweep_dir, rows)
-        text = summary.format_table(rows)
-        print(f"\nsesemi: sweep summary ({md_path}, {csv_path.name}):\n{text}", flush=True)
+        text = summary.format_table(batch)
+        more = f" (this batch; all {len(rows)} jobs of the sweep are in it)" if len(rows) > len(batch) else ""
+        print(f"\nsesemi: sweep summary{more} ({md_path}, {csv_path.name}):\n{text}", flush=True)
 
     def _dry_run_text(self, sweep_dir: Path, groups: list[list[_JobPlan]]) -> str:
         n_jobs = sum(len(g) for g in groups)

@@ -101,7 +101,7 @@ def collect(sweep_dir: str | os.PathLike, *, use_sacct: bool = True) -> list[dic
         raise FileNotFoundError(f"{Path(sweep_dir) / JOBS_FILE} not found: not a sweep dir of hydra/launcher=slurm|local")
     entries = jobs["jobs"]
     states = sacct_states(j.get("job_id") for j in entries) if use_sacct and jobs.get("executor") == "slurm" else {}
-    return [job_row(j, states.get(str(j.get("job_id")))) for j in entries]
+    return [job_row(j, states.get(str(j.get("job_id"))) or j.get("job_state"), j.get("error")) for j in entries]
 
 
 def _relative(path: str, base: Path) -> str:

@@ -188,3 +188,28 @@ def test_summary_table_lists_failed_jobs(tmp_path: Path):
     csv_path, _ = summary.write(tmp_path, rows)
     assert csv_path.read_text().splitlines()[0] == ",".join(summary.COLUMNS)
     assert summary.main([str(tmp_path), "--no-write"]) == 1  # not all completed
+
+
+def test_jobs_file_and_summary_accumulate_over_launcher_batches(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Sweepers such as Optuna call the launcher once per batch, into the same sweep dir."""
+    from types import SimpleNamespace
+
+    from sesemi.cluster.launcher import LocalLauncher, _JobPlan
+
+    def plan(num: int, state: str) -> _JobPlan:
+        run_dir = tmp_path / str(num)
+        run_dir.mkdir()
+        (run_dir / "status.json").write_text(json.dumps({"state": state, "restarts": 0}))
+        paths = SimpleNamespace(stdout=tmp_path / f"{num}.out", stderr=tmp_path / f"{num}.err")
+        handle = SimpleNamespace(job_id=str(100 + num), paths=paths, state="FINISHED")
+        return _JobPlan(num, [f"optimizer.lr=0.{num + 1}"], {}, run_dir, handle=handle)
+
+    launcher = LocalLauncher(submitit_folder=".submitit/%j", profile="local", dry_run=False)
+    launcher._summarize(tmp_path, [plan(0, "completed")], {})
+    launcher._summarize(tmp_path, [plan(1, "failed")], {1: "ValueError: boom"})
+    jobs = json.loads((tmp_path / "jobs.json").read_text())["jobs"]
+    assert [(j["num"], j["job_id"], j["job_state"]) for j in jobs] == [(0, "100", "FINISHED"), (1, "101", "FINISHED")]
+    rows = summary.collect(tmp_path)
+    assert [(r["job"], r["state"], r["error"]) for r in rows] == [(0, "completed", ""), (1, "failed", "ValueError: boom")]
+    out = capsys.readouterr().out
+    assert "this batch; all 2 jobs of the sweep are in it" in out and "- job 1 (101) failed: ValueError: boom" in out
