@@ -15,6 +15,17 @@ from pathlib import Path
 import pytest
 from conftest import FAST
 
+# docs/cluster.md's example of a cluster profile of one's own, in the workspace's configs/.
+MYCLUSTER_PROFILE = """\
+defaults:
+  - slurm
+  - _self_
+partition: a100
+account: mylab
+setup: ["module load cuda/12.1"]
+additional_parameters: {mail-type: END}
+"""
+
 # Written into <launch dir>/src/ (run.src_dir), so jobs on the cluster import it like a user's own package.
 RANKCHECK_SOURCE = '''
 """Test-only: each rank writes what it trained with and a hash of its final weights; optionally slows the
@@ -66,6 +77,7 @@ DOC_COMMANDS = {
                 "hydra.launcher.partition=gpu", "run.devices=4", "hydra.launcher.dry_run=true"],
     "dry_run_multinode": ["-m", "hydra/launcher=slurm", "run.devices=4", "run.num_nodes=2",
                           "hydra.launcher.dry_run=true"],
+    "dry_run_profile": ["-m", "hydra/launcher=mycluster", "run.devices=2", "hydra.launcher.dry_run=true"],
     "dry_run_devices": ["-m", "hydra/launcher=slurm_cpu", "run.devices=1,2", "hydra.launcher.dry_run=true"],
     "mismatch": ["-m", "hydra/launcher=slurm", "run.devices=2", "hydra.launcher.tasks_per_node=4",
                  "optimizer.lr=0.01,0.1"],

@@ -6,7 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
-from cluster_testkit import DOC_COMMANDS
+from cluster_testkit import DOC_COMMANDS, MYCLUSTER_PROFILE
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
 
@@ -42,3 +42,7 @@ def test_the_docs_mention_the_inline_preemption_commands_the_tests_use():
     slurm_tests = (Path(__file__).parent / "test_cluster_slurm.py").read_text()
     assert '["scontrol", "requeue", str(job_id)]' in slurm_tests
     assert '["scancel", f"--signal={signal}", str(job_id)]' in slurm_tests and '"USR2"' in slurm_tests
+
+
+def test_the_docs_profile_example_is_the_tested_one():
+    assert f"```yaml\n{MYCLUSTER_PROFILE}```" in DOC.read_text()

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from cluster_testkit import (
     DOC_COMMANDS,
+    MYCLUSTER_PROFILE,
     Launch,
     rank_records,
     rankcheck_overrides,
@@ -40,6 +41,16 @@ def test_dry_run_of_a_multi_node_job(workdir: Path):
     for directive in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4"):
         assert f"#SBATCH {directive}" in proc.stdout
     assert "1 job(s) in 1 submission(s)" in proc.stdout and "--array" not in proc.stdout
+
+
+def test_a_cluster_profile_of_ones_own_in_the_workspace(workdir: Path):
+    profile = workdir / "configs" / "hydra" / "launcher" / "mycluster.yaml"
+    profile.parent.mkdir(parents=True)
+    profile.write_text(MYCLUSTER_PROFILE)
+    proc = run_cli(DOC_COMMANDS["dry_run_profile"], workdir, fast=False)
+    for line in ("#SBATCH --partition=a100", "#SBATCH --account=mylab", "#SBATCH --mail-type=END",
+                 "#SBATCH --gpus-per-node=2", "module load cuda/12.1"):
+        assert line in proc.stdout, line
 
 
 def test_dry_run_splits_a_sweep_over_devices_into_one_submission_per_resource_set(workdir: Path):
