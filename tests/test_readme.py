@@ -4,6 +4,7 @@ plus TensorBoard. (docs/cluster.md and docs/sweeps.md commands are run by the cl
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -15,22 +16,23 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, run_dirs
+from sesemi.datasets import Digits
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "methods.md"]
 EXAMPLE = Path(__file__).parent / "workspace_example"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-# Values in README commands that are too long for a test, and what the test runs instead.
-SHORTER = {"trainer.max_steps=1200": "trainer.max_steps=12"}
+# Values in the docs' commands that do not fit a 6-step test model, and what the test runs instead.
+TEST_VALUES = {"trainer.max_steps=1200": "trainer.max_steps=12", "threshold=0.9": "threshold=0.0"}
 
 
 def readme_commands() -> list[str]:
     blocks = [b for doc in DOCS for b in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S)]
-    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith("python -m sesemi.train")]
+    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith("python -m sesemi.")]
 
 
 def test_readme_shows_the_commands_this_test_runs():
-    assert len(readme_commands()) >= 11
+    assert len(readme_commands()) >= 16
 
 
 @pytest.fixture
@@ -38,7 +40,12 @@ def workspace(workdir: Path) -> Path:
     shutil.copytree(EXAMPLE, workdir, dirs_exist_ok=True)
     if FMNIST.is_dir():
         (workdir / "data" / "fashion-mnist").symlink_to(FMNIST)
-    run_cli([], workdir)  # an earlier run, for the commands that take <run dir>
+    run_cli([], workdir)  # an earlier run, for the commands that take runs/default/<timestamp>
+    photos = workdir / "photos"
+    photos.mkdir()
+    digits = Digits(split="test")
+    for i in range(12):
+        digits[i][0].save(photos / f"digit_{i:02d}.png")
     return workdir
 
 
@@ -47,11 +54,14 @@ def test_every_readme_command_runs(workspace: Path):
     for command in readme_commands():
         if "fmnist" in command and not FMNIST.is_dir():
             continue
-        args = command.split()[3:]
-        args = [SHORTER.get(a, a).replace("runs/default/<timestamp>", str(earlier)) for a in args]
-        proc = run_cli(args, workspace)
-        if args != ["--cfg", "job"]:
+        module, *args = shlex.split(command)[2:]
+        args = [TEST_VALUES.get(a, a).replace("runs/default/<timestamp>", str(earlier)) for a in args]
+        training = module == "sesemi.train"
+        proc = run_cli(args, workspace, module=module, fast=training)
+        if training and args != ["--cfg", "job"]:
             assert "sesemi: done." in proc.stdout + proc.stderr, command
+    assert (workspace / "photos.csv").read_text().count("\n") == 13  # header + one row per image
+    assert (workspace / "pseudo" / "pseudo_labels.csv").is_file()
     assert not FMNIST.is_dir() or run_dirs(workspace / "runs" / "fmnist_fixmatch")
 
 
