@@ -49,7 +49,10 @@ def num_devices(run: DictConfig) -> int:
         accelerator = run.get("accelerator", "auto")
         gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         return max(torch.cuda.device_count(), 1) if gpu else 1
-    return int(devices)
+    try:
+        return int(devices)
+    except (TypeError, ValueError):
+        return 1  # not a count: build_trainer reports run.devices
 
 
 def world_size(run: DictConfig) -> int:
@@ -214,7 +217,10 @@ def needs_rank_processes(cfg: DictConfig) -> bool:
     run = cfg.run
     if "LOCAL_RANK" in os.environ or run.strategy not in ("auto", "ddp"):
         return False
-    return world_size(run) > 1 and launch_context(run) == "multirun"
+    try:
+        return world_size(run) > 1 and launch_context(run) == "multirun"
+    except ConfigError:
+        return False  # reported by build_trainer, with the run dir's status
 
 
 def _free_port() -> int:
