@@ -89,11 +89,11 @@ class LocalProcesses:
 
 def _main(path: str) -> int:
     import cloudpickle
-
-    import sesemi.train  # noqa: F401  (the resolvers of the built-in configs)
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus, run_job, setup_globals
     from omegaconf import open_dict
+
+    import sesemi.train  # noqa: F401  (the resolvers of the built-in configs)
 
     payload = cloudpickle.loads(Path(path).read_bytes())
     Singleton.set_state(payload["singleton_state"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 import os
 import socket
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from optuna.trial import TrialState
 
 from sesemi import resolvers
@@ -147,6 +148,11 @@ def run_trial(
     Exceptions of the training are recorded (FAIL with the error), not raised: the sweep goes on. An interrupt
     (Ctrl-C, SIGTERM) marks the trial FAIL, enqueues its retry and is re-raised.
     """
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        # A multi-process trial (submitit tasks): only rank 0 talks to the study; the others just train.
+        return float(task_function(cfg))
     run_dir = str(cfg.run.output_dir)
     storage = study._storage
     for key, value in {
@@ -181,7 +187,7 @@ def run_trial(
         set_active_trial(None)
     state, result = outcome
     seconds = time.perf_counter() - started
-    if state == TrialState.COMPLETE and result != result:  # NaN
+    if state == TrialState.COMPLETE and math.isnan(result):
         state, result = TrialState.FAIL, FloatingPointError(f"{cfg.run.objective} is NaN")
     if state == TrialState.COMPLETE:
         study.tell(trial, result)

@@ -42,8 +42,7 @@ def journal_path(spec: str | None, sweep_dir: str | os.PathLike | None) -> Path 
     spec = str(spec)
     if spec.startswith("journal:"):
         spec = spec[len("journal:"):]
-        if spec.startswith("//"):
-            spec = spec[2:]
+        spec = spec.removeprefix("//")
         return Path(os.path.expanduser(spec)).absolute()
     if is_rdb(spec):
         return None

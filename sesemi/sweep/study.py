@@ -234,11 +234,11 @@ class Heartbeat:
                 return
             self.beat()
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Heartbeat:  # noqa: PYI034
         self.beat()
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)

@@ -20,7 +20,6 @@ Only Hydra imports at module level: Hydra imports every plugin at start-up, for 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -73,7 +72,7 @@ class OptunaSweeper(Sweeper):
         custom_search_space: str | None = None,
         enqueue_trials: Any = None,
         poll_interval: float = 2.0,
-        dir: str | None = None,  # noqa: A002 - the config key
+        dir: str | None = None,
     ) -> None:
         if mode not in ("sync", "async"):
             raise ValueError(f"hydra.sweeper.mode must be sync or async, got {mode!r}")
@@ -226,6 +225,16 @@ class OptunaSweeper(Sweeper):
         self.task.settings = settings
         self.settings = settings
         direction = self._direction()
+        if self.mode == "async":
+            devices, nodes = OmegaConf.select(self.config, "run.devices"), OmegaConf.select(self.config, "run.num_nodes")
+            if devices not in (None, 1) or nodes not in (None, 1):
+                from sesemi.errors import ConfigError
+
+                raise ConfigError(
+                    "run.devices", f"is {devices} (num_nodes {nodes}): asynchronous workers run one process per trial",
+                    "use run.devices=1 with hydra/sweeper=optuna_async, or hydra/sweeper=optuna_sync for "
+                    "multi-device trials",
+                )
 
         storage = storage_lib.make_storage(spec, self.sweep_dir)
         self.study = study = optuna.create_study(

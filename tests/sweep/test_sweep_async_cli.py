@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import FAST, read_json, run_cli
+from sesemi.sweep.report import build, render
 from sesemi.sweep.storage import make_storage
 
 ASYNC = [
@@ -38,38 +40,38 @@ def by_worker(trials: list[optuna.trial.FrozenTrial]) -> dict[str, list[optuna.t
 
 def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
     proc = run_cli([
-        *ASYNC, "hydra.sweeper.n_trials=6", "trainer.max_steps=12",
-        # successive halving at steps 3 and 6 (validations every 3 steps), keeping the better half
+        *ASYNC, "hydra.sweeper.n_trials=5", "trainer.max_steps=9",
+        # successive halving at steps 3 and 6 (validations every 3 steps), keeping the better half; 9 is the end
         "hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.reduction_factor=2",
     ], workdir)
-    assert "round 0: 2 worker(s) for 6 waiting trial(s)" in proc.stdout + proc.stderr
+    assert "round 0: 2 worker(s) for 5 waiting trial(s)" in proc.stdout + proc.stderr
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
     trials = load(sweep).get_trials()
     states = [t.state for t in trials]
-    assert len(trials) == 6 and all(s.is_finished() for s in states), states
+    assert len(trials) == 5 and all(s.is_finished() for s in states), states
     assert TrialState.PRUNED in states and TrialState.COMPLETE in states, states
     for t in trials:
         status = read_json(sweep / f"trial_{t.number:04d}" / "status.json")
         if t.state == TrialState.PRUNED:
             assert status["state"] == "pruned"
-            assert max(t.intermediate_values) < 12 and "pruned at step" in t.user_attrs["pruned"]
+            assert max(t.intermediate_values) < 9 and "pruned at step" in t.user_attrs["pruned"]
         else:
             assert t.state == TrialState.COMPLETE and status["state"] == "completed"
-            assert sorted(t.intermediate_values) == [3, 6, 9, 12]
+            assert sorted(t.intermediate_values) == [3, 6, 9]
 
     # Two workers shared the study; each took its next trial as soon as its last one ended.
     workers = by_worker(trials)
     assert len(workers) == 2, list(workers)
     for name, own in workers.items():
         assert len(own) >= 2, (name, [t.number for t in own])
-        for done, nxt in zip(own, own[1:]):
+        for done, nxt in itertools.pairwise(own):
             idle = (nxt.datetime_start - done.datetime_complete).total_seconds()
             assert 0 <= idle < 5, f"{name} idle {idle:.1f}s between trials {done.number} and {nxt.number}"
     (first, *_), (second, *_) = workers.values()
     assert abs((first.datetime_start - second.datetime_start).total_seconds()) < 30  # in flight together
 
-    report = run_cli([str(sweep), "--no-plots"], workdir, fast=False, module="sesemi.sweep_report").stdout
-    assert re.search(r"^\d+\s+PRUNED\s.*pruned at step [36]$", report, re.M), report
+    report = render(build(str(sweep), plots=False))  # what `python -m sesemi.sweep_report` prints
+    assert re.search(r"^\d+\s+PRUNED\s.*pruned at step [36]$", report, re.MULTILINE), report
 
 
 def test_killed_worker_trial_is_retried_and_no_dir_is_reused(workdir: Path):
@@ -78,7 +80,7 @@ def test_killed_worker_trial_is_retried_and_no_dir_is_reused(workdir: Path):
         "hydra/sweeper/pruner=none",
         "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=4",
     ]
-    log = open(workdir / "sweep.log", "w")
+    log = open(workdir / "sweep.log", "w")  # noqa: SIM115 - the sweep's output while it runs
     proc = subprocess.Popen([sys.executable, "-m", "sesemi.train", *args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
     victim = None

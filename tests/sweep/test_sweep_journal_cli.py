@@ -13,6 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import read_json, run_cli
+from sesemi.sweep.report import build, render
 from sesemi.sweep.storage import make_storage
 
 SWEEP = ["-m", "hparams_search=digits_fixmatch", "hydra.sweeper.n_jobs=1"]
@@ -57,7 +58,7 @@ def test_sync_sweep_on_journal_storage_resumes_without_touching_old_trials(workd
     text = proc.stdout
     assert "study digits_fixmatch (val/acc, maximize): 3 trials, 3 complete" in text
     for t in trials:
-        assert re.search(rf"^{t.number}\s+COMPLETE\s+{t.value:.4g}\s+\d+s\s.*trial_{t.number:04d}", text, re.M), text
+        assert re.search(rf"^{t.number}\s+COMPLETE\s+{t.value:.4g}\s+\d+s\s.*trial_{t.number:04d}", text, re.MULTILINE), text
     best = max(trials, key=lambda t: t.value)
     assert f"best: trial {best.number}, val/acc = {best.value:.5g}" in text
     checkpoint = re.search(r"checkpoint: (\S+)", text).group(1)
@@ -99,8 +100,8 @@ def test_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(workdir: Path):
     assert "negative dimension" in failed.user_attrs["error"]
     status = read_json(Path(failed.user_attrs["run_dir"]) / "status.json")
     assert status["state"] == "failed" and "negative dimension" in status["error"]
-    report = run_cli([str(sweep), "--no-plots"], workdir, fast=False, module="sesemi.sweep_report").stdout
-    assert re.search(rf"^{failed.number}\s+FAIL\s.*negative dimension", report, re.M)
+    report = render(build(str(sweep), plots=False))  # what `python -m sesemi.sweep_report` prints
+    assert re.search(rf"^{failed.number}\s+FAIL\s.*negative dimension", report, re.MULTILINE), report
 
 
 def test_wrong_objective_fails_clearly_at_the_first_trial(workdir: Path):

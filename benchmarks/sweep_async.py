@@ -1,0 +1,217 @@
+"""P3 asynchronous sweeps: wall time to the best value, synchronous batches vs asynchronous workers vs + pruning.
+
+The same trial budget over the same search space, run three ways through the real CLI
+(``python -m sesemi.train -m hparams_search=...``), each time with 4 trials in flight on this machine:
+
+- ``sync``: ``hydra/sweeper=optuna_sync hydra.sweeper.n_jobs=4``: batches of 4 local processes (one per trial);
+  a batch ends with its slowest trial;
+- ``async``: ``hydra/sweeper=optuna_async hydra.sweeper.workers=4 hydra/sweeper/pruner=none``: 4 workers, each
+  taking the next trial as soon as its last one ended;
+- ``async_prune``: the same with ``hydra/sweeper/pruner=median`` (a trial below the median of the finished trials at
+  the same step stops early).
+
+Trials have unequal lengths: the search space holds the schedule length (``trainer.max_steps``) and the network
+width. So that the three sweeps compare like with like, the trials are not sampled during the sweeps: the budget is
+drawn once from the search space with a seeded random sampler and enqueued in the same order in all three
+(``hydra.sweeper.enqueue_trials``), so every sweep runs the same configurations and the same best configuration
+exists in each (pruning may stop it; the table says so). Time to best = from launching the command to the moment a
+trial with the best value of the synchronous sweep (or better) completed, as the study's storage records it.
+
+    python benchmarks/sweep_async.py                  # the table in docs/benchmarks.md (16 trials, 4 at a time)
+    python benchmarks/sweep_async.py --trials 8 --keep /tmp/p3   # smaller; keep the sweep dirs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, command_line, load, machine, markdown_table, reproduce, write_json, write_section
+
+SECTION = "sweep_async"
+HEADING = "P3: asynchronous sweeps with pruning (time to best)"
+
+SEARCH_SPACE = {
+    "optimizer.lr": "tag(log, interval(0.01, 0.3))",
+    "method.loss_heads.fixmatch.threshold": "interval(0.7, 0.95)",
+    "model.backbone.width": "choice(16, 32, 64)",
+    "trainer.max_steps": "choice(24, 48, 96)",
+}
+# Small FixMatch trials on the embedded digits; validation (= a report to the pruner) every 12 steps.
+TRIAL = [
+    "data.labels_per_class=10", "data.labeled_batch_size=16", "data.unlabeled_batch_size=32", "data.num_workers=0",
+    "trainer.val_check_interval=12", "trainer.log_every_n_steps=12", "callbacks.progress_bar=null",
+    "callbacks.images=null", "method.ema.evaluate=false",
+]
+MODES = {
+    "sync": ["hydra/sweeper=optuna_sync"],
+    "async": ["hydra/sweeper=optuna_async", "hydra/sweeper/pruner=none"],
+    "async_prune": [
+        "hydra/sweeper=optuna_async", "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=4",
+        "hydra.sweeper.pruner.n_warmup_steps=12",
+    ],
+}
+
+
+def draw_trials(n: int, seed: int) -> list[dict[str, Any]]:
+    """The budget: n configurations from the search space, drawn once (seeded), as Optuna parameter dicts."""
+    import optuna
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    distributions, _, _ = create_params_from_overrides([f"{k}={v}" for k, v in SEARCH_SPACE.items()])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trials = []
+    for _ in range(n):
+        trial = study.ask(distributions)
+        trials.append(dict(trial.params))
+        study.tell(trial, 0.0)
+    return trials
+
+
+def write_search_config(workdir: Path, trials: list[dict[str, Any]], parallel: int) -> None:
+    """The sweep as a user's own hparams_search config (the workspace's configs/ extends the built-in groups)."""
+    import yaml
+
+    config = {
+        "defaults": [{"override /hydra/sweeper": "optuna_sync"}],
+        "run": {"objective": "val/acc", "objective_mode": "max"},
+        "hydra": {"sweeper": {
+            "dir": "${run.dir}/sweeps/${.study_name}", "study_name": "p3", "n_trials": len(trials),
+            "n_jobs": parallel, "max_failure_rate": 0.25, "sampler": {"seed": 0},
+            "params": dict(SEARCH_SPACE), "enqueue_trials": trials,
+        }},
+    }
+    path = workdir / "configs" / "hparams_search" / "p3.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# @package _global_\n" + yaml.safe_dump(config, sort_keys=False))
+
+
+def run_mode(workdir: Path, mode: str, parallel: int, study_name: str) -> dict[str, Any]:
+    import optuna
+
+    from sesemi.sweep.storage import make_storage
+
+    cmd = [
+        sys.executable, "-m", "sesemi.train", "-m", "hparams_search=p3", f"hydra.sweeper.study_name={study_name}",
+        f"hydra.sweeper.n_jobs={parallel}", *MODES[mode], *TRIAL,
+    ]
+    # One thread per trial process: 4 processes share the machine's cores in every mode alike.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    started_at = datetime.now()
+    started = time.perf_counter()
+    load_before = load()
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    sweep_dir = workdir / "runs" / "sweeps" / study_name
+    study = optuna.load_study(study_name=study_name, storage=make_storage(None, sweep_dir))
+    trials = study.get_trials(deepcopy=False)
+    completions = sorted(
+        ((t.datetime_complete - started_at).total_seconds(), t.value, t.number, t.params)
+        for t in trials if t.state.name == "COMPLETE"
+    )
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete)
+    return {
+        "mode": mode, "study": study_name, "command": " ".join(cmd[1:]), "wall_s": round(wall, 1),
+        "load_before": load_before,
+        "load_after": load(), "states": states, "completions": completions,
+        "trial_seconds_total": round(busy, 1),
+        "pruned_steps": {t.number: max(t.intermediate_values) for t in trials if t.state.name == "PRUNED"},
+    }
+
+
+def time_to(result: dict[str, Any], value: float) -> float | None:
+    """Seconds from launch until a completed trial reached ``value`` (None: never)."""
+    return next((round(s, 1) for s, v, _, _ in result["completions"] if v >= value - 1e-12), None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=16, help="trial budget of every sweep")
+    parser.add_argument("--parallel", type=int, default=4, help="trials in flight (n_jobs / workers)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn configurations")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--repeats", type=int, default=1, help="repetitions of all modes (order alternates)")
+    parser.add_argument("--keep", help="run in this dir and keep the sweeps (default: a temporary dir)")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sesemi_p3_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    trials = draw_trials(args.trials, args.seed)
+    write_search_config(workdir, trials, args.parallel)
+    info = machine()
+    runs: list[dict[str, Any]] = []
+    for rep in range(args.repeats):
+        # Alternate the order between repetitions: a shared machine's load drifts.
+        for mode in (args.modes if rep % 2 == 0 else list(reversed(args.modes))):
+            print(f"[p3] repetition {rep}: {mode} ...", flush=True)
+            r = run_mode(workdir, mode, args.parallel, f"{mode}_r{rep}")
+            r["repetition"] = rep
+            runs.append(r)
+            print(f"[p3] {mode}: {r['wall_s']} s, {r['states']}, best {max(v for _, v, _, _ in r['completions']):.4f}",
+                  flush=True)
+    rows = []
+    for rep in range(args.repeats):
+        results = {r["mode"]: r for r in runs if r["repetition"] == rep}
+        reference = results.get("sync") or next(iter(results.values()))
+        target = max(v for _, v, _, _ in reference["completions"])
+        for mode in args.modes:
+            r = results[mode]
+            best = max(r["completions"], key=lambda c: c[1])
+            reach = time_to(r, target)
+            rows.append({
+                "repetition": rep, "mode": mode, "best_value": round(best[1], 4), "best_trial": best[2],
+                "time_to_best_s": round(best[0], 1), "time_to_reference_best_s": reach,
+                "ratio_vs_sync": round(reach / time_to(reference, target), 2) if reach is not None else None,
+                "wall_s": r["wall_s"], "states": r["states"], "trial_seconds_total": r["trial_seconds_total"],
+                "load": f"{r['load_before']} -> {r['load_after']}",
+            })
+    data = {
+        "name": SECTION, "machine": info, "trials": args.trials, "parallel": args.parallel, "seed": args.seed,
+        "search_space": SEARCH_SPACE, "trial_overrides": TRIAL, "configurations": trials, "rows": rows,
+        "runs": runs, "command": command_line("sweep_async.py", argv),
+    }
+    out = write_json(RESULTS / f"{SECTION}.json", data)
+    table = markdown_table(
+        ["rep", "mode", "best val/acc (trial)", "time to sync's best", "vs sync", "sweep wall time", "trials", "load"],
+        [[r["repetition"], r["mode"], f"{r['best_value']} ({r['best_trial']})",
+          f"{r['time_to_reference_best_s']} s" if r["time_to_reference_best_s"] is not None else "never",
+          f"{r['ratio_vs_sync']}x" if r["ratio_vs_sync"] is not None else "-", f"{r['wall_s']} s",
+          ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["states"].items())), r["load"]] for r in rows],
+    )
+    print(table)
+    print(f"[p3] results: {out}")
+    if not args.no_doc:
+        body = "\n\n".join([
+            f"{args.trials} trials, {args.parallel} at a time, FixMatch on the embedded digits; trial lengths "
+            f"{SEARCH_SPACE['trainer.max_steps']} steps and widths {SEARCH_SPACE['model.backbone.width']}, the same "
+            "configurations enqueued in the same order in each sweep (drawn once with a seeded random sampler). "
+            "Time to sync's best: from launching the command until a completed trial reached the best value of the "
+            "synchronous sweep. Machine: " + f"{info['cpu_count']} CPUs, torch {info['torch']}, "
+            f"one thread per trial process; load average before -> after each sweep in the last column.",
+            table,
+            "Goal: `async_prune` reaches the synchronous sweep's best value in at most 0.5x its time.",
+            reproduce(data["command"]),
+        ])
+        write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", SECTION, HEADING, body)
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
