@@ -32,14 +32,24 @@ def run_dir_of(resume: str | os.PathLike) -> Path | None:
     return None
 
 
+_claimed: dict[str, Path] = {}
+
+
 def claim_dir(pattern: str) -> Path:
-    """Create ``pattern`` (or ``pattern_1``, ``pattern_2``...) atomically and return it."""
+    """Create ``pattern`` (or ``pattern_1``, ``pattern_2``...) atomically and return it.
+
+    Within one process a pattern is claimed once: Hydra resolves the run and sweep dirs in several config copies
+    (e.g. when it builds the launcher), and each must see the same directory.
+    """
+    if pattern in _claimed:
+        return _claimed[pattern]
     base = Path(pattern)
     base.parent.mkdir(parents=True, exist_ok=True)
     for n in range(10_000):
         candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
         try:
             candidate.mkdir()
+            _claimed[pattern] = candidate
             return candidate
         except FileExistsError:
             continue

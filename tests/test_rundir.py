@@ -4,11 +4,12 @@ from sesemi.resolvers import claim_dir, run_dir, run_dir_of
 from sesemi.rundir import RunRecord, read_status
 
 
-def test_claiming_the_same_timestamp_twice_gives_two_dirs(tmp_path: Path):
-    pattern = str(tmp_path / "runs" / "default" / "20260101_000000")
-    first, second = claim_dir(pattern), claim_dir(pattern)
-    assert first != second and first.is_dir() and second.is_dir()
-    assert second.name == "20260101_000000_1"
+def test_a_timestamp_claimed_by_another_process_gets_a_suffix(tmp_path: Path):
+    pattern = tmp_path / "runs" / "default" / "20260101_000000"
+    pattern.mkdir(parents=True)  # another run started in the same second
+    claimed = claim_dir(str(pattern))
+    assert claimed.name == "20260101_000000_1" and claimed.is_dir()
+    assert claim_dir(str(pattern)) == claimed  # the same process resolving its config again
 
 
 def test_resume_resolves_to_the_run_dir_that_holds_the_checkpoint(tmp_path: Path):
