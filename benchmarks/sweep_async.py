@@ -12,13 +12,15 @@ The same trial budget over the same search space, run three ways through the rea
 
 Trials have unequal lengths: the search space holds the schedule length (``trainer.max_steps``) and the network
 width. So that the three sweeps compare like with like, the trials are not sampled during the sweeps: the budget is
-drawn once from the search space with a seeded random sampler and enqueued in the same order in all three
+drawn from the search space with a seeded random sampler and enqueued in the same order in all three
 (``hydra.sweeper.enqueue_trials``), so every sweep runs the same configurations and the same best configuration
-exists in each (pruning may stop it; the table says so). Time to best = from launching the command to the moment a
+exists in each (pruning may stop it; the table says so). Where the best configuration falls in the order decides
+much of the time to reach it, so the benchmark repeats everything for several draws (``--seeds``) and reports
+medians. Time to best = from launching the command to the moment a
 trial with the best value of the synchronous sweep (or better) completed, as the study's storage records it.
 
-    python benchmarks/sweep_async.py                  # the table in docs/benchmarks.md (16 trials, 4 at a time)
-    python benchmarks/sweep_async.py --trials 8 --keep /tmp/p3   # smaller; keep the sweep dirs
+    python benchmarks/sweep_async.py                  # the tables in docs/benchmarks.md (16 trials, 4 at a time, 3 draws)
+    python benchmarks/sweep_async.py --trials 8 --seeds 0 --keep /tmp/p3   # smaller; keep the sweep dirs
 """
 
 from __future__ import annotations
@@ -35,7 +37,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, load, machine, markdown_table, reproduce, write_json, write_section
+from common import (
+    RESULTS,
+    command_line,
+    load,
+    machine,
+    markdown_table,
+    median,
+    reproduce,
+    write_json,
+    write_section,
+)
 
 SECTION = "sweep_async"
 HEADING = "P3: asynchronous sweeps with pruning (time to best)"
@@ -78,7 +90,7 @@ def draw_trials(n: int, seed: int) -> list[dict[str, Any]]:
     return trials
 
 
-def write_search_config(workdir: Path, trials: list[dict[str, Any]], parallel: int) -> None:
+def write_search_config(workdir: Path, trials: list[dict[str, Any]], parallel: int, name: str) -> None:
     """The sweep as a user's own hparams_search config (the workspace's configs/ extends the built-in groups)."""
     import yaml
 
@@ -91,18 +103,18 @@ def write_search_config(workdir: Path, trials: list[dict[str, Any]], parallel: i
             "params": dict(SEARCH_SPACE), "enqueue_trials": trials,
         }},
     }
-    path = workdir / "configs" / "hparams_search" / "p3.yaml"
+    path = workdir / "configs" / "hparams_search" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# @package _global_\n" + yaml.safe_dump(config, sort_keys=False))
 
 
-def run_mode(workdir: Path, mode: str, parallel: int, study_name: str) -> dict[str, Any]:
+def run_mode(workdir: Path, mode: str, parallel: int, study_name: str, search: str) -> dict[str, Any]:
     import optuna
 
     from sesemi.sweep.storage import make_storage
 
     cmd = [
-        sys.executable, "-m", "sesemi.train", "-m", "hparams_search=p3", f"hydra.sweeper.study_name={study_name}",
+        sys.executable, "-m", "sesemi.train", "-m", f"hparams_search={search}", f"hydra.sweeper.study_name={study_name}",
         f"hydra.sweeper.n_jobs={parallel}", *MODES[mode], *TRIAL,
     ]
     # One thread per trial process: 4 processes share the machine's cores in every mode alike.
@@ -143,31 +155,32 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16, help="trial budget of every sweep")
     parser.add_argument("--parallel", type=int, default=4, help="trials in flight (n_jobs / workers)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn configurations")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="one draw of the budget (and so one order of the configurations) per seed")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--repeats", type=int, default=1, help="repetitions of all modes (order alternates)")
     parser.add_argument("--keep", help="run in this dir and keep the sweeps (default: a temporary dir)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
     args = parser.parse_args(argv)
 
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sesemi_p3_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    trials = draw_trials(args.trials, args.seed)
-    write_search_config(workdir, trials, args.parallel)
     info = machine()
     runs: list[dict[str, Any]] = []
-    for rep in range(args.repeats):
-        # Alternate the order between repetitions: a shared machine's load drifts.
-        for mode in (args.modes if rep % 2 == 0 else list(reversed(args.modes))):
-            print(f"[p3] repetition {rep}: {mode} ...", flush=True)
-            r = run_mode(workdir, mode, args.parallel, f"{mode}_r{rep}")
-            r["repetition"] = rep
+    configurations = {}
+    for i, seed in enumerate(args.seeds):
+        configurations[seed] = draw_trials(args.trials, seed)
+        write_search_config(workdir, configurations[seed], args.parallel, f"p3_s{seed}")
+        # Alternate the order of the modes between seeds: a shared machine's load drifts.
+        for mode in (args.modes if i % 2 == 0 else list(reversed(args.modes))):
+            print(f"[p3] seed {seed}: {mode} ...", flush=True)
+            r = run_mode(workdir, mode, args.parallel, f"{mode}_s{seed}", f"p3_s{seed}")
+            r["seed"] = seed
             runs.append(r)
             print(f"[p3] {mode}: {r['wall_s']} s, {r['states']}, best {max(v for _, v, _, _ in r['completions']):.4f}",
                   flush=True)
     rows = []
-    for rep in range(args.repeats):
-        results = {r["mode"]: r for r in runs if r["repetition"] == rep}
+    for seed in args.seeds:
+        results = {r["mode"]: r for r in runs if r["seed"] == seed}
         reference = results.get("sync") or next(iter(results.values()))
         target = max(v for _, v, _, _ in reference["completions"])
         for mode in args.modes:
@@ -175,35 +188,58 @@ def main(argv: list[str] | None = None) -> None:
             best = max(r["completions"], key=lambda c: c[1])
             reach = time_to(r, target)
             rows.append({
-                "repetition": rep, "mode": mode, "best_value": round(best[1], 4), "best_trial": best[2],
+                "seed": seed, "mode": mode, "best_value": round(best[1], 4), "best_trial": best[2],
                 "time_to_best_s": round(best[0], 1), "time_to_reference_best_s": reach,
                 "ratio_vs_sync": round(reach / time_to(reference, target), 2) if reach is not None else None,
-                "wall_s": r["wall_s"], "states": r["states"], "trial_seconds_total": r["trial_seconds_total"],
+                "wall_s": r["wall_s"], "wall_ratio_vs_sync": round(r["wall_s"] / reference["wall_s"], 2),
+                "states": r["states"], "trial_seconds_total": r["trial_seconds_total"],
                 "load": f"{r['load_before']} -> {r['load_after']}",
             })
+    medians = []
+    for mode in args.modes:
+        mine = [r for r in rows if r["mode"] == mode]
+        ratios = [r["ratio_vs_sync"] for r in mine if r["ratio_vs_sync"] is not None]
+        medians.append({
+            "mode": mode, "median_ratio_vs_sync": round(median(ratios), 2) if ratios else None,
+            "reached": f"{len(ratios)}/{len(mine)}",
+            "median_wall_ratio_vs_sync": round(median(r["wall_ratio_vs_sync"] for r in mine), 2),
+        })
     data = {
-        "name": SECTION, "machine": info, "trials": args.trials, "parallel": args.parallel, "seed": args.seed,
-        "search_space": SEARCH_SPACE, "trial_overrides": TRIAL, "configurations": trials, "rows": rows,
-        "runs": runs, "command": command_line("sweep_async.py", argv),
+        "name": SECTION, "machine": info, "trials": args.trials, "parallel": args.parallel, "seeds": args.seeds,
+        "search_space": SEARCH_SPACE, "trial_overrides": TRIAL, "configurations": configurations, "rows": rows,
+        "medians": medians, "runs": runs, "command": command_line("sweep_async.py", argv),
     }
     out = write_json(RESULTS / f"{SECTION}.json", data)
     table = markdown_table(
-        ["rep", "mode", "best val/acc (trial)", "time to sync's best", "vs sync", "sweep wall time", "trials", "load"],
-        [[r["repetition"], r["mode"], f"{r['best_value']} ({r['best_trial']})",
+        ["seed", "mode", "best val/acc (trial)", "time to sync's best", "vs sync", "sweep wall time", "trials", "load"],
+        [[r["seed"], r["mode"], f"{r['best_value']} ({r['best_trial']})",
           f"{r['time_to_reference_best_s']} s" if r["time_to_reference_best_s"] is not None else "never",
           f"{r['ratio_vs_sync']}x" if r["ratio_vs_sync"] is not None else "-", f"{r['wall_s']} s",
           ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["states"].items())), r["load"]] for r in rows],
     )
+    summary = markdown_table(
+        ["mode", "median time to sync's best, vs sync", "reached sync's best", "median sweep wall time, vs sync"],
+        [[m["mode"], f"{m['median_ratio_vs_sync']}x" if m["median_ratio_vs_sync"] is not None else "-", m["reached"],
+          f"{m['median_wall_ratio_vs_sync']}x"] for m in medians],
+    )
     print(table)
+    print(summary)
     print(f"[p3] results: {out}")
     if not args.no_doc:
-        body = "\n\n".join([
+        setup = (
             f"{args.trials} trials, {args.parallel} at a time, FixMatch on the embedded digits; trial lengths "
-            f"{SEARCH_SPACE['trainer.max_steps']} steps and widths {SEARCH_SPACE['model.backbone.width']}, the same "
-            "configurations enqueued in the same order in each sweep (drawn once with a seeded random sampler). "
-            "Time to sync's best: from launching the command until a completed trial reached the best value of the "
-            "synchronous sweep. Machine: " + f"{info['cpu_count']} CPUs, torch {info['torch']}, "
-            f"one thread per trial process; load average before -> after each sweep in the last column.",
+            f"{SEARCH_SPACE['trainer.max_steps']} steps and widths {SEARCH_SPACE['model.backbone.width']}. Per seed, "
+            "one draw of the budget from the search space (seeded random sampler), enqueued in the same order in "
+            "the three sweeps, so they run the same configurations. Time to sync's best: from launching the command "
+            "until a completed trial reached the best value of the synchronous sweep (as recorded in the study). "
+            "The synchronous sweep runs every trial as a process of its own (as any one-job-per-trial launcher "
+            "does); asynchronous workers start once. Machine: "
+            f"{info['cpu_count']} CPUs (shared), torch {info['torch']}, one thread per trial process; load average "
+            "before -> after each sweep in the last column."
+        )
+        body = "\n\n".join([
+            setup,
+            summary,
             table,
             "Goal: `async_prune` reaches the synchronous sweep's best value in at most 0.5x its time.",
             reproduce(data["command"]),

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
 import yaml
 from optuna.trial import TrialState
 
-from conftest import read_json, run_cli
+from conftest import FAST, read_json, run_cli
 from sesemi.sweep.report import build, render
 from sesemi.sweep.storage import make_storage
 
@@ -111,3 +116,28 @@ def test_wrong_objective_fails_clearly_at_the_first_trial(workdir: Path):
     trials = load(workdir / "runs" / "sweeps" / "digits_fixmatch").get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
     assert "'val/accuracy' is not logged" in trials[0].user_attrs["error"]
+
+
+def test_killed_sweep_resumes_and_retries_its_lost_trial(workdir: Path):
+    """The sweep process dies mid-trial (a login node's session ends): the same command resumes the study."""
+    args = [*SWEEP, "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
+    proc = subprocess.Popen([sys.executable, "-m", "sesemi.train", *FAST, *args], cwd=workdir, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
+    deadline = time.time() + 180
+    while not (sweep / "trial_0000" / "status.json").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweeper and the trial it runs in-process
+    proc.wait()
+    assert load(sweep).get_trials()[0].state == TrialState.RUNNING  # left behind
+
+    proc = run_cli(args, workdir)
+    assert "2 of n_trials=2 trials exist (resumed)" in output(proc)  # the lost trial counts until it is retried
+    trials = load(sweep).get_trials()
+    assert trials[0].state == TrialState.FAIL and "no heartbeat" in trials[0].user_attrs["error"]
+    retry = [t for t in trials if t.system_attrs.get("retry_history") == [0]]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[0].params
+    counted = [t for t in trials if t.number != 0]
+    assert len(counted) == 2 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert read_json(sweep / "trial_0000" / "status.json")["state"] == "failed"
+    assert sorted(p.name for p in sweep.glob("trial_*")) == [f"trial_{t.number:04d}" for t in trials]
