@@ -7,6 +7,9 @@ per step, then gets as many steps as fit the budget (so the cosine schedule ends
 `trainer.max_time` as a hard stop. Results go to a JSON file and to the table in docs/benchmarks.md.
 
     python benchmarks/fmnist_accuracy.py --budget-min 4 --labels 10 40 --seeds 0 1 2
+
+Several invocations add to one results file (e.g. all methods with one seed, then the main ones with three), and
+the table is written from everything in it.
 """
 
 from __future__ import annotations
@@ -63,16 +66,19 @@ def seconds_per_step(method: str, labels: int, workdir: Path) -> float:
 
 
 def run(methods: list[str], labels: list[int], seeds: list[int], budget_min: float, out: Path) -> list[dict]:
-    results = []
+    """Run every (labels, method, seed), adding to the results already in ``out`` (same key: replaced)."""
+    results = json.loads(out.read_text()) if out.exists() else []
+    per_step: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "data").mkdir()
         (workdir / "data" / "fashion-mnist").symlink_to(FMNIST)
         for n_labels in labels:
             for method in methods:
-                per_step = seconds_per_step(method, n_labels, workdir)
+                if method not in per_step:  # the step cost does not depend on the number of labels
+                    per_step[method] = seconds_per_step(method, n_labels, workdir)
                 # Validation runs 10 times; leave it ~10% of the budget.
-                steps = max(20, int(budget_min * 60 * 0.9 / per_step))
+                steps = max(20, int(budget_min * 60 * 0.9 / per_step[method]))
                 for seed in seeds:
                     started = time.time()
                     metrics = train(
@@ -86,10 +92,12 @@ def run(methods: list[str], labels: list[int], seeds: list[int], budget_min: flo
                     row = {
                         "method": method, "labels_per_class": n_labels, "seed": seed, "steps": metrics["global_step"],
                         "test_acc": metrics["test"]["test/acc"], "val_acc": metrics["objective"]["value"],
-                        "wall_s": round(time.time() - started, 1), "s_per_step": round(per_step, 4),
-                        "load": os.getloadavg()[0],
+                        "wall_s": round(time.time() - started, 1), "s_per_step": round(per_step[method], 4),
+                        "budget_min": budget_min, "load": os.getloadavg()[0],
                     }
                     print(json.dumps(row), flush=True)
+                    key = (method, n_labels, seed)
+                    results = [r for r in results if (r["method"], r["labels_per_class"], r["seed"]) != key]
                     results.append(row)
                     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -134,13 +142,16 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fmnist_accuracy.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--commands", type=Path, default=ROOT / "benchmarks" / "results" / "fmnist_accuracy_commands.json")
     args = parser.parse_args()
     if not FMNIST.is_dir():
         sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = run(args.methods, args.labels, args.seeds, args.budget_min, args.out)
     command = "python benchmarks/fmnist_accuracy.py " + " ".join(sys.argv[1:])
-    write_section(args.doc, "fmnist", table(results, args.budget_min, command))
+    commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
+    args.commands.write_text(json.dumps(commands, indent=2) + "\n")
+    write_section(args.doc, "fmnist", table(results, args.budget_min, "\n".join(commands)))
 
 
 if __name__ == "__main__":
