@@ -74,6 +74,7 @@ class SemiSupervisedModule(LightningModule):
         self.declared_views = [view for h in heads.values() for view in h.views]
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         self.ema_evaluate = ema_evaluate and self.ema is not None
+        self._ema_step = -1  # the global step the EMA was last updated at
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.exclude_norm_and_bias = exclude_norm_and_bias_from_weight_decay
@@ -91,8 +92,22 @@ class SemiSupervisedModule(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.eval_model(x)
 
+    def _logs_this_step(self) -> bool:
+        """Whether this training step's metrics reach the loggers: Lightning writes them every
+        ``trainer.log_every_n_steps`` steps, and ``self.log`` costs as much Python time as a small network's forward
+        pass, so the other steps skip it. The first and the last step log too (progress bar, ``metrics.json``)."""
+        trainer = self._trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        if trainer is None or connector is None or trainer.fast_dev_run or trainer.should_stop:
+            return True
+        step = self.global_step
+        if step == 0 or (trainer.max_steps > 0 and step + 1 >= trainer.max_steps):
+            return True
+        return bool(getattr(connector, "should_update_logs", True))
+
     def training_step(self, batch: Mapping[str, Mapping[str, Any]], batch_idx: int) -> Tensor:
         step = self.global_step
+        log = self._logs_this_step()
         ctx = StepContext(
             batch,
             self.model.backbone,
@@ -100,19 +115,23 @@ class SemiSupervisedModule(LightningModule):
             step,
             self.declared_views,
             teacher=self.ema,
-            log=lambda name, value: self.log(f"train/{name}", value),
+            log=(lambda name, value: self.log(f"train/{name}", value)) if log else None,
         )
         total: Tensor | float = 0.0
         for name, loss_head in self.loss_heads.items():
             ctx.scope = name
             loss = loss_head(ctx)
-            self.log(f"train/loss_{name}", loss.detach())
+            if log:
+                self.log(f"train/loss_{name}", loss.detach())
             total = total + loss_head.scale(step, self.trainer.max_steps) * loss
-        self.log("train/loss", total.detach(), prog_bar=True)
+        if log:
+            self.log("train/loss", total.detach(), prog_bar=True)
         return total
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
+        # Once per optimizer step: with gradient accumulation the batches in between change no weights.
+        if self.ema is not None and self.global_step != self._ema_step:
+            self._ema_step = self.global_step
             self.ema.update(self.model)
 
     def _evaluate(self, batch: Mapping[str, Tensor], stage: str, metric: MulticlassAccuracy) -> None:
