@@ -39,6 +39,7 @@ def test_readme_shows_the_commands_this_test_runs():
 def workspace(workdir: Path) -> Path:
     shutil.copytree(EXAMPLE, workdir, dirs_exist_ok=True)
     if FMNIST.is_dir():
+        (workdir / "data").mkdir(exist_ok=True)
         (workdir / "data" / "fashion-mnist").symlink_to(FMNIST)
     run_cli([], workdir)  # an earlier run, for the commands that take runs/default/<timestamp>
     photos = workdir / "photos"
