@@ -60,9 +60,11 @@ def open_study(target: str, study_name: str | None = None) -> tuple[optuna.Study
         info = json.loads(info_path.read_text())
         sweep_dir = path.absolute()
         study_name = study_name or info["study_name"]
-        spec = None if info.get("journal", True) and not info.get("storage") else info["storage"]
-        if spec is not None and not storage_lib.is_rdb(spec):
-            spec = str(storage_lib.journal_path(spec, sweep_dir))
+        spec = info.get("storage")
+        if info.get("journal", True):
+            # The journal's recorded path, or the sweep dir's own (a sweep dir that was moved or copied).
+            local = sweep_dir / storage_lib.JOURNAL_NAME
+            spec = str(local) if local.is_file() or not spec or not Path(spec).is_file() else spec
     elif not storage_lib.is_rdb(target) and not path.is_file():
         raise SystemExit(f"sesemi: error: {target} is neither a sweep dir, a journal file nor a database URL")
     storage = storage_lib.make_storage(spec, sweep_dir)

@@ -249,8 +249,9 @@ class OptunaSweeper(Sweeper):
         trials = study.get_trials(deepcopy=False)
         new_study = not trials
         objective = str(OmegaConf.select(self.config, "run.objective"))
+        journal = storage_lib.journal_path(spec, self.sweep_dir)
         info = {
-            "study_name": self.study_name, "storage": storage_lib.mask(spec) if spec else None,
+            "study_name": self.study_name, "storage": str(journal) if journal else storage_lib.mask(spec),
             "sweep_dir": str(self.sweep_dir), "direction": direction, "objective": objective, "mode": self.mode,
             "n_trials": self.n_trials, "search_space": {k: str(v) for k, v in settings.distributions.items()},
             "fixed_params": settings.fixed_params,
@@ -258,7 +259,9 @@ class OptunaSweeper(Sweeper):
         study._storage.set_study_system_attr(study._study_id, study_lib.SESSION, session)
         if new_study:
             study._storage.set_study_system_attr(study._study_id, "sesemi:sweep", info)
-        (self.sweep_dir / "sweep.json").write_text(json.dumps({**info, "journal": spec is None or not storage_lib.is_rdb(spec)}, indent=2, default=str) + "\n")
+        (self.sweep_dir / "sweep.json").write_text(
+            json.dumps({**info, "journal": journal is not None}, indent=2, default=str) + "\n"
+        )
         if new_study:
             for params in self.enqueue_trials:
                 study.enqueue_trial(dict(params))

@@ -159,3 +159,18 @@ def test_callback_reports_and_rejects_an_unlogged_objective(tmp_path: Path):
         callback.on_validation_end(trainer({"val/acc": 0.2}, 40), None)
     callback.on_validation_end(trainer({"val/acc": 0.2}, 100), None)  # the last step completes, never pruned
     assert OptunaTrialCallback().context is None  # outside a sweep: does nothing
+
+
+def test_report_of_a_moved_sweep_dir_without_run_dirs(tmp_path: Path):
+    from sesemi.sweep.report import build, render
+
+    sweep = tmp_path / "copied_sweep"
+    sweep.mkdir()
+    study = optuna.create_study(study_name="s", storage=storage_lib.make_storage(None, sweep), direction="maximize")
+    study.optimize(lambda t: t.suggest_float("optimizer.lr", 0.01, 0.1), n_trials=3)
+    # sweep.json still names the journal where the sweep ran
+    (sweep / "sweep.json").write_text('{"study_name": "s", "storage": "/gone/optuna.journal", "journal": true}')
+    report = build(str(sweep), plots=False)
+    text = render(report)
+    assert "study s (value, maximize): 3 trials, 3 complete" in text
+    assert "checkpoint: -" in text and (sweep / "report" / "trials.csv").is_file()
