@@ -61,6 +61,13 @@ def build_datamodule(cfg: DictConfig) -> SemiSupervisedDataModule:
 
 def build_module(cfg: DictConfig, num_classes: int, class_names: list[str] | None = None) -> SemiSupervisedModule:
     heads = cfg.method.loss_heads
+    for name, node in heads.items():
+        if node is not None and "_target_" not in node:
+            raise ConfigError(
+                f"method.loss_heads.{name}",
+                f"has no _target_ (only {sorted(node)}): a setting for a head the chosen method does not have",
+                f"drop it (method.loss_heads.{name}=null) or give the head a _target_",
+            )
     ema = cfg.method.get("ema") or {}
     return SemiSupervisedModule(
         backbone=instantiate_key(cfg, "model.backbone"),
