@@ -79,13 +79,15 @@ def run(methods: list[str], labels: list[int], seeds: list[int], budget_min: flo
                     per_step[method] = seconds_per_step(method, n_labels, workdir)
                 # Validation runs 10 times; leave it ~10% of the budget.
                 steps = max(20, int(budget_min * 60 * 0.9 / per_step[method]))
+                seconds = int(budget_min * 60 * 1.1)
+                hard_stop = f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"  # Lightning's dd:hh:mm:ss
                 for seed in seeds:
                     started = time.time()
                     metrics = train(
                         [
                             f"method={method}", f"data.labels_per_class={n_labels}", f"run.seed={seed}",
                             f"trainer.max_steps={steps}", f"trainer.val_check_interval={max(1, steps // 10)}",
-                            f"+trainer.max_time={{minutes: {budget_min * 1.1}}}", f"run.id=fmnist_{method}_{n_labels}",
+                            f"+trainer.max_time={hard_stop}", f"run.id=fmnist_{method}_{n_labels}",
                         ],
                         workdir,
                     )
