@@ -124,8 +124,8 @@ class SemiSupervisedModule(LightningModule):
             if log:
                 self.log(f"train/loss_{name}", loss.detach())
             total = total + loss_head.scale(step, self.trainer.max_steps) * loss
-        if log:
-            self.log("train/loss", total.detach(), prog_bar=True)
+        if log:  # not prog_bar: Lightning would .item() it after every step (sesemi's ProgressBar shows it)
+            self.log("train/loss", total.detach())
         return total
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

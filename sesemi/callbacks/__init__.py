@@ -2,5 +2,6 @@
 
 from sesemi.callbacks.images import ImageGridLogger
 from sesemi.callbacks.objective import ObjectiveCheck
+from sesemi.callbacks.progress import ProgressBar
 
-__all__ = ["ImageGridLogger", "ObjectiveCheck"]
+__all__ = ["ImageGridLogger", "ObjectiveCheck", "ProgressBar"]
