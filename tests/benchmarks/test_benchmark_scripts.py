@@ -1,0 +1,209 @@
+"""The benchmark scripts (benchmarks/*.py) run end to end on tiny settings and write well-formed JSON and markdown;
+timings are not asserted. Also: the optimisations they led to keep sesemi's results exactly as they were."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import markdown_table, write_section
+
+
+def run_script(script: str, args: list[str], tmp_path: Path, timeout: float = 900) -> tuple[dict, str]:
+    """``python benchmarks/<script> ARGS --out <tmp>/out.json --doc <tmp>/benchmarks.md``; returns (JSON, section)."""
+    out, doc = tmp_path / "out.json", tmp_path / "benchmarks.md"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--out", str(out), "--doc", str(doc), *args]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    result = json.loads(out.read_text())
+    assert result["command"].startswith(f"python benchmarks/{script}")
+    assert "machine" in result and result["machine"]["torch"]
+    return result, doc.read_text()
+
+
+def section(doc: str, name: str) -> str:
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", doc, re.DOTALL)
+    assert match, f"no {name} section in\n{doc}"
+    return match.group(1)
+
+
+def assert_tables(text: str) -> None:
+    """Every markdown table is rectangular: a header, a |---| separator, rows with as many cells as the header."""
+    lines = text.splitlines()
+    tables = 0
+    for i, line in enumerate(lines):
+        if line.startswith("|---"):
+            tables += 1
+            width = lines[i - 1].count("|")
+            assert line.count("|") == width, line
+            j = i + 1
+            assert j < len(lines) and lines[j].startswith("|"), "a table without rows"
+            while j < len(lines) and lines[j].startswith("|"):
+                assert lines[j].count("|") == width, f"ragged row: {lines[j]}"
+                j += 1
+    assert tables >= 1, text
+
+
+def assert_reproducible(text: str, script: str) -> None:
+    assert re.search(rf"```bash\npython benchmarks/{script}[^\n]*\n```", text), text
+
+
+def test_step_overhead(tmp_path: Path):
+    result, doc = run_script("step_overhead.py", [
+        "--steps", "6", "--warmup", "1", "--repeats", "1", "--batches", "2",
+        "data.labeled_batch_size=2", "data.unlabeled_batch_size=2", "model.backbone.width=4",
+    ], tmp_path)
+    for mode in ("wall_clock", "cpu_time"):
+        variants = result[mode]["variants"]
+        assert set(variants) == {"default", "bare", "lightning"}
+        for v in variants.values():
+            for clock in ("wall", "cpu"):
+                assert v[clock]["ratio"] > 0 and v[clock]["hand_ms"] > 0
+    text = section(doc, "P1")
+    assert_tables(text)
+    assert_reproducible(text, "step_overhead.py")
+
+
+def test_startup(tmp_path: Path):
+    result, doc = run_script("startup.py", ["--repeats", "1", "--no-warm", "--no-importtime"], tmp_path)
+    assert result["median_to_first_step_s"] > 0 and result["median_import_pl_s"] > 0
+    assert set(result["milestones_median_s"]) == {"callbacks_built", "setup", "train_start", "first_batch", "first_step"}
+    assert result["milestones_median_s"]["first_step"] == pytest.approx(result["median_to_first_step_s"])
+    text = section(doc, "P2")
+    assert_tables(text)
+    assert_reproducible(text, "startup.py")
+
+
+def test_data_pipeline(tmp_path: Path):
+    result, doc = run_script("data_pipeline.py", [
+        "--seconds", "0.2", "--repeats", "1", "--experiments", "digits", "cifar10",
+        "--steps", "6", "--val-every", "3", "--runs", "1", "--settings", "num_workers=0",
+    ], tmp_path)
+    assert [r["experiment"].split()[0] for r in result["throughput"]] == ["default", "cifar10_wrn28_fixmatch_4000"]
+    assert all(r["labeled_images_per_s"] > 0 and r["unlabeled_images_per_s"] > 0 for r in result["throughput"])
+    (wait,) = result["data_wait"].values()
+    assert 0.0 <= wait["wait_fraction"] < 1.0 and wait["runs"][0]["steps_timed"] > 0
+    text = section(doc, "P3")
+    assert_tables(text)
+    assert_reproducible(text, "data_pipeline.py")
+
+
+def test_gpu_throughput_runs_on_cpu(tmp_path: Path):
+    result, doc = run_script("gpu_throughput.py", [
+        "--device", "cpu", "--tiny", "--models", "wrn28_2", "--compile-backend", "eager", "--steps", "2",
+    ], tmp_path)
+    assert not result.get("errors"), result.get("errors")
+    combos = {(r["loop"], r["precision"], r["channels_last"], r["compile"]) for r in result["rows"]}
+    assert ("sesemi", "bf16-mixed", True, True) in combos and ("hand", "32-true", False, False) in combos
+    assert all(r["images_per_s"] > 0 for r in result["rows"])
+    text = section(doc, "P4")
+    assert "No GPU was lent to this task" in text
+    assert_tables(text)
+    assert_reproducible(text, "gpu_throughput.py")
+
+
+def test_memory(tmp_path: Path):
+    result, doc = run_script("memory.py", ["--steps", "2", "trainer.val_check_interval=1"], tmp_path)
+    default, ddp = result["runs"]["default CPU run"], result["runs"]["2-process CPU DDP"]
+    assert default["peak_tree_rss_mib"] > 100 and default["peak_tree_pss_mib"] > 100
+    assert ddp["max_processes"] > default["max_processes"] >= 1
+    text = section(doc, "memory")
+    assert_tables(text)
+    assert_reproducible(text, "memory.py")
+
+
+def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nIntro by hand.\n\n## Sweeps\n\n<!-- sweep:start -->\nsweep table\n<!-- sweep:end -->\n")
+    write_section(doc, "P1", "P1: step overhead", markdown_table(["a", "b"], [[1, 2]]))
+    write_section(doc, "P1", "P1: step overhead", "second version")
+    text = doc.read_text()
+    assert text.count("## P1: step overhead") == 1 and "second version" in text and "| 1 | 2 |" not in text
+    assert "Intro by hand." in text and "<!-- sweep:start -->\nsweep table\n<!-- sweep:end -->" in text
+
+
+# The optimisations the benchmarks led to change no numbers.
+
+
+def test_digits_split_is_scikit_learns():
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from sesemi.datasets import Digits
+
+    digits = load_digits()
+    images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(images)), test_size=0.25, stratify=digits.target, random_state=0
+    )
+    for split, idx in (("train", np.sort(train_idx)), ("test", np.sort(test_idx))):
+        ds = Digits(split=split)
+        assert np.array_equal(ds.images, images[idx]) and ds.targets == digits.target[idx].tolist()
+
+
+@pytest.mark.parametrize(("mode", "mean", "std"), [
+    ("L", [0.3], [0.4]), ("RGB", [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]), ("RGB", [0.5], [0.25]),
+    ("L", [0.1, 0.2, 0.3], [0.3, 0.3, 0.3]), ("RGBA", [0.5] * 4, [0.2] * 4),
+])
+def test_fused_normalized_tensor_matches_torchvision(mode: str, mean: list[float], std: list[float]):
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from sesemi.data import to_normalized_tensor
+
+    reference = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    fused = to_normalized_tensor(mean, std)
+    rng = np.random.default_rng(0)
+    shape = {"L": (9, 7), "RGB": (9, 7, 3), "RGBA": (9, 7, 4)}[mode]
+    for _ in range(5):
+        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+        a, b = reference(image), fused(image)
+        assert type(a) is type(b) and a.shape == b.shape and torch.equal(a, b)
+    tensor = v2.ToImage()(image)
+    assert torch.equal(reference(tensor), fused(tensor))
+
+
+def test_ema_cached_tensor_lists_track_the_model():
+    import copy
+
+    import torch
+
+    from sesemi.ema import EMA
+    from sesemi.models import LinearHead, SmallCNN
+    from sesemi.module import Classifier
+
+    torch.manual_seed(0)
+    backbone = SmallCNN(1, 8, 2)
+    model = Classifier(backbone, LinearHead(backbone.out_features, 10))
+    ema = EMA(model, 0.9)
+    reference = copy.deepcopy(ema.module)
+
+    def reference_update(n: int) -> None:
+        decay = min(0.9, (1 + n) / (10 + n))
+        with torch.no_grad():
+            for r, m in zip([*reference.parameters(), *reference.buffers()], [*model.parameters(), *model.buffers()]):
+                r.lerp_(m, 1 - decay) if r.is_floating_point() else r.copy_(m)
+
+    x = torch.randn(4, 1, 8, 8)
+    for n in range(1, 5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(x)  # batch-norm statistics move too
+        if n == 3:  # a parameter object replaced between updates
+            model.head.fc.weight = torch.nn.Parameter(torch.randn_like(model.head.fc.weight))
+        ema.update(model)
+        reference_update(n)
+        for a, b in zip(ema.module.state_dict().values(), reference.state_dict().values()):
+            assert torch.equal(a, b)
