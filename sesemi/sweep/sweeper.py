@@ -52,6 +52,55 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+class _Progress:
+    """While jobs run: every ``interval`` seconds, fail and retry lost trials, and log the trials that finished."""
+
+    def __init__(self, sweeper: OptunaSweeper) -> None:
+        import threading
+
+        self.sweeper = sweeper
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sesemi-sweep-progress", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.sweeper.poll_interval):
+            try:
+                self.poll()
+            except Exception as err:  # noqa: BLE001 - progress lines must never break the sweep
+                log.debug("progress: %s", err)
+
+    def poll(self) -> None:
+        from sesemi.sweep import study as study_lib
+
+        sweeper = self.sweeper
+        study_lib.reap_stale(sweeper.study, sweeper.grace_period, sweeper.max_retries)
+        trials = sweeper.study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state.is_finished()]
+        for t in done:
+            if t.number in self.seen:
+                continue
+            self.seen.add(t.number)
+            if t.state.name == "COMPLETE":
+                what = f"{sweeper.objective} = {t.value:.5g}"
+            elif t.state.name == "PRUNED":
+                what = t.user_attrs.get("pruned", "pruned")
+            else:
+                what = t.user_attrs.get("error", "failed")
+            log.info("trial %d %s: %s (%s); %d finished, %d waiting, %d running", t.number, t.state.name, what,
+                     t.user_attrs.get("worker", "-"), len(done), sum(1 for x in trials if x.state.name == "WAITING"),
+                     sum(1 for x in trials if x.state.name == "RUNNING"))
+
+    def __enter__(self) -> _Progress:  # noqa: PYI034
+        self.seen = {t.number for t in self.sweeper.study.get_trials(deepcopy=False) if t.state.is_finished()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 class OptunaSweeper(Sweeper):
     def __init__(
         self,
@@ -248,7 +297,7 @@ class OptunaSweeper(Sweeper):
             )
         trials = study.get_trials(deepcopy=False)
         new_study = not trials
-        objective = str(OmegaConf.select(self.config, "run.objective"))
+        objective = self.objective = str(OmegaConf.select(self.config, "run.objective"))
         journal = storage_lib.journal_path(spec, self.sweep_dir)
         info = {
             "study_name": self.study_name, "storage": str(journal) if journal else storage_lib.mask(spec),
@@ -288,7 +337,13 @@ class OptunaSweeper(Sweeper):
         return parallel > 1 and isinstance(self.launcher, BasicLauncher)
 
     def _launch(self, overrides: list[list[str]], initial_job_idx: int, names: list[str], poll: Any) -> list[str | None]:
-        """Launch jobs and wait; per job None (it ran) or why not."""
+        """Launch jobs and wait (logging the trials as they finish); per job None (it ran) or why not."""
+        with _Progress(self):
+            return self._launch_jobs(overrides, initial_job_idx, names, poll)
+
+    def _launch_jobs(
+        self, overrides: list[list[str]], initial_job_idx: int, names: list[str], poll: Any
+    ) -> list[str | None]:
         if self._parallel_local(len(overrides)):
             from sesemi.sweep.local import LocalProcesses
 
