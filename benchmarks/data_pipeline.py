@@ -233,21 +233,23 @@ def data_wait(args) -> dict[str, Any]:
 
 def table(result: dict[str, Any], command: str) -> str:
     m = result["machine"]
-    lines = [
-        (f"Part 1: one worker (one torch thread), medians of {result['repeats']} timings of {result['seconds']:g} s each; "
-        f"{m['cpu_count']} shared cores, load average "
-        f"{min(l for r in result['throughput'] for l in r['loads']):.1f} – "
-        f"{max(l for r in result['throughput'] for l in r['loads']):.1f}."),
-        "",
-        markdown_table(
-            ["experiment", "images", "labeled (weak) img/s per worker", "unlabeled (weak+strong) img/s per worker",
-             "batch (labeled + unlabeled)", "worker-ms per step", "steps/s one worker feeds",
-             "default num_workers"],
-            [[r["experiment"], r["image"], f"{r['labeled_images_per_s']:.0f}", f"{r['unlabeled_images_per_s']:.0f}",
-              f"{r['labeled_batch']} + {r['unlabeled_batch']}", f"{r['worker_ms_per_step']:.0f}",
-              f"{r['steps_per_s_one_worker']:.2f}", r["num_workers_default"]] for r in result["throughput"]],
-        ),
-    ]
+    lines: list[str] = []
+    if result["throughput"]:
+        loads = [x for r in result["throughput"] for x in r["loads"]]
+        lines += [
+            (f"Part 1: one worker (one torch thread), medians of {result['repeats']} timings of {result['seconds']:g} s "
+            f"each; {m['cpu_count']} shared cores, load average {min(loads):.1f} – {max(loads):.1f}."),
+            "",
+            markdown_table(
+                ["experiment", "images", "labeled (weak) img/s per worker", "unlabeled (weak+strong) img/s per worker",
+                 "batch (labeled + unlabeled)", "worker-ms per step", "steps/s one worker feeds",
+                 "default num_workers"],
+                [[r["experiment"], r["image"], f"{r['labeled_images_per_s']:.0f}",
+                  f"{r['unlabeled_images_per_s']:.0f}", f"{r['labeled_batch']} + {r['unlabeled_batch']}",
+                  f"{r['worker_ms_per_step']:.0f}", f"{r['steps_per_s_one_worker']:.2f}", r["num_workers_default"]]
+                 for r in result["throughput"]],
+            ),
+        ]
     if result.get("data_wait"):
         dw = result["data_wait"]
         lines += [
@@ -295,7 +297,7 @@ def main() -> None:
     text = table(result, result["command"])
     print(text)
     if not args.no_doc:
-        write_section(args.doc, "P3", "P3: data pipeline", text)
+        write_section(args.doc, "P3", "Performance P3: data pipeline", text)
 
 
 if __name__ == "__main__":

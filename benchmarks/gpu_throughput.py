@@ -7,8 +7,8 @@ same step in sesemi's Trainer and in a hand-written loop (the P1 loop: one forwa
 cross-entropy + FixMatch, SGD, EMA). Batches are random tensors already on the device, so the data pipeline is out
 of the picture (P3 covers it). Images/s counts every image the network sees (labeled + both unlabeled views).
 
-One prepared run on a GPU machine (the default grid takes a few minutes; ``--budget-s`` stops starting new
-configurations when it is spent, and results are written after each one):
+One prepared run on a GPU machine (``--budget-s``, default 420 s, stops starting new configurations once it is
+spent, and the results are written after each one, so a run stays within about 8 minutes):
 
     python benchmarks/gpu_throughput.py
 
@@ -266,7 +266,8 @@ def table(result: dict[str, Any], command: str) -> str:
                  f"run of the same script at tiny size ({result['steps'] - result['warmup']} timed steps; "
                  f"`torch.compile` backend `{result['compile_backend']}`), which only shows that every configuration "
                  "runs; its timings say nothing about a GPU. On a GPU machine run `python benchmarks/gpu_throughput.py` "
-                 "(the default grid fits in ~8 minutes on one H100-class card; `--budget-s` caps it).")
+                 "(16 configurations; `--budget-s`, default 420 s, stops starting new ones once it is spent, so "
+                 "one run stays within about 8 minutes; the GPU timings have not been taken yet).")
     skipped = result.get("skipped") or []
     lines = [intro, "", markdown_table(header, out)]
     if skipped:
@@ -334,7 +335,7 @@ def main() -> None:
     text = table(result, result["command"])
     print(text)
     if not args.no_doc:
-        write_section(args.doc, "P4", "P4: GPU throughput", text)
+        write_section(args.doc, "P4", "Performance P4: GPU throughput", text)
     if result.get("errors") and not result["rows"]:
         sys.exit(1)
 

@@ -101,7 +101,7 @@ def main() -> None:
     text = table(result, result["command"])
     print(text)
     if not args.no_doc:
-        write_section(args.doc, "memory", "Memory", text)
+        write_section(args.doc, "memory", "Performance: memory", text)
 
 
 if __name__ == "__main__":

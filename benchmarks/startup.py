@@ -41,15 +41,17 @@ from common import (
     write_section,
 )
 
+HEAVY = ["tensorboard", "torch.utils.tensorboard", "sklearn", "scipy", "torchvision.models", "optuna", "submitit",
+         "timm", "pandas", "matplotlib", "sqlalchemy", "psycopg2", "plotly", "cloudpickle", "torch._dynamo",
+         "torch._inductor"]
+
 PROBE = '''
 """Start-up probe: milestone times to $SESEMI_STARTUP_PROBE, then exit after the first optimizer step."""
 import json, os, sys, time
 
 import pytorch_lightning as pl
 
-HEAVY = ["tensorboard", "torch.utils.tensorboard", "sklearn", "scipy", "torchvision.models", "optuna", "submitit",
-         "timm", "pandas", "matplotlib", "sqlalchemy", "psycopg2", "plotly", "cloudpickle", "torch._dynamo",
-         "torch._inductor"]
+HEAVY = {heavy!r}
 
 
 class FirstStepProbe(pl.Callback):
@@ -87,7 +89,7 @@ MILESTONES = [
 
 def workspace(root: Path) -> Path:
     (root / "src").mkdir(parents=True, exist_ok=True)
-    (root / "src" / "sesemi_bench_probe.py").write_text(PROBE)
+    (root / "src" / "sesemi_bench_probe.py").write_text(PROBE.replace("{heavy!r}", repr(HEAVY)))
     return root
 
 
@@ -96,10 +98,25 @@ def train_command(extra: list[str]) -> list[str]:
             *extra]
 
 
+IMPORT_PL = ["-c", "import pytorch_lightning"]
+# The same import, reporting when it is done (before the interpreter's exit, which the literal command includes and
+# the training command, ended by the probe's os._exit, does not) and which heavy packages it loads itself.
+IMPORT_PL_TIMED = ["-c", ("import time, sys, json; import pytorch_lightning; "
+                   "print(json.dumps({'t': time.time(), 'modules': sorted(sys.modules)}))")]
+
+
 def time_import(python_args: list[str], cwd: Path) -> float:
     started = time.time()
     subprocess.run([sys.executable, *python_args], cwd=cwd, check=True, capture_output=True)
     return time.time() - started
+
+
+def time_import_done(cwd: Path) -> tuple[float, list[str]]:
+    """(seconds from launch until ``import pytorch_lightning`` is done, modules it loaded)."""
+    started = time.time()
+    proc = subprocess.run([sys.executable, *IMPORT_PL_TIMED], cwd=cwd, check=True, capture_output=True, text=True)
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    return record["t"] - started, record["modules"]
 
 
 def time_train(extra: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -153,19 +170,23 @@ def measure(args) -> dict[str, Any]:
         cwd = workspace(Path(tmp))
         if args.warm:  # warm the page cache for both commands
             time_train(args.overrides, cwd, env)
-            time_import(["-c", "import pytorch_lightning"], cwd)
-        imports, trains, loads = [], [], []
+            time_import(IMPORT_PL, cwd)
+        imports, imports_done, trains, loads = [], [], [], []
+        baseline_modules: list[str] = []
         for rep in range(args.repeats):
-            pair = []
-            for kind in (("import", "train") if rep % 2 == 0 else ("train", "import")):
+            kinds = ["import", "import_done", "train"]
+            for kind in kinds[rep % 3:] + kinds[: rep % 3]:
                 if kind == "import":
-                    imports.append(time_import(["-c", "import pytorch_lightning"], cwd))
+                    imports.append(time_import(IMPORT_PL, cwd))
+                elif kind == "import_done":
+                    done, baseline_modules = time_import_done(cwd)
+                    imports_done.append(done)
                 else:
                     trains.append(time_train(args.overrides, cwd, env))
-                pair.append(kind)
             loads.append(load())
-            print(f"rep {rep}: import pytorch_lightning {imports[-1]:.2f} s, first step {trains[-1]['to_first_step_s']:.2f} s"
-                  f" (load {loads[-1]})", file=sys.stderr, flush=True)
+            print(f"rep {rep}: python -c 'import pytorch_lightning' {imports[-1]:.2f} s (import done at "
+                  f"{imports_done[-1]:.2f} s), sesemi.train first step {trains[-1]['to_first_step_s']:.2f} s "
+                  f"(load {loads[-1]})", file=sys.stderr, flush=True)
         breakdown = import_breakdown(args.overrides, cwd, env) if args.importtime else {}
     milestones = {k: median(t["offsets"][k] for t in trains) for k, _ in MILESTONES}
     result = {
@@ -174,25 +195,38 @@ def measure(args) -> dict[str, Any]:
         "import_pl_s": imports,
         "to_first_step_s": [t["to_first_step_s"] for t in trains],
         "median_import_pl_s": median(imports),
+        "import_pl_done_s": imports_done,
+        "median_import_pl_done_s": median(imports_done),
         "median_to_first_step_s": median(t["to_first_step_s"] for t in trains),
         "loads": loads,
         "milestones_median_s": milestones,
         "heavy_modules_loaded_at_first_step": trains[-1]["imported"],
+        "heavy_modules_beyond_pytorch_lightning": [
+            m for m in trains[-1]["imported"] if m not in baseline_modules
+        ],
         "modules_loaded_at_first_step": trains[-1]["modules"],
         "import_breakdown_s": breakdown,
     }
     result["startup_minus_import_s"] = result["median_to_first_step_s"] - result["median_import_pl_s"]
+    result["startup_minus_import_done_s"] = result["median_to_first_step_s"] - result["median_import_pl_done_s"]
     return result
 
 
 def table(result: dict[str, Any], command: str) -> str:
     m = result["machine"]
-    overhead = result["startup_minus_import_s"]
-    verdict = "met" if overhead <= 1.0 else "**not met**"
+    overhead, overhead_done = result["startup_minus_import_s"], result["startup_minus_import_done_s"]
+
+    def verdict(x: float) -> str:
+        return "met" if x <= 1.0 else "**not met**"
+
     rows = [
-        ["`python -c \"import pytorch_lightning\"`", f"{result['median_import_pl_s']:.2f} s"],
+        ["`python -c \"import pytorch_lightning\"` (launch to exit)", f"{result['median_import_pl_s']:.2f} s"],
+        ["the same import, launch to import done (no interpreter exit)", f"{result['median_import_pl_done_s']:.2f} s"],
         ["`python -m sesemi.train` to the end of the first optimizer step", f"{result['median_to_first_step_s']:.2f} s"],
-        ["**difference (sesemi's start-up)**", f"**{overhead:.2f} s** (goal <= 1.0 s: {verdict})"],
+        ["**difference to the literal import command** (the goal's definition)",
+         f"**{overhead:+.2f} s** (goal <= 1.0 s: {verdict(overhead)})"],
+        ["**difference to the import being done** (sesemi's own start-up, interpreter exit left out)",
+         f"**{overhead_done:+.2f} s** (goal <= 1.0 s: {verdict(overhead_done)})"],
     ]
     lines = [
         (f"Medians of {result['repeats']} alternating runs of each command, default config "
@@ -217,8 +251,10 @@ def table(result: dict[str, Any], command: str) -> str:
         ]
     lines += [
         "",
-        "Heavy optional packages loaded at the first step: "
-        + (", ".join(f"`{x}`" for x in result["heavy_modules_loaded_at_first_step"]) or "none") + ".",
+        "Heavy packages loaded at the first step beyond those `import pytorch_lightning` loads itself: "
+        + (", ".join(f"`{x}`" for x in result["heavy_modules_beyond_pytorch_lightning"]) or "none")
+        + "; not loaded at all: "
+        + ", ".join(f"`{x}`" for x in HEAVY if x not in result["heavy_modules_loaded_at_first_step"]) + ".",
         "",
         reproduce(command),
     ]
@@ -243,7 +279,7 @@ def main() -> None:
     text = table(result, result["command"])
     print(text)
     if not args.no_doc:
-        write_section(args.doc, "P2", "P2: start-up", text)
+        write_section(args.doc, "P2", "Performance P2: start-up", text)
 
 
 if __name__ == "__main__":

@@ -7,18 +7,22 @@ step) on the same batches, drawn once from the real data module and kept in memo
 pipeline is out of the picture and the ratio isolates the framework (Lightning's loop, sesemi's module, logging,
 callbacks). Validation and checkpointing are off on both sides (they are not per-step work).
 
-Variants of the sesemi side, built with the real builders from the real configs:
+Variants, built with the real builders from the real configs (``--variants``):
 
 - ``default``: the default callbacks and logger (progress bar, LR monitor, image grids, TensorBoard, logging every
   ``trainer.log_every_n_steps``), i.e. what ``python -m sesemi.train`` pays per step;
-- ``bare``: no callbacks, no logger, no progress bar (Lightning's loop and sesemi's module only).
+- ``bare``: no callbacks, no logger, no progress bar (Lightning's loop and sesemi's module only);
+- ``lightning``: not sesemi at all: the hand-written step as the smallest LightningModule on the same bare Trainer,
+  i.e. what Lightning's loop costs by itself (also ``no_progress_bar`` and ``no_logger``, for attribution).
 
 The machine is shared and loaded, so the two loops are timed in pairs: sesemi trains for real with the Trainer,
 and after each of its steps a callback runs the hand loop's step on the same batch (a second copy of the network,
 same initial weights). A sesemi step is timed from the end of that hand step to the next callback (one full cycle
 of Lightning's loop, hooks, logging and sesemi's module), so both durations of a pair were measured under the same
 load. The ratio of a run is median(hand step) / median(sesemi step); variants alternate between runs, and the table
-gives medians over runs.
+gives medians over runs. Everything runs twice: with torch's default threads, timed by the wall clock (what a run
+sees), and with one torch thread, timed by the main thread's CPU time (all of a step's work, not inflated by other
+processes: the noise-free figure on a shared machine).
 
     python benchmarks/step_overhead.py                     # the table in docs/benchmarks.md
     python benchmarks/step_overhead.py --profile default   # cProfile of one sesemi run: where the time goes
@@ -448,7 +452,8 @@ def main() -> None:
     write_json(args.out, result)
     print(table(result, result["command"]))
     if not args.no_doc:
-        write_section(args.doc, "P1", "P1: step overhead vs a hand-written PyTorch loop", table(result, result["command"]))
+        write_section(args.doc, "P1", "Performance P1: step overhead vs a hand-written PyTorch loop",
+                      table(result, result["command"]))
 
 
 if __name__ == "__main__":

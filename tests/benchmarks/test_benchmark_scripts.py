@@ -207,3 +207,48 @@ def test_ema_cached_tensor_lists_track_the_model():
         reference_update(n)
         for a, b in zip(ema.module.state_dict().values(), reference.state_dict().values()):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("padding_mode", ["constant", "edge", "reflect", "symmetric"])
+def test_fast_crop_flip_and_erasing_match_torchvision(mode: str, padding_mode: str):
+    """Same pixels and the same random numbers drawn (so runs are reproduced exactly), also on error paths."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from sesemi.data.transforms import cutout, fast, to_normalized_tensor
+
+    rng = np.random.default_rng(0)
+    case = 0
+    for (h, w), size, padding, pad_if_needed in [
+        ((8, 8), 8, 1, False), ((7, 9), 8, None, True), ((7, 9), (6, 5), (1, 2), False), ((8, 8), 8, None, False),
+        ((32, 32), 32, 4, False), ((5, 5), 8, (0, 1, 2, 3), True), ((5, 5), 8, None, False),
+    ]:
+        t = v2.RandomCrop(size, padding=padding, padding_mode=padding_mode, pad_if_needed=pad_if_needed)
+        for _ in range(4):
+            case += 1
+            image = Image.fromarray(rng.integers(0, 256, (h, w) if mode == "L" else (h, w, 3), dtype=np.uint8), mode)
+            results = []
+            for transform in (t, fast(t)):
+                torch.manual_seed(case)
+                try:
+                    out = np.asarray(transform(image))
+                except ValueError as err:
+                    out = type(err)
+                results.append((out, torch.rand(1).item()))
+            (a, ra), (b, rb) = results
+            assert ra == rb
+            assert a is b if isinstance(a, type) else np.array_equal(a, b)
+    for t, make_input in ((v2.RandomHorizontalFlip(), lambda im: im),
+                          (cutout(0.5), to_normalized_tensor([0.5] * len(mode), [0.25] * len(mode)))):
+        for i in range(20):
+            image = make_input(Image.fromarray(rng.integers(0, 256, (8, 8, 3)[: 2 if mode == "L" else 3],
+                                                            dtype=np.uint8), mode))
+            outs = []
+            for transform in (t, fast(t)):
+                torch.manual_seed(i)
+                outs.append((np.asarray(transform(image.clone() if hasattr(image, "clone") else image)),
+                             torch.rand(1).item()))
+            assert np.array_equal(outs[0][0], outs[1][0]) and outs[0][1] == outs[1][1]
