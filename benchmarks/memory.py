@@ -37,6 +37,8 @@ RUNS = {
     "default CPU run": [],
     "2-process CPU DDP": ["run.accelerator=cpu", "run.devices=2"],
 }
+# For scale: what the interpreter holds after `import pytorch_lightning` alone (one process).
+BASELINE = [sys.executable, "-c", "import time, pytorch_lightning; time.sleep(1)"]
 
 
 def measure(args) -> dict[str, Any]:
@@ -56,7 +58,12 @@ def measure(args) -> dict[str, Any]:
                 print(f"{name}: tree RSS {r['peak_tree_rss_mib']:.0f} MiB, PSS {r['peak_tree_pss_mib']:.0f} MiB, "
                       f"largest process {r['peak_single_rss_mib']:.0f} MiB, {r['max_processes']} processes, "
                       f"{r['wall_s']:.0f} s (load {r['load']})", file=sys.stderr, flush=True)
-    summary = {}
+        base = run_with_memory(BASELINE, Path(tmp))
+        base["load"] = load()
+        base.pop("output_tail")
+    summary = {"import pytorch_lightning (for scale)": {"runs": [base], "overrides": None, **{
+        k: base[k] for k in ("peak_tree_rss_mib", "peak_tree_pss_mib", "peak_single_rss_mib", "max_processes", "wall_s")
+    }}}
     for name, runs in out.items():
         summary[name] = {
             "runs": runs,
@@ -72,7 +79,8 @@ def table(result: dict[str, Any], command: str) -> str:
     steps = f"trainer.max_steps={result['steps']}" if result["steps"] else "the default 600 steps"
     rows = []
     for name, s in result["runs"].items():
-        cmd = " ".join(["python -m sesemi.train", *s["overrides"]])
+        cmd = ('python -c "import pytorch_lightning"' if s["overrides"] is None
+               else " ".join(["python -m sesemi.train", *s["overrides"]]))
         rows.append([name, f"`{cmd}`", f"{s['peak_tree_pss_mib']:.0f} MiB", f"{s['peak_tree_rss_mib']:.0f} MiB",
                      f"{s['peak_single_rss_mib']:.0f} MiB", f"{s['max_processes']:.0f}", f"{s['wall_s']:.0f} s"])
     return "\n".join([

@@ -229,7 +229,7 @@ def table(result: dict[str, Any], command: str) -> str:
          f"**{overhead_done:+.2f} s** (goal <= 1.0 s: {verdict(overhead_done)})"],
     ]
     lines = [
-        (f"Medians of {result['repeats']} alternating runs of each command, default config "
+        (f"Medians of {result['repeats']} rotating runs of each command, default config "
         f"({m['cpu_count']} cores shared with other jobs; load average {min(result['loads']):.1f} – "
         f"{max(result['loads']):.1f}; Python {m['python']}, torch {m['torch']}, Lightning {m.get('pytorch_lightning')})."),
         "",
