@@ -2,9 +2,10 @@
 
 Two backbones: WRN-28-2 on 32x32 images (the CIFAR-10 FixMatch experiment, 64 labeled + 7 x 64 unlabeled images x
 (weak, strong) per step) and torchvision's ResNet-50 on 224x224 images (16 labeled + 7 x 16 unlabeled x 2 views).
-For each: fp32 vs bf16 mixed precision, channels_last on/off, ``torch.compile`` (of the backbone) on/off, and the
-same step in sesemi's Trainer and in a hand-written loop (the P1 loop: one forward over the concatenated views,
-cross-entropy + FixMatch, SGD, EMA). Batches are random tensors already on the device, so the data pipeline is out
+For each, the same step in sesemi's Trainer and in a hand-written loop as fp32, bf16 mixed precision, bf16 +
+channels_last and bf16 + channels_last + ``torch.compile`` of the backbone (``--grid full``: all 16 combinations of
+precision, channels_last, compile and loop). The hand-written loop is the P1 loop: one forward over the
+concatenated views, cross-entropy + FixMatch, SGD, EMA. Batches are random tensors already on the device, so the data pipeline is out
 of the picture (P3 covers it). Images/s counts every image the network sees (labeled + both unlabeled views).
 
 One prepared run on a GPU machine (``--budget-s``, default 420 s, stops starting new configurations once it is
