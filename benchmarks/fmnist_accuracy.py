@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 METHODS = [
@@ -125,17 +128,6 @@ def table(results: list[dict], budget_min: float, command: str) -> str:
     return "\n".join([*lines, "", "Reproduce:", "", "```bash", command, "```"])
 
 
-def write_section(doc: Path, name: str, body: str) -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + f"\n\n## Fashion-MNIST accuracy with few labels\n\n{block}\n"
-    doc.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
@@ -153,7 +145,7 @@ def main() -> None:
     command = "python benchmarks/fmnist_accuracy.py " + " ".join(sys.argv[1:])
     commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
     args.commands.write_text(json.dumps(commands, indent=2) + "\n")
-    write_section(args.doc, "fmnist", table(results, args.budget_min, "\n".join(commands)))
+    write_section(args.doc, "fmnist", "Fashion-MNIST accuracy with few labels", table(results, args.budget_min, "\n".join(commands)))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def test_config_composition_errors_create_no_run_dir(workdir: Path, args, expect
         (["run.mode=test"], "run.checkpoint", "run.checkpoint=<path>"),
         (["run.resume=/nowhere/last.ckpt"], "run.resume", ".ckpt file or a run dir"),
         (["run.objective=val/accuracy"], "run.objective", "val/acc"),
+        (["data.labels_per_class=null"], "data.unlabeled_batch_size", "method=supervised"),
         (["method=supervised", "+method.loss_heads.fixmatch.threshold=0.9"], "method.loss_heads.fixmatch", "=null"),
         (
             ["data.train._target_=sesemi.datasets.FashionMNIST", "+data.train.root=${datapath:fmnist}"],

@@ -108,10 +108,11 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.split: Split = split_indices(
             _targets(train, "data.train"), classes=getattr(train, "classes", None), **self.split_args
         )
-        if self.unlabeled_views is not None and len(self.unlabeled_dataset()) < unlabeled_batch_size:
+        n_unlabeled = len(self.split.unlabeled) + sum(len(d) for d in self.extra_unlabeled)
+        if self.unlabeled_views is not None and n_unlabeled < unlabeled_batch_size:
             raise ConfigError(
                 "data.unlabeled_batch_size",
-                f"is {unlabeled_batch_size} but only {len(self.unlabeled_dataset())} unlabeled samples exist (all "
+                f"is {unlabeled_batch_size} but only {n_unlabeled} unlabeled samples exist (all "
                 "training samples are labeled or held out)",
                 "label fewer samples (data.labels_per_class), add data.extra_unlabeled, or use method=supervised",
             )
