@@ -36,8 +36,9 @@ METHODS = [
 # Batch sizes for every method: 32 labeled, 7x that unlabeled (FixMatch's ratio), small enough for 2 CPU cores.
 COMMON = [
     "experiment=fmnist_fixmatch",
-    "data.labeled_batch_size=32",
-    "data.unlabeled_batch_size=224",
+    "model.backbone.width=16",
+    "data.labeled_batch_size=16",
+    "data.unlabeled_batch_size=112",
     "data.num_workers=2",
     "callbacks.progress_bar=null",
     "callbacks.images=null",
