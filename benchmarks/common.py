@@ -92,7 +92,7 @@ def write_section(doc: Path, name: str, heading: str, body: str) -> None:
     doc.parent.mkdir(parents=True, exist_ok=True)
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + f"\n\n## {heading}\n\n{block}\n"
     tmp = doc.with_name(f".{doc.name}.{os.getpid()}.tmp")
@@ -149,12 +149,17 @@ def _rollup(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def run_with_memory(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None, interval: float = 0.1,
-                    timeout: float = 1800) -> dict[str, Any]:
+def run_with_memory(
+    cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None, interval: float = 0.1, timeout: float = 1800
+) -> dict[str, Any]:
     """Run ``cmd`` and poll its process tree: the peak of the summed RSS and PSS over all its processes, the peak
     RSS of the largest single process, and the most processes alive at once."""
     proc = subprocess.Popen(
-        list(cmd), cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        list(cmd),
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     peak_rss = peak_pss = peak_one = peak_n = 0

@@ -153,18 +153,28 @@ def throughput(args) -> list[dict[str, Any]]:
         rl, ru = median(rates_l), median(rates_u)
         worker_s_per_step = lb / rl + ub / ru
         row = {
-            "experiment": name, "overrides": overrides, "image": f"{size}x{size} {mode}",
-            "labeled_batch": lb, "unlabeled_batch": ub, "num_workers_default": int(cfg.data.num_workers),
-            "labeled_images_per_s": rl, "unlabeled_images_per_s": ru,
-            "labeled_views": list(labeled.views), "unlabeled_views": list(unlabeled.views),
+            "experiment": name,
+            "overrides": overrides,
+            "image": f"{size}x{size} {mode}",
+            "labeled_batch": lb,
+            "unlabeled_batch": ub,
+            "num_workers_default": int(cfg.data.num_workers),
+            "labeled_images_per_s": rl,
+            "unlabeled_images_per_s": ru,
+            "labeled_views": list(labeled.views),
+            "unlabeled_views": list(unlabeled.views),
             "worker_ms_per_step": 1000 * worker_s_per_step,
             "steps_per_s_one_worker": 1 / worker_s_per_step,
             "steps_per_s_default_workers": int(cfg.data.num_workers) / worker_s_per_step,
             "loads": loads,
         }
         rows.append(row)
-        print(f"{name}: labeled {rl:.0f} img/s, unlabeled {ru:.0f} img/s per worker, "
-              f"{row['worker_ms_per_step']:.1f} worker-ms/step (load {loads[-1]})", file=sys.stderr, flush=True)
+        print(
+            f"{name}: labeled {rl:.0f} img/s, unlabeled {ru:.0f} img/s per worker, "
+            f"{row['worker_ms_per_step']:.1f} worker-ms/step (load {loads[-1]})",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -174,12 +184,26 @@ def throughput(args) -> list[dict[str, Any]]:
 
 def run_probe(workdir: Path, setting: list[str], steps: int, val_every: int) -> dict[str, Any]:
     probe = workdir / f"probe_{time.time_ns()}.json"
-    cmd = [sys.executable, "-m", "sesemi.train", "+callbacks.data_wait._target_=sesemi_data_probe.DataWaitProbe",
-           f"trainer.max_steps={steps}", f"trainer.val_check_interval={val_every}", "callbacks.progress_bar=null",
-           "run.id=data_pipeline", *setting]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sesemi.train",
+        "+callbacks.data_wait._target_=sesemi_data_probe.DataWaitProbe",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={val_every}",
+        "callbacks.progress_bar=null",
+        "run.id=data_pipeline",
+        *setting,
+    ]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=False,
-                          env={**os.environ, "SESEMI_DATA_PROBE": str(probe)})
+    proc = subprocess.run(
+        cmd,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SESEMI_DATA_PROBE": str(probe)},
+    )
     wall = time.perf_counter() - started
     if proc.returncode != 0 or not probe.is_file():
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -187,9 +211,13 @@ def run_probe(workdir: Path, setting: list[str], steps: int, val_every: int) -> 
     rows = data["rows"]
     wait, step = sum(r[0] for r in rows), sum(r[1] for r in rows)
     return {
-        "wait_fraction": wait / step, "median_wait_ms": 1000 * median(r[0] for r in rows),
-        "median_step_ms": 1000 * median(r[1] for r in rows), "steps_timed": len(rows),
-        "train_s": data["train_s"], "wall_s": wall, "load": load(),
+        "wait_fraction": wait / step,
+        "median_wait_ms": 1000 * median(r[0] for r in rows),
+        "median_step_ms": 1000 * median(r[1] for r in rows),
+        "steps_timed": len(rows),
+        "train_s": data["train_s"],
+        "wall_s": wall,
+        "load": load(),
     }
 
 
@@ -210,11 +238,15 @@ def data_wait(args) -> dict[str, Any]:
         (workdir / "src" / "sesemi_data_probe.py").write_text(PROBE)
         names = list(settings)
         for rep in range(args.runs):
-            for name in names[rep % len(names):] + names[: rep % len(names)]:
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
                 r = run_probe(workdir, [*settings[name], *args.overrides], args.steps, args.val_every)
                 out[name].append(r)
-                print(f"{name}: wait {100 * r['wait_fraction']:.1f}% of step time, step {r['median_step_ms']:.0f} ms, "
-                      f"train {r['train_s']:.1f} s (load {r['load']})", file=sys.stderr, flush=True)
+                print(
+                    f"{name}: wait {100 * r['wait_fraction']:.1f}% of step time, step {r['median_step_ms']:.0f} ms, "
+                    f"train {r['train_s']:.1f} s (load {r['load']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
     summary = {}
     for name, runs in out.items():
         summary[name] = {
@@ -237,34 +269,70 @@ def table(result: dict[str, Any], command: str) -> str:
     if result["throughput"]:
         loads = [x for r in result["throughput"] for x in r["loads"]]
         lines += [
-            (f"Part 1: one worker (one torch thread), medians of {result['repeats']} timings of {result['seconds']:g} s "
-            f"each; {m['cpu_count']} shared cores, load average {min(loads):.1f} – {max(loads):.1f}."),
+            (
+                f"Part 1: one worker (one torch thread), medians of {result['repeats']} timings of "
+                f"{result['seconds']:g} s "
+                f"each; {m['cpu_count']} shared cores, load average {min(loads):.1f} – {max(loads):.1f}."
+            ),
             "",
             markdown_table(
-                ["experiment", "images", "labeled (weak) img/s per worker", "unlabeled (weak+strong) img/s per worker",
-                 "batch (labeled + unlabeled)", "worker-ms per step", "steps/s one worker feeds",
-                 "default num_workers"],
-                [[r["experiment"], r["image"], f"{r['labeled_images_per_s']:.0f}",
-                  f"{r['unlabeled_images_per_s']:.0f}", f"{r['labeled_batch']} + {r['unlabeled_batch']}",
-                  f"{r['worker_ms_per_step']:.0f}", f"{r['steps_per_s_one_worker']:.2f}", r["num_workers_default"]]
-                 for r in result["throughput"]],
+                [
+                    "experiment",
+                    "images",
+                    "labeled (weak) img/s per worker",
+                    "unlabeled (weak+strong) img/s per worker",
+                    "batch (labeled + unlabeled)",
+                    "worker-ms per step",
+                    "steps/s one worker feeds",
+                    "default num_workers",
+                ],
+                [
+                    [
+                        r["experiment"],
+                        r["image"],
+                        f"{r['labeled_images_per_s']:.0f}",
+                        f"{r['unlabeled_images_per_s']:.0f}",
+                        f"{r['labeled_batch']} + {r['unlabeled_batch']}",
+                        f"{r['worker_ms_per_step']:.0f}",
+                        f"{r['steps_per_s_one_worker']:.2f}",
+                        r["num_workers_default"],
+                    ]
+                    for r in result["throughput"]
+                ],
             ),
         ]
     if result.get("data_wait"):
         dw = result["data_wait"]
         lines += [
             "",
-            (f"Part 2: `python -m sesemi.train` (default experiment) for {result['steps']} steps, validation every "
-            f"{result['val_every']}; medians of {result['runs']} runs per setting, alternating. *Wait* is the time "
-            "from the end of a step to the start of the next (fetching the batch, plus Lightning's own bookkeeping), "
-            "as a share of the step time, over the steps without a validation in between."),
+            (
+                f"Part 2: `python -m sesemi.train` (default experiment) for {result['steps']} steps, validation every "
+                f"{result['val_every']}; medians of {result['runs']} runs per setting, alternating. *Wait* is the time "
+                "from the end of a step to the start of the next (fetching the batch, plus Lightning's own "
+                "bookkeeping), "
+                "as a share of the step time, over the steps without a validation in between."
+            ),
             "",
             markdown_table(
-                ["setting", "wait / step time", "median wait", "median step", "training time (incl. validation)",
-                 "load"],
-                [[name, f"**{100 * s['wait_fraction']:.1f}%**", f"{s['median_wait_ms']:.1f} ms",
-                  f"{s['median_step_ms']:.0f} ms", f"{s['train_s']:.1f} s",
-                  f"{min(s['loads']):.1f} – {max(s['loads']):.1f}"] for name, s in dw.items()],
+                [
+                    "setting",
+                    "wait / step time",
+                    "median wait",
+                    "median step",
+                    "training time (incl. validation)",
+                    "load",
+                ],
+                [
+                    [
+                        name,
+                        f"**{100 * s['wait_fraction']:.1f}%**",
+                        f"{s['median_wait_ms']:.1f} ms",
+                        f"{s['median_step_ms']:.0f} ms",
+                        f"{s['train_s']:.1f} s",
+                        f"{min(s['loads']):.1f} – {max(s['loads']):.1f}",
+                    ]
+                    for name, s in dw.items()
+                ],
             ),
         ]
     lines += ["", reproduce(command)]
@@ -286,8 +354,12 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra overrides of the part-2 training runs")
     args = parser.parse_args()
     result: dict[str, Any] = {
-        "machine": machine(), "seconds": args.seconds, "repeats": args.repeats, "steps": args.steps,
-        "val_every": args.val_every, "runs": args.runs,
+        "machine": machine(),
+        "seconds": args.seconds,
+        "repeats": args.repeats,
+        "steps": args.steps,
+        "val_every": args.val_every,
+        "runs": args.runs,
     }
     result["throughput"] = throughput(args)
     if args.steps > 0:

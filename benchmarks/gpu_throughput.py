@@ -5,8 +5,9 @@ Two backbones: WRN-28-2 on 32x32 images (the CIFAR-10 FixMatch experiment, 64 la
 For each, the same step in sesemi's Trainer and in a hand-written loop as fp32, bf16 mixed precision, bf16 +
 channels_last and bf16 + channels_last + ``torch.compile`` of the backbone (``--grid full``: all 16 combinations of
 precision, channels_last, compile and loop). The hand-written loop is the P1 loop: one forward over the
-concatenated views, cross-entropy + FixMatch, SGD, EMA. Batches are random tensors already on the device, so the data pipeline is out
-of the picture (P3 covers it). Images/s counts every image the network sees (labeled + both unlabeled views).
+concatenated views, cross-entropy + FixMatch, SGD, EMA. Batches are random tensors already on the device, so the
+data pipeline is out of the picture (P3 covers it). Images/s counts every image the network sees (labeled + both
+unlabeled views).
 
 One prepared run on a GPU machine (``--budget-s``, default 420 s, stops starting new configurations once it is
 spent, and the results are written after each one, so a run stays within about 8 minutes):
@@ -45,8 +46,12 @@ from common import (
 
 MODELS: dict[str, dict[str, Any]] = {
     "wrn28_2": {"overrides": ["experiment=cifar10_wrn28_fixmatch_4000"], "size": 32, "labeled": 64, "mu": 7},
-    "resnet50": {"overrides": ["model=torchvision", "model.backbone.name=resnet50"], "size": 224, "labeled": 16,
-                 "mu": 7},
+    "resnet50": {
+        "overrides": ["model=torchvision", "model.backbone.name=resnet50"],
+        "size": 224,
+        "labeled": 16,
+        "mu": 7,
+    },
 }
 TINY = {"wrn28_2": {"size": 32, "labeled": 2, "mu": 1}, "resnet50": {"size": 64, "labeled": 2, "mu": 1}}
 
@@ -61,8 +66,13 @@ GRID = [
     ("hand", "bf16-mixed", True, True),
     ("sesemi", "bf16-mixed", True, True),
 ]
-FULL_GRID = [(loop, p, cl, c) for p in ("32-true", "bf16-mixed") for cl in (False, True) for c in (False, True)
-             for loop in ("hand", "sesemi")]
+FULL_GRID = [
+    (loop, p, cl, c)
+    for p in ("32-true", "bf16-mixed")
+    for cl in (False, True)
+    for c in (False, True)
+    for loop in ("hand", "sesemi")
+]
 
 
 def quiet() -> None:
@@ -95,9 +105,15 @@ def make_batches(n: int, labeled: int, mu: int, size: int, classes: int, device,
 
     return [
         {
-            "labeled": {"weak": images(labeled), "target": torch.randint(0, classes, (labeled,), generator=gen).to(device)},
-            "unlabeled": {"weak": images(mu * labeled), "strong": images(mu * labeled),
-                          "target": torch.full((mu * labeled,), -1).to(device)},
+            "labeled": {
+                "weak": images(labeled),
+                "target": torch.randint(0, classes, (labeled,), generator=gen).to(device),
+            },
+            "unlabeled": {
+                "weak": images(mu * labeled),
+                "strong": images(mu * labeled),
+                "target": torch.full((mu * labeled,), -1).to(device),
+            },
         }
         for _ in range(n)
     ]
@@ -132,12 +148,19 @@ def hand_loop(cfg, module, batches, steps: int, warmup: int, precision: str, dev
     o = cfg.optimizer
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr,
-                                momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    optimizer = torch.optim.SGD(
+        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=o.lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        weight_decay=o.weight_decay,
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     ema = module.ema.module.to(device)
-    pairs = [(e, s) for e, s in zip([*ema.parameters(), *ema.buffers()], [*module.model.parameters(),
-                                                                           *module.model.buffers()])]
+    pairs = [
+        (e, s)
+        for e, s in zip([*ema.parameters(), *ema.buffers()], [*module.model.parameters(), *module.model.buffers()])
+    ]
     ema_f = [e for e, s in pairs if e.is_floating_point()]
     src_f = [s for e, s in pairs if e.is_floating_point()]
     ema_i = [(e, s) for e, s in pairs if not e.is_floating_point()]
@@ -149,7 +172,12 @@ def hand_loop(cfg, module, batches, steps: int, warmup: int, precision: str, dev
             sync(device)
             t0 = time.perf_counter()
         b = batches[step % len(batches)]
-        x_l, y_l, u_w, u_s = b["labeled"]["weak"], b["labeled"]["target"], b["unlabeled"]["weak"], b["unlabeled"]["strong"]
+        x_l, y_l, u_w, u_s = (
+            b["labeled"]["weak"],
+            b["labeled"]["target"],
+            b["unlabeled"]["weak"],
+            b["unlabeled"]["strong"],
+        )
         with autocast:
             f_l, f_w, f_s = backbone(torch.cat([x_l, u_w, u_s])).split([len(x_l), len(u_w), len(u_s)])
             loss_sup = F.cross_entropy(head(f_l), y_l)
@@ -190,8 +218,14 @@ def sesemi_loop(cfg, module, batches, steps: int, warmup: int, device) -> float:
                 sync(device)
                 marks["t1"] = time.perf_counter()
 
-    trainer = build_trainer(cfg, enable_checkpointing=False, limit_val_batches=0, max_steps=steps,
-                            enable_progress_bar=False, enable_model_summary=False)
+    trainer = build_trainer(
+        cfg,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        max_steps=steps,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.callbacks.append(Timer())
     loaders = {s: Cycle([b[s] for b in batches], steps) for s in ("labeled", "unlabeled")}
     trainer.fit(module, train_dataloaders=CombinedLoader(loaders, mode="max_size_cycle"))
@@ -207,8 +241,16 @@ def run_config(name: str, spec: dict[str, Any], variant: tuple, args, device) ->
     loop, precision, channels_last, compiled = variant
     accel = "gpu" if device.type == "cuda" else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose([*spec["overrides"], f"run.accelerator={accel}", f"run.precision={precision}",
-                       f"trainer.max_steps={args.steps}", "trainer.log_every_n_steps=50"], tmp)
+        cfg = compose(
+            [
+                *spec["overrides"],
+                f"run.accelerator={accel}",
+                f"run.precision={precision}",
+                f"trainer.max_steps={args.steps}",
+                "trainer.log_every_n_steps=50",
+            ],
+            tmp,
+        )
         with open_dict(cfg):
             cfg.callbacks = {}
             cfg.logger = {}
@@ -232,10 +274,19 @@ def run_config(name: str, spec: dict[str, Any], variant: tuple, args, device) ->
     timed = args.steps - args.warmup
     per_step = spec["labeled"] * (1 + 2 * spec["mu"])
     row = {
-        "model": name, "image_size": spec["size"], "labeled": spec["labeled"], "mu": spec["mu"], "loop": loop,
-        "precision": precision, "channels_last": channels_last, "compile": compiled,
-        "images_per_step": per_step, "step_ms": 1000 * seconds / timed, "images_per_s": per_step * timed / seconds,
-        "warmup_s": total - seconds, "load": load(),
+        "model": name,
+        "image_size": spec["size"],
+        "labeled": spec["labeled"],
+        "mu": spec["mu"],
+        "loop": loop,
+        "precision": precision,
+        "channels_last": channels_last,
+        "compile": compiled,
+        "images_per_step": per_step,
+        "step_ms": 1000 * seconds / timed,
+        "images_per_s": per_step * timed / seconds,
+        "warmup_s": total - seconds,
+        "load": load(),
     }
     if device.type == "cuda":
         row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -251,24 +302,48 @@ def table(result: dict[str, Any], command: str) -> str:
         hand = ref.get((r["model"], r["precision"], r["channels_last"], r["compile"]))
         measured = hand and r["loop"] == "sesemi" and result["device"] == "cuda"
         ratio = f"{r['images_per_s'] / hand['images_per_s']:.3f}" if measured else ""
-        out.append([
-            r["model"], f"{r['image_size']}x{r['image_size']}", f"{r['labeled']} + 2 x {r['mu'] * r['labeled']}",
-            r["loop"], r["precision"], "on" if r["channels_last"] else "off", "on" if r["compile"] else "off",
-            f"{r['images_per_s']:.0f}", f"{r['step_ms']:.1f}", ratio,
-            f"{r['peak_mem_gib']:.1f}" if "peak_mem_gib" in r else "–",
-        ])
-    header = ["model", "size", "batch (labeled + views)", "loop", "precision", "channels_last", "compile",
-              "images/s", "ms/step", "sesemi / hand", "peak GiB"]
+        out.append(
+            [
+                r["model"],
+                f"{r['image_size']}x{r['image_size']}",
+                f"{r['labeled']} + 2 x {r['mu'] * r['labeled']}",
+                r["loop"],
+                r["precision"],
+                "on" if r["channels_last"] else "off",
+                "on" if r["compile"] else "off",
+                f"{r['images_per_s']:.0f}",
+                f"{r['step_ms']:.1f}",
+                ratio,
+                f"{r['peak_mem_gib']:.1f}" if "peak_mem_gib" in r else "–",
+            ]
+        )
+    header = [
+        "model",
+        "size",
+        "batch (labeled + views)",
+        "loop",
+        "precision",
+        "channels_last",
+        "compile",
+        "images/s",
+        "ms/step",
+        "sesemi / hand",
+        "peak GiB",
+    ]
     if result["device"] == "cuda":
-        intro = (f"Measured on {m['cuda']} (torch {m['torch']}, Lightning {m.get('pytorch_lightning')}), "
-                 f"{result['steps'] - result['warmup']} timed steps after {result['warmup']} warm-up steps.")
+        intro = (
+            f"Measured on {m['cuda']} (torch {m['torch']}, Lightning {m.get('pytorch_lightning')}), "
+            f"{result['steps'] - result['warmup']} timed steps after {result['warmup']} warm-up steps."
+        )
     else:
-        intro = ("**No GPU was lent to this task, so the P4 GPU numbers are not measured.** The table is the CPU smoke "
-                 f"run of the same script at tiny size ({result['steps'] - result['warmup']} timed steps; "
-                 f"`torch.compile` backend `{result['compile_backend']}`), which only shows that every configuration "
-                 "runs; its timings say nothing about a GPU. On a GPU machine run `python benchmarks/gpu_throughput.py` "
-                 "(16 configurations; `--budget-s`, default 420 s, stops starting new ones once it is spent, so "
-                 "one run stays within about 8 minutes; the GPU timings have not been taken yet).")
+        intro = (
+            "**No GPU was lent to this task, so the P4 GPU numbers are not measured.** The table is the CPU smoke "
+            f"run of the same script at tiny size ({result['steps'] - result['warmup']} timed steps; "
+            f"`torch.compile` backend `{result['compile_backend']}`), which only shows that every configuration "
+            "runs; its timings say nothing about a GPU. On a GPU machine run `python benchmarks/gpu_throughput.py` "
+            "(16 configurations; `--budget-s`, default 420 s, stops starting new ones once it is spent, so "
+            "one run stays within about 8 minutes; the GPU timings have not been taken yet)."
+        )
     skipped = result.get("skipped") or []
     lines = [intro, "", markdown_table(header, out)]
     if skipped:
@@ -306,11 +381,17 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    grid = [v for v in (FULL_GRID if args.grid == "full" else GRID)
-            if v[0] in args.loops and not (args.no_compile and v[3])]
+    grid = [
+        v for v in (FULL_GRID if args.grid == "full" else GRID) if v[0] in args.loops and not (args.no_compile and v[3])
+    ]
     result: dict[str, Any] = {
-        "machine": machine(), "device": device.type, "steps": args.steps, "warmup": args.warmup,
-        "compile_backend": args.compile_backend, "rows": [], "skipped": [],
+        "machine": machine(),
+        "device": device.type,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "compile_backend": args.compile_backend,
+        "rows": [],
+        "skipped": [],
         "command": command_line("gpu_throughput.py"),
     }
     started = time.perf_counter()
@@ -324,14 +405,23 @@ def main() -> None:
             try:
                 row = run_config(name, spec, variant, args, device)
             except Exception as err:  # noqa: BLE001  (e.g. out of memory: record it, go on with the next)
-                row = {"model": name, "loop": variant[0], "precision": variant[1], "channels_last": variant[2],
-                       "compile": variant[3], "error": f"{type(err).__name__}: {str(err)[:300]}"}
+                row = {
+                    "model": name,
+                    "loop": variant[0],
+                    "precision": variant[1],
+                    "channels_last": variant[2],
+                    "compile": variant[3],
+                    "error": f"{type(err).__name__}: {str(err)[:300]}",
+                }
                 print(f"{label}: {row['error']}", file=sys.stderr, flush=True)
                 result.setdefault("errors", []).append(row)
             else:
                 result["rows"].append(row)
-                print(f"{label}: {row['images_per_s']:.0f} images/s, {row['step_ms']:.1f} ms/step", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"{label}: {row['images_per_s']:.0f} images/s, {row['step_ms']:.1f} ms/step",
+                    file=sys.stderr,
+                    flush=True,
+                )
             write_json(args.out, result)
     text = table(result, result["command"])
     print(text)

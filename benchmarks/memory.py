@@ -44,7 +44,7 @@ BASELINE = [sys.executable, "-c", "import time, pytorch_lightning; time.sleep(1)
 def measure(args) -> dict[str, Any]:
     out: dict[str, list[dict]] = {name: [] for name in RUNS}
     with tempfile.TemporaryDirectory(prefix="sesemi-memory-") as tmp:
-        for rep in range(args.repeats):
+        for _rep in range(args.repeats):
             for name, extra in RUNS.items():
                 cmd = [sys.executable, "-m", "sesemi.train", *extra, *args.overrides]
                 if args.steps:
@@ -55,21 +55,34 @@ def measure(args) -> dict[str, Any]:
                 r["load"] = load()
                 r.pop("output_tail")
                 out[name].append(r)
-                print(f"{name}: tree RSS {r['peak_tree_rss_mib']:.0f} MiB, PSS {r['peak_tree_pss_mib']:.0f} MiB, "
-                      f"largest process {r['peak_single_rss_mib']:.0f} MiB, {r['max_processes']} processes, "
-                      f"{r['wall_s']:.0f} s (load {r['load']})", file=sys.stderr, flush=True)
+                print(
+                    f"{name}: tree RSS {r['peak_tree_rss_mib']:.0f} MiB, PSS {r['peak_tree_pss_mib']:.0f} MiB, "
+                    f"largest process {r['peak_single_rss_mib']:.0f} MiB, {r['max_processes']} processes, "
+                    f"{r['wall_s']:.0f} s (load {r['load']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
         base = run_with_memory(BASELINE, Path(tmp))
         base["load"] = load()
         base.pop("output_tail")
-    summary = {"import pytorch_lightning (for scale)": {"runs": [base], "overrides": None, **{
-        k: base[k] for k in ("peak_tree_rss_mib", "peak_tree_pss_mib", "peak_single_rss_mib", "max_processes", "wall_s")
-    }}}
+    summary = {
+        "import pytorch_lightning (for scale)": {
+            "runs": [base],
+            "overrides": None,
+            **{
+                k: base[k]
+                for k in ("peak_tree_rss_mib", "peak_tree_pss_mib", "peak_single_rss_mib", "max_processes", "wall_s")
+            },
+        }
+    }
     for name, runs in out.items():
         summary[name] = {
             "runs": runs,
             "overrides": RUNS[name],
-            **{k: median(r[k] for r in runs) for k in
-               ("peak_tree_rss_mib", "peak_tree_pss_mib", "peak_single_rss_mib", "max_processes", "wall_s")},
+            **{
+                k: median(r[k] for r in runs)
+                for k in ("peak_tree_rss_mib", "peak_tree_pss_mib", "peak_single_rss_mib", "max_processes", "wall_s")
+            },
         }
     return summary
 
@@ -79,19 +92,46 @@ def table(result: dict[str, Any], command: str) -> str:
     steps = f"trainer.max_steps={result['steps']}" if result["steps"] else "the default 600 steps"
     rows = []
     for name, s in result["runs"].items():
-        cmd = ('python -c "import pytorch_lightning"' if s["overrides"] is None
-               else " ".join(["python -m sesemi.train", *s["overrides"]]))
-        rows.append([name, f"`{cmd}`", f"{s['peak_tree_pss_mib']:.0f} MiB", f"{s['peak_tree_rss_mib']:.0f} MiB",
-                     f"{s['peak_single_rss_mib']:.0f} MiB", f"{s['max_processes']:.0f}", f"{s['wall_s']:.0f} s"])
-    return "\n".join([
-        (f"Median of {result['repeats']} run(s) each, {steps}, torch {m['torch']}, Lightning {m.get('pytorch_lightning')}"
-        f" ({m['cpu_count']} shared cores). Process tree = training process(es) + data-loader workers."),
-        "",
-        markdown_table(["run", "command", "peak PSS, process tree", ("peak RSS, process tree (shared pages counted "
-                        "per process)"), "peak RSS, largest process", "processes", "wall time"], rows),
-        "",
-        reproduce(command),
-    ])
+        cmd = (
+            'python -c "import pytorch_lightning"'
+            if s["overrides"] is None
+            else " ".join(["python -m sesemi.train", *s["overrides"]])
+        )
+        rows.append(
+            [
+                name,
+                f"`{cmd}`",
+                f"{s['peak_tree_pss_mib']:.0f} MiB",
+                f"{s['peak_tree_rss_mib']:.0f} MiB",
+                f"{s['peak_single_rss_mib']:.0f} MiB",
+                f"{s['max_processes']:.0f}",
+                f"{s['wall_s']:.0f} s",
+            ]
+        )
+    return "\n".join(
+        [
+            (
+                f"Median of {result['repeats']} run(s) each, {steps}, torch {m['torch']}, "
+                f"Lightning {m.get('pytorch_lightning')}"
+                f" ({m['cpu_count']} shared cores). Process tree = training process(es) + data-loader workers."
+            ),
+            "",
+            markdown_table(
+                [
+                    "run",
+                    "command",
+                    "peak PSS, process tree",
+                    ("peak RSS, process tree (shared pages counted per process)"),
+                    "peak RSS, largest process",
+                    "processes",
+                    "wall time",
+                ],
+                rows,
+            ),
+            "",
+            reproduce(command),
+        ]
+    )
 
 
 def main() -> None:
@@ -103,8 +143,13 @@ def main() -> None:
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra overrides of both commands")
     args = parser.parse_args()
-    result = {"machine": machine(), "repeats": args.repeats, "steps": args.steps, "runs": measure(args),
-              "command": command_line("memory.py")}
+    result = {
+        "machine": machine(),
+        "repeats": args.repeats,
+        "steps": args.steps,
+        "runs": measure(args),
+        "command": command_line("memory.py"),
+    }
     write_json(args.out, result)
     text = table(result, result["command"])
     print(text)

@@ -41,9 +41,24 @@ from common import (
     write_section,
 )
 
-HEAVY = ["tensorboard", "torch.utils.tensorboard", "sklearn", "scipy", "torchvision.models", "optuna", "submitit",
-         "timm", "pandas", "matplotlib", "sqlalchemy", "psycopg2", "plotly", "cloudpickle", "torch._dynamo",
-         "torch._inductor"]
+HEAVY = [
+    "tensorboard",
+    "torch.utils.tensorboard",
+    "sklearn",
+    "scipy",
+    "torchvision.models",
+    "optuna",
+    "submitit",
+    "timm",
+    "pandas",
+    "matplotlib",
+    "sqlalchemy",
+    "psycopg2",
+    "plotly",
+    "cloudpickle",
+    "torch._dynamo",
+    "torch._inductor",
+]
 
 PROBE = '''
 """Start-up probe: milestone times to $SESEMI_STARTUP_PROBE, then exit after the first optimizer step."""
@@ -94,15 +109,25 @@ def workspace(root: Path) -> Path:
 
 
 def train_command(extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "sesemi.train", "+callbacks.startup_probe._target_=sesemi_bench_probe.FirstStepProbe",
-            *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sesemi.train",
+        "+callbacks.startup_probe._target_=sesemi_bench_probe.FirstStepProbe",
+        *extra,
+    ]
 
 
 IMPORT_PL = ["-c", "import pytorch_lightning"]
 # The same import, reporting when it is done (before the interpreter's exit, which the literal command includes and
 # the training command, ended by the probe's os._exit, does not) and which heavy packages it loads itself.
-IMPORT_PL_TIMED = ["-c", ("import time, sys, json; import pytorch_lightning; "
-                   "print(json.dumps({'t': time.time(), 'modules': sorted(sys.modules)}))")]
+IMPORT_PL_TIMED = [
+    "-c",
+    (
+        "import time, sys, json; import pytorch_lightning; "
+        "print(json.dumps({'t': time.time(), 'modules': sorted(sys.modules)}))"
+    ),
+]
 
 
 def time_import(python_args: list[str], cwd: Path) -> float:
@@ -122,11 +147,19 @@ def time_import_done(cwd: Path) -> tuple[float, list[str]]:
 def time_train(extra: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     probe = cwd / f"probe_{time.time_ns()}.json"
     started = time.time()
-    proc = subprocess.run(train_command(extra), cwd=cwd, capture_output=True, text=True, check=False,
-                          env={**env, "SESEMI_STARTUP_PROBE": str(probe)})
+    proc = subprocess.run(
+        train_command(extra),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**env, "SESEMI_STARTUP_PROBE": str(probe)},
+    )
     ended = time.time()
     if not probe.is_file():
-        raise RuntimeError(f"sesemi.train exited {proc.returncode} without reaching a first step:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"sesemi.train exited {proc.returncode} without reaching a first step:\n{proc.stderr[-3000:]}"
+        )
     record = json.loads(probe.read_text())
     probe.unlink()
     record["offsets"] = {k: v - started for k, v in record["times"].items()}
@@ -137,8 +170,9 @@ def time_train(extra: list[str], cwd: Path, env: dict[str, str]) -> dict[str, An
 
 def _importtime(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, int]:
     """{module: self time in microseconds} from ``python -X importtime``."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=cwd, capture_output=True, text=True, check=False,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], cwd=cwd, capture_output=True, text=True, check=False, env=env
+    )
     out: dict[str, int] = {}
     for line in proc.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
@@ -175,7 +209,7 @@ def measure(args) -> dict[str, Any]:
         baseline_modules: list[str] = []
         for rep in range(args.repeats):
             kinds = ["import", "import_done", "train"]
-            for kind in kinds[rep % 3:] + kinds[: rep % 3]:
+            for kind in kinds[rep % 3 :] + kinds[: rep % 3]:
                 if kind == "import":
                     imports.append(time_import(IMPORT_PL, cwd))
                 elif kind == "import_done":
@@ -184,9 +218,13 @@ def measure(args) -> dict[str, Any]:
                 else:
                     trains.append(time_train(args.overrides, cwd, env))
             loads.append(load())
-            print(f"rep {rep}: python -c 'import pytorch_lightning' {imports[-1]:.2f} s (import done at "
-                  f"{imports_done[-1]:.2f} s), sesemi.train first step {trains[-1]['to_first_step_s']:.2f} s "
-                  f"(load {loads[-1]})", file=sys.stderr, flush=True)
+            print(
+                f"rep {rep}: python -c 'import pytorch_lightning' {imports[-1]:.2f} s (import done at "
+                f"{imports_done[-1]:.2f} s), sesemi.train first step {trains[-1]['to_first_step_s']:.2f} s "
+                f"(load {loads[-1]})",
+                file=sys.stderr,
+                flush=True,
+            )
         breakdown = import_breakdown(args.overrides, cwd, env) if args.importtime else {}
     milestones = {k: median(t["offsets"][k] for t in trains) for k, _ in MILESTONES}
     result = {
@@ -201,9 +239,7 @@ def measure(args) -> dict[str, Any]:
         "loads": loads,
         "milestones_median_s": milestones,
         "heavy_modules_loaded_at_first_step": trains[-1]["imported"],
-        "heavy_modules_beyond_pytorch_lightning": [
-            m for m in trains[-1]["imported"] if m not in baseline_modules
-        ],
+        "heavy_modules_beyond_pytorch_lightning": [m for m in trains[-1]["imported"] if m not in baseline_modules],
         "modules_loaded_at_first_step": trains[-1]["modules"],
         "import_breakdown_s": breakdown,
     }
@@ -220,32 +256,45 @@ def table(result: dict[str, Any], command: str) -> str:
         return "met" if x <= 1.0 else "**not met**"
 
     rows = [
-        ["`python -c \"import pytorch_lightning\"` (launch to exit)", f"{result['median_import_pl_s']:.2f} s"],
+        ['`python -c "import pytorch_lightning"` (launch to exit)', f"{result['median_import_pl_s']:.2f} s"],
         ["the same import, launch to import done (no interpreter exit)", f"{result['median_import_pl_done_s']:.2f} s"],
-        ["`python -m sesemi.train` to the end of the first optimizer step", f"{result['median_to_first_step_s']:.2f} s"],
-        ["**difference to the literal import command** (the goal's definition)",
-         f"**{overhead:+.2f} s** (goal <= 1.0 s: {verdict(overhead)})"],
-        ["**difference to the import being done** (sesemi's own start-up, interpreter exit left out)",
-         f"**{overhead_done:+.2f} s** (goal <= 1.0 s: {verdict(overhead_done)})"],
+        [
+            "`python -m sesemi.train` to the end of the first optimizer step",
+            f"{result['median_to_first_step_s']:.2f} s",
+        ],
+        [
+            "**difference to the literal import command** (the goal's definition)",
+            f"**{overhead:+.2f} s** (goal <= 1.0 s: {verdict(overhead)})",
+        ],
+        [
+            "**difference to the import being done** (sesemi's own start-up, interpreter exit left out)",
+            f"**{overhead_done:+.2f} s** (goal <= 1.0 s: {verdict(overhead_done)})",
+        ],
     ]
     lines = [
-        (f"Medians of {result['repeats']} rotating runs of each command, default config "
-        f"({m['cpu_count']} cores shared with other jobs; load average {min(result['loads']):.1f} – "
-        f"{max(result['loads']):.1f}; Python {m['python']}, torch {m['torch']}, Lightning {m.get('pytorch_lightning')})."),
+        (
+            f"Medians of {result['repeats']} rotating runs of each command, default config "
+            f"({m['cpu_count']} cores shared with other jobs; load average {min(result['loads']):.1f} – "
+            f"{max(result['loads']):.1f}; Python {m['python']}, torch {m['torch']}, "
+            f"Lightning {m.get('pytorch_lightning')})."
+        ),
         "",
         markdown_table(["command", "wall time (median)"], rows),
         "",
         "Where the time to the first step goes (median offsets from the launch):",
         "",
-        markdown_table(["milestone", "at"],
-                       [[text, f"{result['milestones_median_s'][key]:.2f} s"] for key, text in MILESTONES]),
+        markdown_table(
+            ["milestone", "at"], [[text, f"{result['milestones_median_s'][key]:.2f} s"] for key, text in MILESTONES]
+        ),
     ]
     if result["import_breakdown_s"]:
         top = list(result["import_breakdown_s"].items())[:12]
         lines += [
             "",
-            ("Imports on top of `import pytorch_lightning` (one `python -X importtime` run, self time per package; "
-            "inflated by the profiler, so only the proportions matter):"),
+            (
+                "Imports on top of `import pytorch_lightning` (one `python -X importtime` run, self time per package; "
+                "inflated by the profiler, so only the proportions matter):"
+            ),
             "",
             markdown_table(["package", "import time"], [[f"`{k}`", f"{v:.3f} s"] for k, v in top]),
         ]
@@ -254,7 +303,8 @@ def table(result: dict[str, Any], command: str) -> str:
         "Heavy packages loaded at the first step beyond those `import pytorch_lightning` loads itself: "
         + (", ".join(f"`{x}`" for x in result["heavy_modules_beyond_pytorch_lightning"]) or "none")
         + "; not loaded at all: "
-        + ", ".join(f"`{x}`" for x in HEAVY if x not in result["heavy_modules_loaded_at_first_step"]) + ".",
+        + ", ".join(f"`{x}`" for x in HEAVY if x not in result["heavy_modules_loaded_at_first_step"])
+        + ".",
         "",
         reproduce(command),
     ]
@@ -265,8 +315,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-warm", dest="warm", action="store_false", help="skip the untimed first run of each")
-    parser.add_argument("--no-importtime", dest="importtime", action="store_false",
-                        help="skip the -X importtime breakdown")
+    parser.add_argument(
+        "--no-importtime", dest="importtime", action="store_false", help="skip the -X importtime breakdown"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "startup.json")
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true")

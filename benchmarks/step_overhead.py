@@ -160,14 +160,18 @@ class HandLoop:
         no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
         self.optimizer = torch.optim.SGD(
             [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay,
+            lr=o.lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(cfg.lr_scheduler.T_max))
         ema_model = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.ema_decay = float(cfg.method.ema.decay)
         self.ema_float, self.src_float, self.ema_int, self.src_int = [], [], [], []
-        for e, s in zip([*ema_model.parameters(), *ema_model.buffers()],
-                        [*self.model.parameters(), *self.model.buffers()]):
+        for e, s in zip(
+            [*ema_model.parameters(), *ema_model.buffers()], [*self.model.parameters(), *self.model.buffers()]
+        ):
             (self.ema_float if e.is_floating_point() else self.ema_int).append(e)
             (self.src_float if e.is_floating_point() else self.src_int).append(s)
         self.log_every = int(cfg.trainer.log_every_n_steps)
@@ -204,8 +208,10 @@ class HandLoop:
             torch._foreach_lerp_(self.ema_float, self.src_float, 1.0 - d)
 
     def step(self, step: int) -> None:
-        batch = {"labeled": self.labeled[step % len(self.labeled)],
-                 "unlabeled": self.unlabeled[step % len(self.unlabeled)]}
+        batch = {
+            "labeled": self.labeled[step % len(self.labeled)],
+            "unlabeled": self.unlabeled[step % len(self.unlabeled)],
+        }
         loss = self.loss(batch, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -304,9 +310,15 @@ def sesemi_run(cfg, module, labeled, unlabeled, steps: int, variant: str, hand: 
 def _summary(pairs: list[tuple[float, float]]) -> dict[str, float]:
     s_med, h_med = median(s for s, _ in pairs), median(h for _, h in pairs)
     s_p10, h_p10 = quantile([s for s, _ in pairs], 0.1), quantile([h for _, h in pairs], 0.1)
-    return {"sesemi_ms": 1000 * s_med, "hand_ms": 1000 * h_med, "ratio": h_med / s_med,
-            "sesemi_p10_ms": 1000 * s_p10, "hand_p10_ms": 1000 * h_p10, "ratio_p10": h_p10 / s_p10,
-            "overhead_ms": 1000 * (s_med - h_med)}
+    return {
+        "sesemi_ms": 1000 * s_med,
+        "hand_ms": 1000 * h_med,
+        "ratio": h_med / s_med,
+        "sesemi_p10_ms": 1000 * s_p10,
+        "hand_p10_ms": 1000 * h_p10,
+        "ratio_p10": h_p10 / s_p10,
+        "overhead_ms": 1000 * (s_med - h_med),
+    }
 
 
 def measure(args, overrides: list[str], threads: int | None) -> dict[str, Any]:
@@ -336,7 +348,7 @@ def measure(args, overrides: list[str], threads: int | None) -> dict[str, Any]:
                         module = minimal_lightning_module(HandLoop(cfg, module, labeled, unlabeled))
                     s_times, h_times = sesemi_run(cfg, module, labeled, unlabeled, args.steps, name, hand)
                     # sesemi step k (k >= 1) is paired with hand step k; the first steps are warm-up.
-                    pairs = list(zip(s_times, h_times[1:]))[args.warmup:]
+                    pairs = list(zip(s_times, h_times[1:]))[args.warmup :]
                     run = {
                         "wall": _summary([(s[0], h[0]) for s, h in pairs]),
                         "cpu": _summary([(s[1], h[1]) for s, h in pairs]),
@@ -344,10 +356,13 @@ def measure(args, overrides: list[str], threads: int | None) -> dict[str, Any]:
                     }
                     runs[name].append(run)
                     w, c = run["wall"], run["cpu"]
-                    print(f"threads {torch.get_num_threads()} rep {rep} {name}: wall {w['sesemi_ms']:.2f} / "
-                          f"{w['hand_ms']:.2f} ms (ratio {w['ratio']:.3f}, p10 ratio {w['ratio_p10']:.3f}); CPU "
-                          f"{c['sesemi_ms']:.2f} / {c['hand_ms']:.2f} ms (ratio {c['ratio']:.3f}) (load {run['load']})",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"threads {torch.get_num_threads()} rep {rep} {name}: wall {w['sesemi_ms']:.2f} / "
+                        f"{w['hand_ms']:.2f} ms (ratio {w['ratio']:.3f}, p10 ratio {w['ratio_p10']:.3f}); CPU "
+                        f"{c['sesemi_ms']:.2f} / {c['hand_ms']:.2f} ms (ratio {c['ratio']:.3f}) (load {run['load']})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         torch.set_num_threads(default_threads)
     variants = {}
@@ -355,8 +370,10 @@ def measure(args, overrides: list[str], threads: int | None) -> dict[str, Any]:
         variants[name] = {"runs": rs, "loads": [r["load"] for r in rs]}
         for clock in ("wall", "cpu"):
             variants[name][clock] = {k: median(r[clock][k] for r in rs) for k in rs[0][clock]}
-            variants[name][clock]["ratio_range"] = [min(r[clock]["ratio"] for r in rs),
-                                                     max(r[clock]["ratio"] for r in rs)]
+            variants[name][clock]["ratio_range"] = [
+                min(r[clock]["ratio"] for r in rs),
+                max(r[clock]["ratio"] for r in rs),
+            ]
     return {"torch_threads": threads or default_threads, "variants": variants}
 
 
@@ -392,27 +409,40 @@ def table(result: dict[str, Any], command: str) -> str:
     rows = []
     for name, v in wall["variants"].items():
         w = v["wall"]
-        row = [NAMES.get(name, name), f"{w['hand_ms']:.2f}", f"{w['sesemi_ms']:.2f}", f"**{w['ratio']:.3f}**",
-               f"{w['ratio_range'][0]:.3f} – {w['ratio_range'][1]:.3f}", f"{w['ratio_p10']:.3f}",
-               f"{min(v['loads']):.1f} – {max(v['loads']):.1f}"]
+        row = [
+            NAMES.get(name, name),
+            f"{w['hand_ms']:.2f}",
+            f"{w['sesemi_ms']:.2f}",
+            f"**{w['ratio']:.3f}**",
+            f"{w['ratio_range'][0]:.3f} – {w['ratio_range'][1]:.3f}",
+            f"{w['ratio_p10']:.3f}",
+            f"{min(v['loads']):.1f} – {max(v['loads']):.1f}",
+        ]
         if cpu and name in cpu["variants"]:
             c = cpu["variants"][name]["cpu"]
-            row += [f"{c['hand_ms']:.2f}", f"{c['sesemi_ms']:.2f}", f"**{c['ratio']:.3f}**",
-                    f"{c['sesemi_ms'] - c['hand_ms']:+.2f}"]
+            row += [
+                f"{c['hand_ms']:.2f}",
+                f"{c['sesemi_ms']:.2f}",
+                f"**{c['ratio']:.3f}**",
+                f"{c['sesemi_ms'] - c['hand_ms']:+.2f}",
+            ]
         rows.append(row)
-    header = ["loop", "hand ms/step (wall)", "ms/step (wall)", "ratio (wall)", "ratio range", "ratio of p10",
-              "load"]
+    header = ["loop", "hand ms/step (wall)", "ms/step (wall)", "ratio (wall)", "ratio range", "ratio of p10", "load"]
     if cpu:
         header += ["hand ms/step (CPU, 1 thread)", "ms/step (CPU, 1 thread)", "ratio (CPU)", "overhead ms/step (CPU)"]
     text = [
-        (f"Goal: ratio = hand-loop step time / sesemi step time >= 0.97 (the step rate relative to the hand loop). "
-        f"{result['repeats']} runs per variant of {result['steps']} steps; each step paired with the hand loop's same "
-        f"step run right after it; per run the median over the last {result['steps'] - 1 - result['warmup']} pairs; "
-        f"the table gives the median over runs. *Wall*: wall-clock time with torch's default "
-        f"{wall['torch_threads']} threads (what a run sees; inflated by whatever else runs on the machine). *CPU*: "
-        "the CPU time of the main thread with 1 torch thread (all the work of a step, not inflated by other "
-        "processes), the noise-free measure of the same ratio. "
-        f"Torch {m['torch']}, Lightning {m.get('pytorch_lightning')}, {m['cpu_count']} cores shared with other jobs."),
+        (
+            f"Goal: ratio = hand-loop step time / sesemi step time >= 0.97 (the step rate relative to the hand loop). "
+            f"{result['repeats']} runs per variant of {result['steps']} steps; each step paired with the hand loop's "
+            "same step run right after it; per run the median over the last "
+            f"{result['steps'] - 1 - result['warmup']} pairs; "
+            f"the table gives the median over runs. *Wall*: wall-clock time with torch's default "
+            f"{wall['torch_threads']} threads (what a run sees; inflated by whatever else runs on the machine). *CPU*: "
+            "the CPU time of the main thread with 1 torch thread (all the work of a step, not inflated by other "
+            "processes), the noise-free measure of the same ratio. "
+            f"Torch {m['torch']}, Lightning {m.get('pytorch_lightning')}, "
+            f"{m['cpu_count']} cores shared with other jobs."
+        ),
         "",
         markdown_table(header, rows),
         "",
@@ -428,8 +458,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4, help="runs per variant, interleaved (medians reported)")
     parser.add_argument("--batches", type=int, default=16, help="distinct in-memory batches cycled through")
     parser.add_argument("--variants", nargs="+", default=["default", "bare", "lightning"], choices=list(VARIANTS))
-    parser.add_argument("--no-cpu-time", dest="cpu_time", action="store_false",
-                        help="skip the second pass (1 torch thread, CPU time)")
+    parser.add_argument(
+        "--no-cpu-time", dest="cpu_time", action="store_false", help="skip the second pass (1 torch thread, CPU time)"
+    )
     parser.add_argument("--profile", choices=[*VARIANTS, "hand"], help="print a cProfile of one run instead")
     parser.add_argument("--profile-out", type=Path, help="with --profile: also save the pstats file here")
     parser.add_argument("--out", type=Path, default=RESULTS / "step_overhead.json")
@@ -442,8 +473,12 @@ def main() -> None:
         return
     args.warmup = min(args.warmup, args.steps - 2)
     info = machine()
-    result: dict[str, Any] = {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-                              "overrides": args.overrides}
+    result: dict[str, Any] = {
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "overrides": args.overrides,
+    }
     result["wall_clock"] = measure(args, args.overrides, None)
     if args.cpu_time:
         result["cpu_time"] = measure(args, args.overrides, 1)
@@ -452,8 +487,12 @@ def main() -> None:
     write_json(args.out, result)
     print(table(result, result["command"]))
     if not args.no_doc:
-        write_section(args.doc, "P1", "Performance P1: step overhead vs a hand-written PyTorch loop",
-                      table(result, result["command"]))
+        write_section(
+            args.doc,
+            "P1",
+            "Performance P1: step overhead vs a hand-written PyTorch loop",
+            table(result, result["command"]),
+        )
 
 
 if __name__ == "__main__":

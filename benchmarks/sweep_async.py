@@ -11,7 +11,8 @@ The same trial budget over the same search space, run three ways through the rea
   the same step stops early).
 
 Trials have unequal lengths: the search space holds the network width and the unlabeled batch size, so a step
-costs up to about 7x more in one trial than in another (all trials train the same 48 steps). So that the three sweeps compare like with like, the trials are not sampled during the sweeps: the budget is
+costs up to about 7x more in one trial than in another (all trials train the same 48 steps). So that the three
+sweeps compare like with like, the trials are not sampled during the sweeps: the budget is
 drawn from the search space with a seeded random sampler and enqueued in the same order in all three
 (``hydra.sweeper.enqueue_trials``), so every sweep runs the same configurations and the same best configuration
 exists in each (pruning may stop it; the table says so). Where the best configuration falls in the order decides
@@ -19,7 +20,7 @@ much of the time to reach it, so the benchmark repeats everything for several dr
 medians. Time to best = from launching the command to the moment a
 trial with the best value of the synchronous sweep (or better) completed, as the study's storage records it.
 
-    python benchmarks/sweep_async.py                  # the tables in docs/benchmarks.md (16 trials, 4 at a time, 4 draws)
+    python benchmarks/sweep_async.py     # the tables in docs/benchmarks.md (16 trials, 4 at a time, 4 draws)
     python benchmarks/sweep_async.py --trials 8 --seeds 0 --keep /tmp/p3   # smaller; keep the sweep dirs
 """
 
@@ -64,15 +65,23 @@ SEARCH_SPACE = {
 # Small FixMatch trials on the embedded digits (4 labels per class, so that the values spread), 48 steps each (the
 # same schedule for all: the pruner compares trials at equal steps), validated (= reported) every 8 steps.
 TRIAL = [
-    "trainer.max_steps=48", "trainer.val_check_interval=8", "trainer.log_every_n_steps=8",
-    "data.labels_per_class=4", "data.labeled_batch_size=16", "data.num_workers=0", "callbacks.progress_bar=null",
-    "callbacks.images=null", "method.ema.evaluate=false",
+    "trainer.max_steps=48",
+    "trainer.val_check_interval=8",
+    "trainer.log_every_n_steps=8",
+    "data.labels_per_class=4",
+    "data.labeled_batch_size=16",
+    "data.num_workers=0",
+    "callbacks.progress_bar=null",
+    "callbacks.images=null",
+    "method.ema.evaluate=false",
 ]
 MODES = {
     "sync": ["hydra/sweeper=optuna_sync"],
     "async": ["hydra/sweeper=optuna_async", "hydra/sweeper/pruner=none"],
     "async_prune": [
-        "hydra/sweeper=optuna_async", "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=4",
+        "hydra/sweeper=optuna_async",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=4",
         "hydra.sweeper.pruner.n_warmup_steps=8",
     ],
 }
@@ -101,11 +110,18 @@ def write_search_config(workdir: Path, trials: list[dict[str, Any]], parallel: i
     config = {
         "defaults": [{"override /hydra/sweeper": "optuna_sync"}],
         "run": {"objective": "val/acc", "objective_mode": "max"},
-        "hydra": {"sweeper": {
-            "dir": "${run.dir}/sweeps/${.study_name}", "study_name": "p3", "n_trials": len(trials),
-            "n_jobs": parallel, "max_failure_rate": 0.25, "sampler": {"seed": 0},
-            "params": dict(SEARCH_SPACE), "enqueue_trials": trials,
-        }},
+        "hydra": {
+            "sweeper": {
+                "dir": "${run.dir}/sweeps/${.study_name}",
+                "study_name": "p3",
+                "n_trials": len(trials),
+                "n_jobs": parallel,
+                "max_failure_rate": 0.25,
+                "sampler": {"seed": 0},
+                "params": dict(SEARCH_SPACE),
+                "enqueue_trials": trials,
+            }
+        },
     }
     path = workdir / "configs" / "hparams_search" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +134,15 @@ def run_mode(workdir: Path, mode: str, parallel: int, study_name: str, search: s
     from sesemi.sweep.storage import make_storage
 
     cmd = [
-        sys.executable, "-m", "sesemi.train", "-m", f"hparams_search={search}", f"hydra.sweeper.study_name={study_name}",
-        f"hydra.sweeper.n_jobs={parallel}", *MODES[mode], *TRIAL,
+        sys.executable,
+        "-m",
+        "sesemi.train",
+        "-m",
+        f"hparams_search={search}",
+        f"hydra.sweeper.study_name={study_name}",
+        f"hydra.sweeper.n_jobs={parallel}",
+        *MODES[mode],
+        *TRIAL,
     ]
     # One thread per trial process: 4 processes share the machine's cores in every mode alike.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -135,16 +158,22 @@ def run_mode(workdir: Path, mode: str, parallel: int, study_name: str, search: s
     trials = study.get_trials(deepcopy=False)
     completions = sorted(
         ((t.datetime_complete - started_at).total_seconds(), t.value, t.number, t.params)
-        for t in trials if t.state.name == "COMPLETE"
+        for t in trials
+        if t.state.name == "COMPLETE"
     )
     states: dict[str, int] = {}
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete)
     return {
-        "mode": mode, "study": study_name, "command": " ".join(cmd[1:]), "wall_s": round(wall, 1),
+        "mode": mode,
+        "study": study_name,
+        "command": " ".join(cmd[1:]),
+        "wall_s": round(wall, 1),
         "load_before": load_before,
-        "load_after": load(), "states": states, "completions": completions,
+        "load_after": load(),
+        "states": states,
+        "completions": completions,
         "trial_seconds_total": round(busy, 1),
         "pruned_steps": {t.number: max(t.intermediate_values) for t in trials if t.state.name == "PRUNED"},
     }
@@ -166,19 +195,30 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         configurations[seed] = draw_trials(args.trials, seed)
         write_search_config(workdir, configurations[seed], args.parallel, f"p3_s{seed}")
         # Alternate the order of the modes between seeds: a shared machine's load drifts.
-        for mode in (args.modes if i % 2 == 0 else list(reversed(args.modes))):
+        for mode in args.modes if i % 2 == 0 else list(reversed(args.modes)):
             print(f"[p3] seed {seed}: {mode} ...", flush=True)
             r = run_mode(workdir, mode, args.parallel, f"{mode}_s{seed}", f"p3_s{seed}")
             r["seed"] = seed
             runs.append(r)
-            print(f"[p3] {mode}: {r['wall_s']} s, {r['states']}, best {max(v for _, v, _, _ in r['completions']):.4f}",
-                  flush=True)
+            print(
+                f"[p3] {mode}: {r['wall_s']} s, {r['states']}, best {max(v for _, v, _, _ in r['completions']):.4f}",
+                flush=True,
+            )
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
-        "name": SECTION, "machine": info, "trials": args.trials, "parallel": args.parallel, "seeds": args.seeds,
-        "modes": args.modes, "search_space": SEARCH_SPACE, "trial_overrides": TRIAL, "mode_overrides": MODES,
-        "configurations": configurations, "runs": runs, "command": command_line("sweep_async.py", args.argv),
+        "name": SECTION,
+        "machine": info,
+        "trials": args.trials,
+        "parallel": args.parallel,
+        "seeds": args.seeds,
+        "modes": args.modes,
+        "search_space": SEARCH_SPACE,
+        "trial_overrides": TRIAL,
+        "mode_overrides": MODES,
+        "configurations": configurations,
+        "runs": runs,
+        "command": command_line("sweep_async.py", args.argv),
     }
 
 
@@ -191,31 +231,45 @@ def summarize(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
         reference = results.get("sync") or next(iter(results.values()))
         target = max(v for _, v, _, _ in reference["completions"])
         first = next(c for c in reference["completions"] if c[1] >= target - 1e-12)
-        positions.append(f"seed {seed}: trial {first[2]} (batch {first[2] // data['parallel'] + 1} of "
-                         f"{-(-data['trials'] // data['parallel'])})")
+        positions.append(
+            f"seed {seed}: trial {first[2]} (batch {first[2] // data['parallel'] + 1} of "
+            f"{-(-data['trials'] // data['parallel'])})"
+        )
         for mode in data["modes"]:
             r = results[mode]
             best = max(r["completions"], key=lambda c: c[1])
             reach = time_to(r, target)
             if mode != "sync" and str(first[2]) in {str(k) for k in r["pruned_steps"]}:
                 pruned_best += 1
-            rows.append({
-                "seed": seed, "mode": mode, "best_value": round(best[1], 4), "best_trial": best[2],
-                "time_to_best_s": round(best[0], 1), "time_to_reference_best_s": reach,
-                "ratio_vs_sync": round(reach / time_to(reference, target), 2) if reach is not None else None,
-                "wall_s": r["wall_s"], "wall_ratio_vs_sync": round(r["wall_s"] / reference["wall_s"], 2),
-                "states": r["states"], "trial_seconds_total": r["trial_seconds_total"],
-                "load": f"{r['load_before']} -> {r['load_after']}",
-            })
+            rows.append(
+                {
+                    "seed": seed,
+                    "mode": mode,
+                    "best_value": round(best[1], 4),
+                    "best_trial": best[2],
+                    "time_to_best_s": round(best[0], 1),
+                    "time_to_reference_best_s": reach,
+                    "ratio_vs_sync": round(reach / time_to(reference, target), 2) if reach is not None else None,
+                    "wall_s": r["wall_s"],
+                    "wall_ratio_vs_sync": round(r["wall_s"] / reference["wall_s"], 2),
+                    "states": r["states"],
+                    "trial_seconds_total": r["trial_seconds_total"],
+                    "load": f"{r['load_before']} -> {r['load_after']}",
+                }
+            )
     medians = []
     for mode in data["modes"]:
         mine = [r for r in rows if r["mode"] == mode]
         ratios = [r["ratio_vs_sync"] for r in mine if r["ratio_vs_sync"] is not None]
-        medians.append({
-            "mode": mode, "median_ratio_vs_sync": round(median(ratios), 2) if ratios else None,
-            "range": f"{min(ratios)}x-{max(ratios)}x" if ratios else "-", "reached": f"{len(ratios)}/{len(mine)}",
-            "median_wall_ratio_vs_sync": round(median(r["wall_ratio_vs_sync"] for r in mine), 2),
-        })
+        medians.append(
+            {
+                "mode": mode,
+                "median_ratio_vs_sync": round(median(ratios), 2) if ratios else None,
+                "range": f"{min(ratios)}x-{max(ratios)}x" if ratios else "-",
+                "reached": f"{len(ratios)}/{len(mine)}",
+                "median_wall_ratio_vs_sync": round(median(r["wall_ratio_vs_sync"] for r in mine), 2),
+            }
+        )
     by_mode = {m["mode"]: m for m in medians}
     if "async_prune" in by_mode and "sync" in by_mode:
         m = by_mode["async_prune"]
@@ -232,8 +286,10 @@ def summarize(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
         "more the asynchronous modes gain (they finish the budget sooner)."
     )
     if pruned_best:
-        notes.append(f"The pruner stopped sync's best configuration in {pruned_best} of {len(data['seeds'])} draws "
-                     "(its early validations were below the median): the price of pruning.")
+        notes.append(
+            f"The pruner stopped sync's best configuration in {pruned_best} of {len(data['seeds'])} draws "
+            "(its early validations were below the median): the price of pruning."
+        )
     return rows, medians, notes
 
 
@@ -241,8 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16, help="trial budget of every sweep")
     parser.add_argument("--parallel", type=int, default=4, help="trials in flight (n_jobs / workers)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
-                        help="one draw of the budget (and so one order of the configurations) per seed")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3],
+        help="one draw of the budget (and so one order of the configurations) per seed",
+    )
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--keep", help="run in this dir and keep the sweeps (default: a temporary dir)")
     parser.add_argument("--from-json", help="no sweeps: rebuild the tables from an earlier results file")
@@ -260,15 +321,31 @@ def main(argv: list[str] | None = None) -> None:
     out = write_json(RESULTS / f"{SECTION}.json", data)
     table = markdown_table(
         ["seed", "mode", "best val/acc (trial)", "time to sync's best", "vs sync", "sweep wall time", "trials", "load"],
-        [[r["seed"], r["mode"], f"{r['best_value']} ({r['best_trial']})",
-          f"{r['time_to_reference_best_s']} s" if r["time_to_reference_best_s"] is not None else "never",
-          f"{r['ratio_vs_sync']}x" if r["ratio_vs_sync"] is not None else "-", f"{r['wall_s']} s",
-          ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["states"].items())), r["load"]] for r in rows],
+        [
+            [
+                r["seed"],
+                r["mode"],
+                f"{r['best_value']} ({r['best_trial']})",
+                f"{r['time_to_reference_best_s']} s" if r["time_to_reference_best_s"] is not None else "never",
+                f"{r['ratio_vs_sync']}x" if r["ratio_vs_sync"] is not None else "-",
+                f"{r['wall_s']} s",
+                ", ".join(f"{n} {s.lower()}" for s, n in sorted(r["states"].items())),
+                r["load"],
+            ]
+            for r in rows
+        ],
     )
     summary = markdown_table(
         ["mode", "time to sync's best, vs sync (median, range)", "reached sync's best", "sweep wall time, vs sync"],
-        [[m["mode"], f"{m['median_ratio_vs_sync']}x ({m['range']})" if m["median_ratio_vs_sync"] is not None else "-",
-          m["reached"], f"{m['median_wall_ratio_vs_sync']}x"] for m in medians],
+        [
+            [
+                m["mode"],
+                f"{m['median_ratio_vs_sync']}x ({m['range']})" if m["median_ratio_vs_sync"] is not None else "-",
+                m["reached"],
+                f"{m['median_wall_ratio_vs_sync']}x",
+            ]
+            for m in medians
+        ],
     )
     print(table, summary, *notes, f"[p3] results: {out}", sep="\n")
     if not args.no_doc:

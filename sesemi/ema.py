@@ -19,14 +19,21 @@ def _bump_generation(*args: Any) -> None:
     _generation += 1
 
 
-for _register in ("register_module_parameter_registration_hook", "register_module_buffer_registration_hook",
-                  "register_module_module_registration_hook"):
+for _register in (
+    "register_module_parameter_registration_hook",
+    "register_module_buffer_registration_hook",
+    "register_module_module_registration_hook",
+):
     if hasattr(_module, _register):
         getattr(_module, _register)(_bump_generation)
-_CACHE_TENSOR_LISTS = all(hasattr(_module, name) for name in (
-    "register_module_parameter_registration_hook", "register_module_buffer_registration_hook",
-    "register_module_module_registration_hook",
-))
+_CACHE_TENSOR_LISTS = all(
+    hasattr(_module, name)
+    for name in (
+        "register_module_parameter_registration_hook",
+        "register_module_buffer_registration_hook",
+        "register_module_module_registration_hook",
+    )
+)
 
 
 class EMA(nn.Module):

@@ -249,7 +249,8 @@ def train_in_rank_processes(cfg: DictConfig) -> dict[str, Any]:
     run = cfg.run
     if int(run.num_nodes) != 1:
         raise ConfigError(
-            "run.num_nodes", f"is {run.num_nodes}, but a local sweep job runs on this machine",
+            "run.num_nodes",
+            f"is {run.num_nodes}, but a local sweep job runs on this machine",
             "set run.num_nodes=1, or launch the sweep with -m hydra/launcher=slurm",
         )
     n = num_devices(run)
@@ -258,14 +259,25 @@ def train_in_rank_processes(cfg: DictConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sesemi-ranks-") as tmp:
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-               "WORLD_SIZE": str(n), "NODE_RANK": "0"}
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(_free_port()),
+            "WORLD_SIZE": str(n),
+            "NODE_RANK": "0",
+        }
         log_file = _job_log_file()
         procs = []
         try:
             for rank in range(n):
-                cmd = [sys.executable, "-m", "sesemi.cluster.ranks", str(config_path), "--result",
-                       str(Path(tmp) / f"rank{rank}.json")]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "sesemi.cluster.ranks",
+                    str(config_path),
+                    "--result",
+                    str(Path(tmp) / f"rank{rank}.json"),
+                ]
                 if rank == 0 and log_file:
                     cmd += ["--log-file", log_file]
                 procs.append(subprocess.Popen(cmd, env={**env, "LOCAL_RANK": str(rank), "RANK": str(rank)}))

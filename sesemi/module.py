@@ -154,7 +154,7 @@ class SemiSupervisedModule(LightningModule):
         trainable: Iterable[nn.Module] = [self.model, self.loss_heads]
         decay, no_decay = [], []
         for module in trainable:
-            for name, param in module.named_parameters():
+            for param in module.parameters():
                 if not param.requires_grad:
                     continue
                 (no_decay if self.exclude_norm_and_bias and param.ndim <= 1 else decay).append(param)
@@ -167,7 +167,10 @@ class SemiSupervisedModule(LightningModule):
         optimizer = self.optimizer_factory(self._parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+        }
 
     def load_pretrained(self, path: str) -> None:
         """Initialise weights (not optimizer state or step) from a sesemi checkpoint or a backbone state dict."""

@@ -3,8 +3,9 @@
 - ``${datapath:cifar10}``: a dataset path relative to ``run.data_root`` (absolute paths are kept as they are).
 - ``${sesemi.fresh_dir:<pattern>}``: claims ``<pattern>`` atomically (``_1``, ``_2``... appended when another run
   got it in the same second), so two runs never share a directory.
-- ``${sesemi.run_dir:<pattern>,${run.resume}}``: as ``fresh_dir``, except that when ``run.resume`` points into an earlier run it
-  is that run's dir, so the resumed run continues its own checkpoints, TensorBoard curves and status file.
+- ``${sesemi.run_dir:<pattern>,${run.resume}}``: as ``fresh_dir``, except that when ``run.resume`` points into an
+  earlier run it is that run's dir, so the resumed run continues its own checkpoints, TensorBoard curves and status
+  file.
 """
 
 from __future__ import annotations

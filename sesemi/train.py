@@ -105,7 +105,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if trainer.interrupted:
                 raise KeyboardInterrupt("training was interrupted")
             metrics["objective"] = {
-                "name": cfg.run.objective, "mode": cfg.run.objective_mode, "value": _objective(cfg, trainer)
+                "name": cfg.run.objective,
+                "mode": cfg.run.objective_mode,
+                "value": _objective(cfg, trainer),
             }
             checkpoint = trainer.checkpoint_callback
             if checkpoint is not None:

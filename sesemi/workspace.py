@@ -1,4 +1,4 @@
-"""Hydra plugin (registered as an entry point): a ``configs/`` folder in the launch directory extends sesemi's built-in configs.
+"""Hydra plugin (an entry point): a ``configs/`` folder in the launch directory extends sesemi's built-in configs.
 
 Its files are searched first, so a user's ``configs/experiment/mine.yaml`` or ``configs/data/mydata.yaml`` is a new
 option of the built-in groups, and ``-cn my_config`` finds ``configs/my_config.yaml``.

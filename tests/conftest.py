@@ -34,8 +34,14 @@ def compose_config(output_dir: Path, overrides: Sequence[str] = ()) -> DictConfi
 
 
 def run_cli(
-    args: Sequence[str], cwd: Path, *, fast: bool = True, check: bool = True, env: dict | None = None,
-    module: str = "sesemi.train", timeout: float = 600,
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    fast: bool = True,
+    check: bool = True,
+    env: dict | None = None,
+    module: str = "sesemi.train",
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """``python -m sesemi.train ARGS`` in ``cwd``, as a user would type it."""
     cmd = [sys.executable, "-m", module, *(FAST if fast else []), *args]

@@ -17,7 +17,8 @@ def test_wheel_carries_configs_and_trains_from_an_empty_directory(tmp_path: Path
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, ROOT],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = wheels.glob("sesemi-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -29,14 +30,19 @@ def test_wheel_carries_configs_and_trains_from_an_empty_directory(tmp_path: Path
     site = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, wheel],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run(
-        [sys.executable, "-c", "import sesemi; print(sesemi.__file__)"], cwd=empty, env=env,
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", "import sesemi; print(sesemi.__file__)"],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert where.stdout.startswith(str(site))
     proc = subprocess.run(

@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, run_dirs
+
 from sesemi.datasets import Digits
 
 ROOT = Path(__file__).parents[1]
@@ -78,7 +78,9 @@ def test_tensorboard_serves_the_runs(workdir: Path):
     tensorboard = Path(sys.executable).with_name("tensorboard")
     server = subprocess.Popen(
         [str(tensorboard), "--logdir", "runs", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 60

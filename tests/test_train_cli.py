@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 import yaml
-
 from conftest import FAST, read_json, run_cli, run_dirs
 
 

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import torch
-
 from conftest import read_json, run_cli, run_dirs
 
 EXAMPLE = Path(__file__).parent / "workspace_example"

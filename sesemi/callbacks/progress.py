@@ -18,7 +18,11 @@ class ProgressBar(TQDMProgressBar):
     """
 
     def __init__(
-        self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False, show: Sequence[str] = ("train/loss",)
+        self,
+        refresh_rate: int = 1,
+        process_position: int = 0,
+        leave: bool = False,
+        show: Sequence[str] = ("train/loss",),
     ) -> None:
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
         self.show = list(show)

@@ -7,7 +7,8 @@
   resume in the same run dir.
 - :mod:`sesemi.cluster.summary`: the sweep summary (also ``python -m sesemi.cluster.summary SWEEP_DIR``).
 - :mod:`sesemi.cluster.validate`: the resource checks.
-- :mod:`sesemi.cluster.ranks`: one DDP rank of a local sweep job (started by :func:`sesemi.launch.train_in_rank_processes`).
+- :mod:`sesemi.cluster.ranks`: one DDP rank of a local sweep job
+  (started by :func:`sesemi.launch.train_in_rank_processes`).
 
 This package is imported by Hydra's plugin discovery on every start: keep its module level free of torch/Lightning.
 """

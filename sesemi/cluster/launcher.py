@@ -209,7 +209,9 @@ class _SesemiSubmititLauncher(BaseSubmititLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         for group in groups.values():
             executor = self._executor(group[0].params, sweep_dir)
-            args = [(p.overrides, "hydra.sweep.dir", p.num, f"job_id_for_{p.num}", Singleton.get_state()) for p in group]
+            args = [
+                (p.overrides, "hydra.sweep.dir", p.num, f"job_id_for_{p.num}", Singleton.get_state()) for p in group
+            ]
             handles = executor.map_array(self, *zip(*args))
             for plan, handle in zip(group, handles):
                 plan.handle = handle
@@ -240,7 +242,10 @@ class _SesemiSubmititLauncher(BaseSubmititLauncher):
         return {"job_id": str(plan.handle.job_id), "stdout": str(paths.stdout), "stderr": str(paths.stderr)}
 
     def _write_jobs(
-        self, sweep_dir: Path, plans: list[_JobPlan], errors: dict[int, str] | None = None,
+        self,
+        sweep_dir: Path,
+        plans: list[_JobPlan],
+        errors: dict[int, str] | None = None,
         states: dict[int, str] | None = None,
     ) -> None:
         """``jobs.json``: every job of the sweep so far (sweepers like Optuna launch several batches)."""

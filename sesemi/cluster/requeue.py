@@ -20,6 +20,7 @@ finds the checkpoint there and training continues from it (same TensorBoard run,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -36,6 +37,7 @@ from sesemi.resolvers import STATUS_FILE
 from sesemi.rundir import RunRecord, read_status
 
 log = logging.getLogger("sesemi")
+
 
 class Requeued(SystemExit):
     """Ends a job that was preempted or ran out of time after its checkpoint was saved (not a failure)."""
@@ -166,9 +168,7 @@ class PreemptionCallback(Callback):
         if callable(submitit_handler):
             # Rank 0: submitit pickles the job again, runs `scontrol requeue` and exits (SystemExit); other ranks
             # return at once. An error here (e.g. timed out too many times) propagates: the run is marked failed.
-            try:
+            with contextlib.suppress(SystemExit):
                 submitit_handler(int(agreed), None)
-            except SystemExit:
-                pass
         log.warning("sesemi: %s; the requeued job resumes from it", reason)
         raise Requeued(reason)

@@ -50,7 +50,10 @@ def _sacct(ids: list[str]) -> dict[str, str]:
     try:
         out = subprocess.run(
             ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
     except (subprocess.SubprocessError, OSError):
         return {}
@@ -98,7 +101,9 @@ def collect(sweep_dir: str | os.PathLike, *, use_sacct: bool = True) -> list[dic
     """Rows for every job listed in the sweep dir's ``jobs.json``."""
     jobs = _read_json(Path(sweep_dir) / JOBS_FILE)
     if jobs is None:
-        raise FileNotFoundError(f"{Path(sweep_dir) / JOBS_FILE} not found: not a sweep dir of hydra/launcher=slurm|local")
+        raise FileNotFoundError(
+            f"{Path(sweep_dir) / JOBS_FILE} not found: not a sweep dir of hydra/launcher=slurm|local"
+        )
     entries = jobs["jobs"]
     states = sacct_states(j.get("job_id") for j in entries) if use_sacct and jobs.get("executor") == "slurm" else {}
     return [job_row(j, states.get(str(j.get("job_id"))) or j.get("job_state"), j.get("error")) for j in entries]
@@ -117,9 +122,7 @@ def format_table(rows: list[dict[str, Any]], base: str | os.PathLike | None = No
     shown = ("job", "job_id", "state", "slurm_state", "objective", "restarts", "run_dir", "stdout", "stderr")
     lines = ["| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
     for row in rows:
-        cells = [
-            _relative(str(row[c]), base) if c in ("run_dir", "stdout", "stderr") else str(row[c]) for c in shown
-        ]
+        cells = [_relative(str(row[c]), base) if c in ("run_dir", "stdout", "stderr") else str(row[c]) for c in shown]
         lines.append("| " + " | ".join(cells) + " |")
     bad = [r for r in rows if r["state"] != "completed"]
     counts: dict[str, int] = {}

@@ -40,9 +40,7 @@ def _gpu_request(launcher: Mapping[str, Any]) -> tuple[str, Any] | None:
     return None
 
 
-def check_job(
-    launcher: Mapping[str, Any], run: Mapping[str, Any], *, profile: str, executor: str
-) -> list[ConfigError]:
+def check_job(launcher: Mapping[str, Any], run: Mapping[str, Any], *, profile: str, executor: str) -> list[ConfigError]:
     """The problems of one job; empty when it can be submitted.
 
     ``launcher`` is the job's resolved ``hydra.launcher``, ``run`` its resolved ``run`` values (devices, num_nodes,
@@ -66,8 +64,7 @@ def check_job(
             ConfigError(
                 "hydra.launcher.tasks_per_node",
                 f"is {tasks} but run.devices={devices}; every DDP process is one task",
-                "drop the hydra.launcher.tasks_per_node override (it follows run.devices) "
-                f"or set run.devices={tasks}",
+                f"drop the hydra.launcher.tasks_per_node override (it follows run.devices) or set run.devices={tasks}",
             )
         )
     nodes = launcher.get("nodes")

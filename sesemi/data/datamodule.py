@@ -45,7 +45,7 @@ def _targets(dataset: Dataset, key: str) -> list[int]:
 
 
 class SemiSupervisedDataModule(LightningDataModule):
-    """Yields ``{"labeled": {...}, "unlabeled": {...}}`` training batches; validation/test yield ``{"image", "target"}``.
+    """Yields ``{"labeled": {...}, "unlabeled": {...}}`` training batches; validation/test ``{"image", "target"}``.
 
     The training set is split (stratified, seeded) into a labeled subset, an unlabeled rest and optionally a held-out
     validation set; ``extra_unlabeled`` datasets join the unlabeled stream. Each stream applies its named views, e.g.
@@ -181,5 +181,3 @@ class SemiSupervisedDataModule(LightningDataModule):
             f"{len(self.split.labeled)} labeled, {len(self.split.unlabeled) + n_extra} unlabeled"
             f"{' (used)' if self.has_unlabeled else ' (unused)'}, {len(self._eval_set())} validation"
         )
-
-

@@ -91,6 +91,8 @@ def split_indices(
     if labels_per_class is None and label_fraction is None:
         labeled = pool
     else:
-        labeled = _take(y, pool, labels_per_class, label_fraction, rng, ("data.labels_per_class", "data.label_fraction"), classes)
+        labeled = _take(
+            y, pool, labels_per_class, label_fraction, rng, ("data.labels_per_class", "data.label_fraction"), classes
+        )
     unlabeled = np.setdiff1d(np.arange(len(y)), np.concatenate([labeled, val]), assume_unique=True)
     return Split(labeled=labeled, unlabeled=unlabeled, val=val)

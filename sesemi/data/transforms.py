@@ -116,10 +116,10 @@ class FastRandomCrop:
             r_lo, r_hi = max(r0, 0), min(r0 + crop_height, height)
             c_lo, c_hi = max(c0, 0), min(c0 + crop_width, width)
             if r_lo < r_hi and c_lo < c_hi:
-                out[r_lo - r0:r_hi - r0, c_lo - c0:c_hi - c0] = pixels[r_lo:r_hi, c_lo:c_hi]
+                out[r_lo - r0 : r_hi - r0, c_lo - c0 : c_hi - c0] = pixels[r_lo:r_hi, c_lo:c_hi]
         else:
-            rows = _padded_index(height, pad_top, pad_bottom, t.padding_mode)[top:top + crop_height]
-            cols = _padded_index(width, pad_left, pad_right, t.padding_mode)[left:left + crop_width]
+            rows = _padded_index(height, pad_top, pad_bottom, t.padding_mode)[top : top + crop_height]
+            cols = _padded_index(width, pad_left, pad_right, t.padding_mode)[left : left + crop_width]
             out = pixels[rows[:, None], cols]
         return Image.fromarray(np.ascontiguousarray(out))
 

@@ -103,7 +103,10 @@ class CIFAR10(_CIFAR):
 
     name = "CIFAR-10"
     folder = "cifar-10-batches-py"
-    split_files = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+    split_files: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test": ("test_batch",),
+    }
     meta_file = "batches.meta"
     url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
@@ -119,7 +122,7 @@ class CIFAR100(_CIFAR):
 
     name = "CIFAR-100"
     folder = "cifar-100-python"
-    split_files = {"train": ("train",), "test": ("test",)}
+    split_files: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("train",), "test": ("test",)}
     meta_file = "meta"
     url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 

@@ -51,9 +51,7 @@ def dataset_dir(root: str | os.PathLike, folder: str, marker: str) -> Path:
     return nested
 
 
-def require_files(
-    directory: Path, names: Sequence[str], dataset: str, how_to_get: str
-) -> list[Path]:
+def require_files(directory: Path, names: Sequence[str], dataset: str, how_to_get: str) -> list[Path]:
     """The paths of ``names`` in ``directory``; raises :class:`DatasetNotFoundError` listing any that are absent."""
     paths = [directory / name for name in names]
     absent = [p.name for p in paths if not p.is_file()]

@@ -26,9 +26,7 @@ def find_images(directory: Path, extensions: Iterable[str]) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(
-            Path(dirpath, f) for f in filenames if not f.startswith(".") and f.lower().endswith(suffixes)
-        )
+        found.extend(Path(dirpath, f) for f in filenames if not f.startswith(".") and f.lower().endswith(suffixes))
     return sorted(found, key=lambda p: p.relative_to(directory).parts)
 
 
@@ -103,9 +101,7 @@ class ImageFolder(_ImageFiles):
 class UnlabeledImages(_ImageFiles):
     """Every image under ``root`` (recursively, sorted by path), each with target -1; ``classes`` is empty."""
 
-    def __init__(
-        self, root: str | os.PathLike, extensions: Sequence[str] = IMG_EXTENSIONS, mode: str = "RGB"
-    ) -> None:
+    def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = IMG_EXTENSIONS, mode: str = "RGB") -> None:
         super().__init__(root, mode)
         self.paths = [str(p) for p in find_images(self.root, extensions)]
         self.targets = [-1] * len(self.paths)

@@ -25,7 +25,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     with open(path, "rb") as f:
         gzipped = f.read(2) == _GZIP_MAGIC
-    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+    with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an idx file (magic number {data[:4].hex()})")

@@ -40,9 +40,7 @@ class STL10(Dataset):
         paths = require_files(self.root, names, f"STL-10 ({split} split)", how_to_get)
         self._images_path = paths[0]
         self._images = self._open_images()
-        self.classes: list[str] = [
-            line.strip() for line in paths[-1].read_text().splitlines() if line.strip()
-        ]
+        self.classes: list[str] = [line.strip() for line in paths[-1].read_text().splitlines() if line.strip()]
         if split == "unlabeled":
             self.targets: list[int] = [-1] * len(self._images)
         else:

@@ -101,12 +101,14 @@ class FreeMatchHead(LossHead):
         """Fold a batch of weak-view probabilities (all ranks' batches under DDP) into the EMA statistics."""
         confidence, labels = probs.max(dim=-1)
         num_classes = probs.shape[-1]
-        stats = torch.cat([
-            confidence.sum()[None],
-            probs.sum(0),
-            F.one_hot(labels, num_classes).sum(0).to(probs.dtype),  # bincount has no deterministic CUDA kernel
-            probs.new_tensor([len(probs)]),
-        ])
+        stats = torch.cat(
+            [
+                confidence.sum()[None],
+                probs.sum(0),
+                F.one_hot(labels, num_classes).sum(0).to(probs.dtype),  # bincount has no deterministic CUDA kernel
+                probs.new_tensor([len(probs)]),
+            ]
+        )
         stats = _sum_across_ranks(stats)
         count = stats[-1].clamp_min(1.0)
         m = self.momentum

@@ -89,12 +89,16 @@ def _set_input_channels(model: nn.Module, in_channels: int, pretrained: bool) ->
         return
     found = _first_conv(model, 3)
     if found is None:
-        raise ValueError(f"Cannot find the 3-channel input convolution of {type(model).__name__} to adapt it to "
-                         f"in_channels={in_channels}")
+        raise ValueError(
+            f"Cannot find the 3-channel input convolution of {type(model).__name__} to adapt it to "
+            f"in_channels={in_channels}"
+        )
     name, conv = found
     if conv.groups != 1:
-        raise ValueError(f"The input convolution '{name}' of {type(model).__name__} is grouped; cannot adapt it to "
-                         f"in_channels={in_channels}")
+        raise ValueError(
+            f"The input convolution '{name}' of {type(model).__name__} is grouped; cannot adapt it to "
+            f"in_channels={in_channels}"
+        )
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
@@ -200,10 +204,12 @@ def load_backbone_state_dict(
     target = module.state_dict()
     prefix, matched = _best_prefix(state_dict.keys(), set(target))
     if matched == 0:
-        raise ValueError(f"None of the {len(state_dict)} keys in {source} match {type(module).__name__} "
-                         f"(e.g. {_short_list(list(state_dict), 5)} vs {_short_list(list(target), 5)})")
+        raise ValueError(
+            f"None of the {len(state_dict)} keys in {source} match {type(module).__name__} "
+            f"(e.g. {_short_list(list(state_dict), 5)} vs {_short_list(list(target), 5)})"
+        )
     ignore = tuple(ignore_prefixes)
-    selected = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    selected = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     to_load: dict[str, Tensor] = {}
     unexpected: list[str] = []
     mismatched: list[str] = []
@@ -261,9 +267,11 @@ def _check_model_name(name: str) -> str:
     if key in available:
         return key
     if key in torchvision.models.list_models():
-        raise ValueError(f"torchvision model '{name}' is not an image-classification model (detection, "
-                         "segmentation, video, ... models cannot be used as backbones). Classification models: "
-                         + ", ".join(available))
+        raise ValueError(
+            f"torchvision model '{name}' is not an image-classification model (detection, "
+            "segmentation, video, ... models cannot be used as backbones). Classification models: "
+            + ", ".join(available)
+        )
     close = difflib.get_close_matches(key, available, n=5, cutoff=0.6)
     if close:
         hint = "Did you mean: " + ", ".join(close) + "?"
@@ -278,24 +286,28 @@ def torch_hub_checkpoint_path(url: str) -> str:
 
 
 def _looks_like_path(weights: str) -> bool:
-    return (os.sep in weights or "/" in weights or weights.startswith("~")
-            or weights.lower().endswith(_WEIGHT_FILE_SUFFIXES))
+    return (
+        os.sep in weights
+        or "/" in weights
+        or weights.startswith("~")
+        or weights.lower().endswith(_WEIGHT_FILE_SUFFIXES)
+    )
 
 
 def _resolve_weights_enum(model_name: str, weights: str):
     weights_cls = torchvision.models.get_model_weights(model_name)
     available = [f"{weights_cls.__name__}.{member}" for member in weights_cls.__members__]
     try:
-        if "." in weights:
-            enum = torchvision.models.get_weight(weights)
-        else:
-            enum = weights_cls[weights]
+        enum = torchvision.models.get_weight(weights) if "." in weights else weights_cls[weights]
     except (ValueError, KeyError):
-        raise ValueError(f"'{weights}' is neither an existing weights file nor a torchvision weights name for "
-                         f"'{model_name}'. Weights names for it: {', '.join(available)}") from None
+        raise ValueError(
+            f"'{weights}' is neither an existing weights file nor a torchvision weights name for "
+            f"'{model_name}'. Weights names for it: {', '.join(available)}"
+        ) from None
     if not isinstance(enum, weights_cls):
-        raise ValueError(f"Weights {enum!r} do not belong to torchvision model '{model_name}'; use one of "
-                         f"{', '.join(available)}")
+        raise ValueError(
+            f"Weights {enum!r} do not belong to torchvision model '{model_name}'; use one of {', '.join(available)}"
+        )
     return enum
 
 
@@ -336,17 +348,19 @@ def _strip_classifier(model: nn.Module) -> tuple[int, list[str]]:
         if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
             break
     else:
-        raise ValueError(f"Don't know how to remove the classifier of {type(model).__name__} (no fc / classifier / "
-                         "heads / head module)")
+        raise ValueError(
+            f"Don't know how to remove the classifier of {type(model).__name__} (no fc / classifier / "
+            "heads / head module)"
+        )
 
     if isinstance(head, nn.Linear):
         setattr(model, attr, nn.Identity())
-        return head.in_features, removed + [attr]
+        return head.in_features, [*removed, attr]
 
     if isinstance(head, nn.Sequential):
         children = list(head.named_children())
         linear_at = [i for i, (_, m) in enumerate(children) if isinstance(m, nn.Linear)]
-        if linear_at and all(sum(p.numel() for p in m.parameters()) == 0 for _, m in children[linear_at[-1] + 1:]):
+        if linear_at and all(sum(p.numel() for p in m.parameters()) == 0 for _, m in children[linear_at[-1] + 1 :]):
             last = linear_at[-1]
             out_features = children[last][1].in_features
             first = last
@@ -354,12 +368,12 @@ def _strip_classifier(model: nn.Module) -> tuple[int, list[str]]:
                 first -= 1
             for child_name, _ in children[first:]:
                 setattr(head, child_name, nn.Identity())
-            return out_features, removed + [f"{attr}.{children[last][0]}"]
+            return out_features, [*removed, f"{attr}.{children[last][0]}"]
         convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
         if convs and not linear_at:
             # SqueezeNet: Dropout, 1x1 conv to the classes, ReLU, global pool.
             setattr(model, attr, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)))
-            return convs[0].in_channels, removed + [attr]
+            return convs[0].in_channels, [*removed, attr]
 
     raise ValueError(f"Don't know how to remove the classifier '{attr}' of {type(model).__name__}: {head}")
 

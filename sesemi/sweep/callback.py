@@ -97,8 +97,9 @@ class OptunaTrialCallback(pl.Callback):
             # The other ranks of a multi-process trial may not run this callback (Lightning's own DDP launcher
             # re-runs the command line), so a decision taken here could not reach them: such trials only report.
             if self.context.reports == 1:
-                log.warning("trial %d runs on %d processes: it reports but is not pruned", trial.number,
-                            trainer.world_size)
+                log.warning(
+                    "trial %d runs on %d processes: it reports but is not pruned", trial.number, trainer.world_size
+                )
             return
         if 0 < trainer.max_steps <= step:
             return  # the trial has finished its training: it completes, a verdict now would only hide its result

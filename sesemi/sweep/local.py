@@ -43,7 +43,10 @@ class LocalProcesses:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def launch(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, names: Sequence[str] | None = None,
+        self,
+        job_overrides: Sequence[Sequence[str]],
+        initial_job_idx: int,
+        names: Sequence[str] | None = None,
         poll: Any = None,
     ) -> list[str | None]:
         """Run the jobs concurrently and wait for all; returns per job None (ran) or why it did not."""
@@ -57,8 +60,12 @@ class LocalProcesses:
         for i, overrides in enumerate(job_overrides):
             path = self.folder / f"{names[i]}.pkl"
             payload = {
-                "hydra_context": self.hydra_context, "config": self.config, "task_function": self.task_function,
-                "overrides": list(overrides), "job_num": initial_job_idx + i, "job_id": names[i],
+                "hydra_context": self.hydra_context,
+                "config": self.config,
+                "task_function": self.task_function,
+                "overrides": list(overrides),
+                "job_num": initial_job_idx + i,
+                "job_id": names[i],
                 "singleton_state": Singleton.get_state(),
             }
             path.write_bytes(cloudpickle.dumps(payload))
@@ -83,7 +90,9 @@ class LocalProcesses:
             if result.is_file():
                 errors.append(json.loads(result.read_text()).get("error"))
             else:
-                errors.append(f"lost: process {proc.pid} ended with code {proc.returncode} ({path.with_suffix('.out')})")
+                errors.append(
+                    f"lost: process {proc.pid} ended with code {proc.returncode} ({path.with_suffix('.out')})"
+                )
         return errors
 
 
@@ -104,8 +113,11 @@ def _main(path: str) -> int:
         config.hydra.job.id = payload["job_id"]
         config.hydra.job.num = payload["job_num"]
     ret = run_job(
-        hydra_context=context, task_function=payload["task_function"], config=config,
-        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
+        hydra_context=context,
+        task_function=payload["task_function"],
+        config=config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
     )
     error = None
     if ret.status == JobStatus.FAILED:

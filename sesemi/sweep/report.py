@@ -126,23 +126,28 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
         params += [p for p in t.params if p not in params]
     rows = []
     for t in trials:
-        rows.append({
-            "trial": t.number,
-            "state": t.state.name,
-            "value": t.value if t.value is not None else (
-                t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
-            "duration_s": _duration(t),
-            **{p: t.params.get(p) for p in params},
-            "run_dir": t.user_attrs.get(RUN_DIR),
-            "note": _note(t, retried, retried_by),
-            "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
-            "completed": t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
-            "worker": t.user_attrs.get("worker"),
-            "slurm_job_id": t.user_attrs.get("slurm_job_id"),
-        })
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "value": t.value
+                if t.value is not None
+                else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
+                "duration_s": _duration(t),
+                **{p: t.params.get(p) for p in params},
+                "run_dir": t.user_attrs.get(RUN_DIR),
+                "note": _note(t, retried, retried_by),
+                "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
+                "completed": t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
+                "worker": t.user_attrs.get("worker"),
+                "slurm_job_id": t.user_attrs.get("slurm_job_id"),
+            }
+        )
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = study.best_trial if complete else None
-    out = Path(out_dir) if out_dir else (sweep_dir / "report" if sweep_dir else Path(f"sweep_report_{study.study_name}"))
+    out = (
+        Path(out_dir) if out_dir else (sweep_dir / "report" if sweep_dir else Path(f"sweep_report_{study.study_name}"))
+    )
     out.mkdir(parents=True, exist_ok=True)
     files = {"csv": out / "trials.csv"}
     with open(files["csv"], "w", newline="") as f:
@@ -152,8 +157,17 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
     skipped: dict[str, str] = {}
     if plots:
         files.update(_plots(study, out, skipped))
-    return Report(study, rows, params, best, checkpoint_of(best.user_attrs.get(RUN_DIR)) if best else None, out,
-                  sweep_dir, files, skipped)
+    return Report(
+        study,
+        rows,
+        params,
+        best,
+        checkpoint_of(best.user_attrs.get(RUN_DIR)) if best else None,
+        out,
+        sweep_dir,
+        files,
+        skipped,
+    )
 
 
 def _plots(study: optuna.Study, out: Path, skipped: dict[str, str]) -> dict[str, Path]:
@@ -193,8 +207,10 @@ def render(report: Report) -> str:
     """The table and the summary, as printed."""
     base = report.sweep_dir
     headers = ["trial", "state", "value", "duration_s", *report.params, "run_dir", "note"]
-    short = {p: p.split(".")[-1] if sum(q.split(".")[-1] == p.split(".")[-1] for q in report.params) == 1 else p
-             for p in report.params}
+    short = {
+        p: p.split(".")[-1] if sum(q.split(".")[-1] == p.split(".")[-1] for q in report.params) == 1 else p
+        for p in report.params
+    }
     table = []
     for row in report.rows:
         cells = []
@@ -207,7 +223,9 @@ def render(report: Report) -> str:
             cells.append(_fmt(value))
         table.append(cells)
     titles = [short.get(h, h).replace("duration_s", "time") for h in headers]
-    widths = [max(len(titles[i]), *(len(r[i]) for r in table)) if table else len(titles[i]) for i in range(len(headers))]
+    widths = [
+        max(len(titles[i]), *(len(r[i]) for r in table)) if table else len(titles[i]) for i in range(len(headers))
+    ]
     widths[-1] = max(len(titles[-1]), 4)
     lines = ["  ".join(t.ljust(w) for t, w in zip(titles, widths)).rstrip()]
     for r in table:
@@ -217,8 +235,10 @@ def render(report: Report) -> str:
     counts: dict[str, int] = {}
     for row in report.rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
-    head = (f"study {study.study_name} ({info.get('objective', 'value')}, {study.direction.name.lower()}): "
-            f"{len(report.rows)} trials, " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    head = (
+        f"study {study.study_name} ({info.get('objective', 'value')}, {study.direction.name.lower()}): "
+        f"{len(report.rows)} trials, " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    )
     if report.sweep_dir:
         head += f"\nsweep dir: {report.sweep_dir}"
     out = [head, "", *lines, ""]

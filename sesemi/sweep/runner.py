@@ -140,7 +140,11 @@ def _mark_run_dir(run_dir: str, **fields: Any) -> None:
 
 
 def run_trial(
-    study: optuna.Study, trial: optuna.Trial, cfg: DictConfig, task_function: Any, settings: SweepSettings,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    cfg: DictConfig,
+    task_function: Any,
+    settings: SweepSettings,
     worker: str,
 ) -> float | None:
     """Run one trial in this process and record its outcome in the study; returns the value (None if not COMPLETE).
@@ -156,8 +160,12 @@ def run_trial(
     run_dir = str(cfg.run.output_dir)
     storage = study._storage
     for key, value in {
-        study_lib.RUN_DIR: run_dir, "session": settings.session, "worker": worker, "host": socket.gethostname(),
-        "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        study_lib.RUN_DIR: run_dir,
+        "session": settings.session,
+        "worker": worker,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }.items():
         storage.set_trial_user_attr(trial._trial_id, key, value)
     context = TrialContext(trial=trial, monitor=str(cfg.run.objective), params=dict(trial.params))
@@ -201,11 +209,19 @@ def run_trial(
         return None
     fatal = isinstance(result, ConfigError) and not _related(result.key, list(trial.params))
     study_lib.fail_trial(
-        study, trial._trial_id, _describe(result), fatal=fatal,
+        study,
+        trial._trial_id,
+        _describe(result),
+        fatal=fatal,
         traceback="".join(traceback.format_exception(result)),
     )
     # A configuration error says all there is to say; anything else gets its traceback (in the trial's log too).
-    log.error("trial %d failed: %s", trial.number, _describe(result), exc_info=None if isinstance(result, ConfigError) else result)
+    log.error(
+        "trial %d failed: %s",
+        trial.number,
+        _describe(result),
+        exc_info=None if isinstance(result, ConfigError) else result,
+    )
     return None
 
 
@@ -294,7 +310,8 @@ def run_worker(task: SweepTask, index: int) -> int:
             if ret.status == JobStatus.FAILED and study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                 study_lib.fail_trial(study, trial._trial_id, _describe(ret._return_value))
             configure_log(
-                worker_hydra.job_logging, worker_hydra.verbose,
+                worker_hydra.job_logging,
+                worker_hydra.verbose,
                 execution_whitelist=task.hydra_context.execution_whitelist,
             )
         reason = study_lib.check_failures(study, settings.session, settings.n_trials, settings.max_failure_rate)

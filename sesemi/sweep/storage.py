@@ -41,7 +41,7 @@ def journal_path(spec: str | None, sweep_dir: str | os.PathLike | None) -> Path 
         return Path(sweep_dir).absolute() / JOURNAL_NAME
     spec = str(spec)
     if spec.startswith("journal:"):
-        spec = spec[len("journal:"):]
+        spec = spec[len("journal:") :]
         spec = spec.removeprefix("//")
         return Path(os.path.expanduser(spec)).absolute()
     if is_rdb(spec):
@@ -54,7 +54,7 @@ def journal_path(spec: str | None, sweep_dir: str | os.PathLike | None) -> Path 
 
 
 def _postgres_driver() -> str:
-    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; use psycopg2 (sesemi's ``sweep`` extra) when that is missing."""
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; use psycopg2 (the ``sweep`` extra) when that is missing."""
     import importlib.util
 
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:

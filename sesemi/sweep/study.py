@@ -186,7 +186,8 @@ def abort_reason(study: optuna.Study, session: str) -> str | None:
 def session_failures(trials: list[FrozenTrial], session: str) -> list[FrozenTrial]:
     retried = retried_numbers(trials)
     return [
-        t for t in trials
+        t
+        for t in trials
         if t.state == TrialState.FAIL and t.user_attrs.get("session") == session and t.number not in retried
     ]
 
@@ -198,7 +199,9 @@ def check_failures(study: optuna.Study, session: str, n_trials: int, max_failure
     fatal = [t for t in failed if t.system_attrs.get(FATAL)]
     if fatal:
         t = fatal[0]
-        return f"trial {t.number} failed on a configuration error that every trial would hit: {t.user_attrs.get('error')}"
+        return (
+            f"trial {t.number} failed on a configuration error that every trial would hit: {t.user_attrs.get('error')}"
+        )
     allowed = max_failure_rate * n_trials
     if len(failed) > allowed:
         last = failed[-1]

@@ -87,9 +87,16 @@ class _Progress:
                 what = t.user_attrs.get("pruned", "pruned")
             else:
                 what = t.user_attrs.get("error", "failed")
-            log.info("trial %d %s: %s (%s); %d finished, %d waiting, %d running", t.number, t.state.name, what,
-                     t.user_attrs.get("worker", "-"), len(done), sum(1 for x in trials if x.state.name == "WAITING"),
-                     sum(1 for x in trials if x.state.name == "RUNNING"))
+            log.info(
+                "trial %d %s: %s (%s); %d finished, %d waiting, %d running",
+                t.number,
+                t.state.name,
+                what,
+                t.user_attrs.get("worker", "-"),
+                len(done),
+                sum(1 for x in trials if x.state.name == "WAITING"),
+                sum(1 for x in trials if x.state.name == "RUNNING"),
+            )
 
     def __enter__(self) -> _Progress:  # noqa: PYI034
         self.seen = {t.number for t in self.sweeper.study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -251,7 +258,8 @@ class OptunaSweeper(Sweeper):
 
             log.warning(
                 "the storage URL holds a password: it is written into every run dir's .hydra/hydra.yaml. "
-                "Leave it out of the URL and export %s (or PGPASSWORD for PostgreSQL) instead", storage_lib.PASSWORD_ENV,
+                "Leave it out of the URL and export %s (or PGPASSWORD for PostgreSQL) instead",
+                storage_lib.PASSWORD_ENV,
             )
             os.environ.setdefault(storage_lib.PASSWORD_ENV, make_url(spec).password)
             spec = storage_lib.strip_password(spec)
@@ -275,20 +283,28 @@ class OptunaSweeper(Sweeper):
         self.settings = settings
         direction = self._direction()
         if self.mode == "async":
-            devices, nodes = OmegaConf.select(self.config, "run.devices"), OmegaConf.select(self.config, "run.num_nodes")
+            devices, nodes = (
+                OmegaConf.select(self.config, "run.devices"),
+                OmegaConf.select(self.config, "run.num_nodes"),
+            )
             if devices not in (None, 1) or nodes not in (None, 1):
                 from sesemi.errors import ConfigError
 
                 raise ConfigError(
-                    "run.devices", f"is {devices} (num_nodes {nodes}): asynchronous workers run one process per trial",
+                    "run.devices",
+                    f"is {devices} (num_nodes {nodes}): asynchronous workers run one process per trial",
                     "use run.devices=1 with hydra/sweeper=optuna_async, or hydra/sweeper=optuna_sync for "
                     "multi-device trials",
                 )
 
         storage = storage_lib.make_storage(spec, self.sweep_dir)
         self.study = study = optuna.create_study(
-            study_name=self.study_name, storage=storage, sampler=build_sampler(settings), pruner=build_pruner(settings),
-            direction=direction, load_if_exists=True,
+            study_name=self.study_name,
+            storage=storage,
+            sampler=build_sampler(settings),
+            pruner=build_pruner(settings),
+            direction=direction,
+            load_if_exists=True,
         )
         if study.direction.name.lower() != direction:
             raise ValueError(
@@ -300,9 +316,14 @@ class OptunaSweeper(Sweeper):
         objective = self.objective = str(OmegaConf.select(self.config, "run.objective"))
         journal = storage_lib.journal_path(spec, self.sweep_dir)
         info = {
-            "study_name": self.study_name, "storage": str(journal) if journal else storage_lib.mask(spec),
-            "sweep_dir": str(self.sweep_dir), "direction": direction, "objective": objective, "mode": self.mode,
-            "n_trials": self.n_trials, "search_space": {k: str(v) for k, v in settings.distributions.items()},
+            "study_name": self.study_name,
+            "storage": str(journal) if journal else storage_lib.mask(spec),
+            "sweep_dir": str(self.sweep_dir),
+            "direction": direction,
+            "objective": objective,
+            "mode": self.mode,
+            "n_trials": self.n_trials,
+            "search_space": {k: str(v) for k, v in settings.distributions.items()},
             "fixed_params": settings.fixed_params,
         }
         study._storage.set_study_system_attr(study._study_id, study_lib.SESSION, session)
@@ -319,8 +340,14 @@ class OptunaSweeper(Sweeper):
         counted = study_lib.counted(study.get_trials(deepcopy=False))
         log.info(
             "study %s (%s, %s %s): %d of n_trials=%d trials exist%s, %d to run; sweep dir %s",
-            self.study_name, storage_lib.mask(spec), direction, objective, len(counted) - added, self.n_trials,
-            "" if new_study else " (resumed)", sum(1 for t in counted if t.state.name in ("WAITING", "RUNNING")),
+            self.study_name,
+            storage_lib.mask(spec),
+            direction,
+            objective,
+            len(counted) - added,
+            self.n_trials,
+            "" if new_study else " (resumed)",
+            sum(1 for t in counted if t.state.name in ("WAITING", "RUNNING")),
             self.sweep_dir,
         )
         if self.mode == "sync":
@@ -336,7 +363,9 @@ class OptunaSweeper(Sweeper):
 
         return parallel > 1 and isinstance(self.launcher, BasicLauncher)
 
-    def _launch(self, overrides: list[list[str]], initial_job_idx: int, names: list[str], poll: Any) -> list[str | None]:
+    def _launch(
+        self, overrides: list[list[str]], initial_job_idx: int, names: list[str], poll: Any
+    ) -> list[str | None]:
         """Launch jobs and wait (logging the trials as they finish); per job None (it ran) or why not."""
         with _Progress(self):
             return self._launch_jobs(overrides, initial_job_idx, names, poll)
@@ -347,7 +376,9 @@ class OptunaSweeper(Sweeper):
         if self._parallel_local(len(overrides)):
             from sesemi.sweep.local import LocalProcesses
 
-            runner = LocalProcesses(self.hydra_context, self.config, self.task, self.sweep_dir / ".jobs" / self.settings.session)
+            runner = LocalProcesses(
+                self.hydra_context, self.config, self.task, self.sweep_dir / ".jobs" / self.settings.session
+            )
             self.local = runner
             return runner.launch(overrides, initial_job_idx, names, poll=poll)
         try:
@@ -385,8 +416,11 @@ class OptunaSweeper(Sweeper):
         if not others:
             return False
         log.info(
-            "waiting for %d running trial(s) %s (another process's, or lost: failed and retried after grace_period=%.0fs)",
-            len(others), [t.number for t in others], self.grace_period,
+            "waiting for %d running trial(s) %s (another process's, or lost: failed and retried after "
+            "grace_period=%.0fs)",
+            len(others),
+            [t.number for t in others],
+            self.grace_period,
         )
         time.sleep(max(1.0, min(self.poll_interval, self.grace_period / 2)))
         return True
@@ -460,7 +494,8 @@ class OptunaSweeper(Sweeper):
             overrides = [
                 [
                     *(f"{key}={value}" for key, value in self.settings.fixed_params.items()),
-                    *self.settings.fixed_overrides, f"hydra.sweep.subdir=workers/{self.settings.session}/{name}",
+                    *self.settings.fixed_overrides,
+                    f"hydra.sweep.subdir=workers/{self.settings.session}/{name}",
                     f"++hydra.job.env_set.{WORKER_ENV}={k}",
                 ]
                 for k, name in enumerate(names)
@@ -491,14 +526,24 @@ class OptunaSweeper(Sweeper):
         complete = [t for t in trials if t.state.name == "COMPLETE"]
         if complete:
             best = study.best_trial
-            results.update(best_trial=best.number, best_params=best.params, best_value=best.value,
-                           best_run_dir=best.user_attrs.get(study_lib.RUN_DIR))
-            log.info("best trial %d: %s = %.5g with %s", best.number, OmegaConf.select(self.config, "run.objective"),
-                     best.value, best.params)
+            results.update(
+                best_trial=best.number,
+                best_params=best.params,
+                best_value=best.value,
+                best_run_dir=best.user_attrs.get(study_lib.RUN_DIR),
+            )
+            log.info(
+                "best trial %d: %s = %.5g with %s",
+                best.number,
+                OmegaConf.select(self.config, "run.objective"),
+                best.value,
+                best.params,
+            )
         if aborted:
             results["aborted"] = aborted
-        OmegaConf.save(OmegaConf.create(json.loads(json.dumps(results, default=str))),
-                       self.sweep_dir / "optimization_results.yaml")
+        OmegaConf.save(
+            OmegaConf.create(json.loads(json.dumps(results, default=str))), self.sweep_dir / "optimization_results.yaml"
+        )
         log.info("trials: %s; report: python -m sesemi.sweep_report %s", states, self.sweep_dir)
         if aborted:
             raise SweepAborted(aborted)

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import markdown_table, write_section
+from common import markdown_table, write_section  # noqa: E402 - benchmarks/ is not a package
 
 
 def run_script(script: str, args: list[str], tmp_path: Path, timeout: float = 900) -> tuple[dict, str]:
@@ -22,7 +22,9 @@ def run_script(script: str, args: list[str], tmp_path: Path, timeout: float = 90
     out, doc = tmp_path / "out.json", tmp_path / "benchmarks.md"
     cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--out", str(out), "--doc", str(doc), *args]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     result = json.loads(out.read_text())
     assert result["command"].startswith(f"python benchmarks/{script}")
     assert "machine" in result and result["machine"]["torch"]
@@ -57,10 +59,23 @@ def assert_reproducible(text: str, script: str) -> None:
 
 
 def test_step_overhead(tmp_path: Path):
-    result, doc = run_script("step_overhead.py", [
-        "--steps", "6", "--warmup", "1", "--repeats", "1", "--batches", "2",
-        "data.labeled_batch_size=2", "data.unlabeled_batch_size=2", "model.backbone.width=4",
-    ], tmp_path)
+    result, doc = run_script(
+        "step_overhead.py",
+        [
+            "--steps",
+            "6",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--batches",
+            "2",
+            "data.labeled_batch_size=2",
+            "data.unlabeled_batch_size=2",
+            "model.backbone.width=4",
+        ],
+        tmp_path,
+    )
     for mode in ("wall_clock", "cpu_time"):
         variants = result[mode]["variants"]
         assert set(variants) == {"default", "bare", "lightning"}
@@ -75,7 +90,13 @@ def test_step_overhead(tmp_path: Path):
 def test_startup(tmp_path: Path):
     result, doc = run_script("startup.py", ["--repeats", "1", "--no-warm", "--no-importtime"], tmp_path)
     assert result["median_to_first_step_s"] > 0 and result["median_import_pl_s"] > 0
-    assert set(result["milestones_median_s"]) == {"callbacks_built", "setup", "train_start", "first_batch", "first_step"}
+    assert set(result["milestones_median_s"]) == {
+        "callbacks_built",
+        "setup",
+        "train_start",
+        "first_batch",
+        "first_step",
+    }
     assert result["milestones_median_s"]["first_step"] == pytest.approx(result["median_to_first_step_s"])
     text = section(doc, "P2")
     assert_tables(text)
@@ -83,10 +104,27 @@ def test_startup(tmp_path: Path):
 
 
 def test_data_pipeline(tmp_path: Path):
-    result, doc = run_script("data_pipeline.py", [
-        "--seconds", "0.2", "--repeats", "1", "--experiments", "digits", "cifar10",
-        "--steps", "6", "--val-every", "3", "--runs", "1", "--settings", "num_workers=0",
-    ], tmp_path)
+    result, doc = run_script(
+        "data_pipeline.py",
+        [
+            "--seconds",
+            "0.2",
+            "--repeats",
+            "1",
+            "--experiments",
+            "digits",
+            "cifar10",
+            "--steps",
+            "6",
+            "--val-every",
+            "3",
+            "--runs",
+            "1",
+            "--settings",
+            "num_workers=0",
+        ],
+        tmp_path,
+    )
     assert [r["experiment"].split()[0] for r in result["throughput"]] == ["default", "cifar10_wrn28_fixmatch_4000"]
     assert all(r["labeled_images_per_s"] > 0 and r["unlabeled_images_per_s"] > 0 for r in result["throughput"])
     (wait,) = result["data_wait"].values()
@@ -97,9 +135,21 @@ def test_data_pipeline(tmp_path: Path):
 
 
 def test_gpu_throughput_runs_on_cpu(tmp_path: Path):
-    result, doc = run_script("gpu_throughput.py", [
-        "--device", "cpu", "--tiny", "--models", "wrn28_2", "--compile-backend", "eager", "--steps", "2",
-    ], tmp_path)
+    result, doc = run_script(
+        "gpu_throughput.py",
+        [
+            "--device",
+            "cpu",
+            "--tiny",
+            "--models",
+            "wrn28_2",
+            "--compile-backend",
+            "eager",
+            "--steps",
+            "2",
+        ],
+        tmp_path,
+    )
     assert not result.get("errors"), result.get("errors")
     combos = {(r["loop"], r["precision"], r["channels_last"], r["compile"]) for r in result["rows"]}
     assert ("sesemi", "bf16-mixed", True, True) in combos and ("hand", "32-true", False, False) in combos
@@ -122,7 +172,9 @@ def test_memory(tmp_path: Path):
 
 def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
     doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\nIntro by hand.\n\n## Sweeps\n\n<!-- sweep:start -->\nsweep table\n<!-- sweep:end -->\n")
+    doc.write_text(
+        "# Benchmarks\n\nIntro by hand.\n\n## Sweeps\n\n<!-- sweep:start -->\nsweep table\n<!-- sweep:end -->\n"
+    )
     write_section(doc, "P1", "P1: step overhead", markdown_table(["a", "b"], [[1, 2]]))
     write_section(doc, "P1", "P1: step overhead", "second version")
     text = doc.read_text()
@@ -150,10 +202,16 @@ def test_digits_split_is_scikit_learns():
         assert np.array_equal(ds.images, images[idx]) and ds.targets == digits.target[idx].tolist()
 
 
-@pytest.mark.parametrize(("mode", "mean", "std"), [
-    ("L", [0.3], [0.4]), ("RGB", [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]), ("RGB", [0.5], [0.25]),
-    ("L", [0.1, 0.2, 0.3], [0.3, 0.3, 0.3]), ("RGBA", [0.5] * 4, [0.2] * 4),
-])
+@pytest.mark.parametrize(
+    ("mode", "mean", "std"),
+    [
+        ("L", [0.3], [0.4]),
+        ("RGB", [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]),
+        ("RGB", [0.5], [0.25]),
+        ("L", [0.1, 0.2, 0.3], [0.3, 0.3, 0.3]),
+        ("RGBA", [0.5] * 4, [0.2] * 4),
+    ],
+)
 def test_fused_normalized_tensor_matches_torchvision(mode: str, mean: list[float], std: list[float]):
     import numpy as np
     import torch
@@ -223,8 +281,13 @@ def test_fast_crop_flip_and_erasing_match_torchvision(mode: str, padding_mode: s
     rng = np.random.default_rng(0)
     case = 0
     for (h, w), size, padding, pad_if_needed in [
-        ((8, 8), 8, 1, False), ((7, 9), 8, None, True), ((7, 9), (6, 5), (1, 2), False), ((8, 8), 8, None, False),
-        ((32, 32), 32, 4, False), ((5, 5), 8, (0, 1, 2, 3), True), ((5, 5), 8, None, False),
+        ((8, 8), 8, 1, False),
+        ((7, 9), 8, None, True),
+        ((7, 9), (6, 5), (1, 2), False),
+        ((8, 8), 8, None, False),
+        ((32, 32), 32, 4, False),
+        ((5, 5), 8, (0, 1, 2, 3), True),
+        ((5, 5), 8, None, False),
     ]:
         t = v2.RandomCrop(size, padding=padding, padding_mode=padding_mode, pad_if_needed=pad_if_needed)
         for _ in range(4):
@@ -241,14 +304,18 @@ def test_fast_crop_flip_and_erasing_match_torchvision(mode: str, padding_mode: s
             (a, ra), (b, rb) = results
             assert ra == rb
             assert a is b if isinstance(a, type) else np.array_equal(a, b)
-    for t, make_input in ((v2.RandomHorizontalFlip(), lambda im: im),
-                          (cutout(0.5), to_normalized_tensor([0.5] * len(mode), [0.25] * len(mode)))):
+    for t, make_input in (
+        (v2.RandomHorizontalFlip(), lambda im: im),
+        (cutout(0.5), to_normalized_tensor([0.5] * len(mode), [0.25] * len(mode))),
+    ):
         for i in range(20):
-            image = make_input(Image.fromarray(rng.integers(0, 256, (8, 8, 3)[: 2 if mode == "L" else 3],
-                                                            dtype=np.uint8), mode))
+            image = make_input(
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3)[: 2 if mode == "L" else 3], dtype=np.uint8), mode)
+            )
             outs = []
             for transform in (t, fast(t)):
                 torch.manual_seed(i)
-                outs.append((np.asarray(transform(image.clone() if hasattr(image, "clone") else image)),
-                             torch.rand(1).item()))
+                outs.append(
+                    (np.asarray(transform(image.clone() if hasattr(image, "clone") else image)), torch.rand(1).item())
+                )
             assert np.array_equal(outs[0][0], outs[1][0]) and outs[0][1] == outs[1][1]

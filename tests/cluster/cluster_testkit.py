@@ -73,21 +73,48 @@ class RankCheck(Callback):
 # The commands docs/cluster.md shows, exactly; the tests run them (after the tiny training settings of FAST, and
 # with test-only additions after them). test_cluster_docs.py checks that the page shows no other command.
 DOC_COMMANDS = {
-    "dry_run": ["-m", "hydra/launcher=slurm", "run.id=lr_scan", "optimizer.lr=0.01,0.03,0.1",
-                "hydra.launcher.partition=gpu", "run.devices=4", "hydra.launcher.dry_run=true"],
-    "dry_run_multinode": ["-m", "hydra/launcher=slurm", "run.devices=4", "run.num_nodes=2",
-                          "hydra.launcher.dry_run=true"],
+    "dry_run": [
+        "-m",
+        "hydra/launcher=slurm",
+        "run.id=lr_scan",
+        "optimizer.lr=0.01,0.03,0.1",
+        "hydra.launcher.partition=gpu",
+        "run.devices=4",
+        "hydra.launcher.dry_run=true",
+    ],
+    "dry_run_multinode": [
+        "-m",
+        "hydra/launcher=slurm",
+        "run.devices=4",
+        "run.num_nodes=2",
+        "hydra.launcher.dry_run=true",
+    ],
     "dry_run_profile": ["-m", "hydra/launcher=mycluster", "run.devices=2", "hydra.launcher.dry_run=true"],
     "dry_run_devices": ["-m", "hydra/launcher=slurm_cpu", "run.devices=1,2", "hydra.launcher.dry_run=true"],
-    "mismatch": ["-m", "hydra/launcher=slurm", "run.devices=2", "hydra.launcher.tasks_per_node=4",
-                 "optimizer.lr=0.01,0.1"],
-    "sweep": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=lr_scan",
-              "optimizer.lr=0.01,0.1"],
+    "mismatch": [
+        "-m",
+        "hydra/launcher=slurm",
+        "run.devices=2",
+        "hydra.launcher.tasks_per_node=4",
+        "optimizer.lr=0.01,0.1",
+    ],
+    "sweep": [
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.partition=debug",
+        "run.id=lr_scan",
+        "optimizer.lr=0.01,0.1",
+    ],
     "ddp": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=ddp", "run.devices=2"],
-    "requeue": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=requeue",
-                "run.devices=2"],
-    "timelimit": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=timelimit",
-                  "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=45"],
+    "requeue": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=requeue", "run.devices=2"],
+    "timelimit": [
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.partition=debug",
+        "run.id=timelimit",
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=45",
+    ],
     "local_sweep_ddp": ["-m", "run.id=local_ddp", "run.devices=2", "run.accelerator=cpu", "optimizer.lr=0.01,0.1"],
     "local_launcher": ["-m", "hydra/launcher=local", "run.id=sublocal", "run.devices=2", "run.accelerator=cpu"],
     "single_ddp": ["run.devices=2", "run.accelerator=cpu"],
@@ -142,8 +169,13 @@ class Launch:
     in a thread while it works (e.g. requeue its job once a checkpoint exists)."""
 
     def __init__(
-        self, name: str, workdir: Path, args: Sequence[str], action: Callable[[Launch], None] | None = None,
-        timeout: float = 420, ranks_dir: Path | None = None,
+        self,
+        name: str,
+        workdir: Path,
+        args: Sequence[str],
+        action: Callable[[Launch], None] | None = None,
+        timeout: float = 420,
+        ranks_dir: Path | None = None,
     ) -> None:
         self.name, self.workdir, self.timeout, self.ranks_dir = name, workdir, timeout, ranks_dir
         self.intervention = ""
@@ -152,7 +184,11 @@ class Launch:
         self.log = (workdir / "launch.log").open("w")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            cli(args), cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+            cli(args),
+            cwd=workdir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "HYDRA_FULL_ERROR": "0"},
         )
         self.action_error: BaseException | None = None

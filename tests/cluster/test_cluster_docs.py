@@ -13,7 +13,9 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
 # Commands that are not `python -m sesemi.train ...`, and the test that runs each.
 OTHER_COMMANDS = {
     "python -m sesemi.cluster.summary runs/lr_scan/<timestamp>": "test_summary_command_reads_a_sweep_dir_again",
-    "sacct -X -n -P -o JobID,State -j <job ids>": "test_two_point_sweep_gives_two_slurm_jobs_and_two_completed_run_dirs",
+    "sacct -X -n -P -o JobID,State -j <job ids>": (
+        "test_two_point_sweep_gives_two_slurm_jobs_and_two_completed_run_dirs"
+    ),
 }
 
 
@@ -29,7 +31,7 @@ def test_every_command_in_the_cluster_docs_is_run_by_a_test():
     for command in commands:
         assert command in run_by_tests or command in OTHER_COMMANDS, f"no test runs: {command}"
     tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_cluster_*.py") if p != Path(__file__))
-    for command, test in OTHER_COMMANDS.items():
+    for test in OTHER_COMMANDS.values():
         assert f"def {test}(" in tests, test
     # Every documented sesemi.train command is used by a test (none is only in DOC_COMMANDS).
     for name in DOC_COMMANDS:

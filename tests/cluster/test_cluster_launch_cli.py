@@ -25,8 +25,17 @@ def test_dry_run_prints_the_jobs_resources_and_sbatch_script_and_submits_nothing
     out = proc.stdout
     assert "sesemi dry run: 3 job(s) in 1 submission(s) to slurm; nothing submitted." in out
     assert "job array of 3 (sweep jobs [0, 1, 2])" in out
-    for directive in ("--array=0-2%3", "--ntasks-per-node=4", "--gpus-per-node=4", "--nodes=1", "--partition=gpu",
-                      "--cpus-per-task=8", "--time=240", "--signal=USR2@120", "--job-name=sesemi_lr_scan"):
+    for directive in (
+        "--array=0-2%3",
+        "--ntasks-per-node=4",
+        "--gpus-per-node=4",
+        "--nodes=1",
+        "--partition=gpu",
+        "--cpus-per-task=8",
+        "--time=240",
+        "--signal=USR2@120",
+        "--job-name=sesemi_lr_scan",
+    ):
         assert f"#SBATCH {directive}" in out, directive
     assert "srun --unbuffered" in out and "-m submitit.core._submit" in out
     for num, lr in enumerate(("0.01", "0.03", "0.1")):
@@ -48,8 +57,13 @@ def test_a_cluster_profile_of_ones_own_in_the_workspace(workdir: Path):
     profile.parent.mkdir(parents=True)
     profile.write_text(MYCLUSTER_PROFILE)
     proc = run_cli(DOC_COMMANDS["dry_run_profile"], workdir, fast=False)
-    for line in ("#SBATCH --partition=a100", "#SBATCH --account=mylab", "#SBATCH --mail-type=END",
-                 "#SBATCH --gpus-per-node=2", "module load cuda/12.1"):
+    for line in (
+        "#SBATCH --partition=a100",
+        "#SBATCH --account=mylab",
+        "#SBATCH --mail-type=END",
+        "#SBATCH --gpus-per-node=2",
+        "module load cuda/12.1",
+    ):
         assert line in proc.stdout, line
 
 
@@ -63,14 +77,22 @@ def test_dry_run_splits_a_sweep_over_devices_into_one_submission_per_resource_se
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (DOC_COMMANDS["mismatch"][1:-1],
-         ["hydra.launcher.tasks_per_node: is 4 but run.devices=2", "set run.devices=4"]),
-        (["hydra/launcher=slurm", "run.num_nodes=2", "hydra.launcher.nodes=1"],
-         ["hydra.launcher.nodes: is 1 but run.num_nodes=2"]),
-        (["hydra/launcher=slurm", "run.devices=2", "hydra.launcher.gpus_per_node=1"],
-         ["hydra.launcher.gpus_per_node: is 1 but run.devices=2"]),
-        (["hydra/launcher=slurm_cpu", "hydra.launcher.gpus_per_node=1"],
-         ["hydra.launcher.gpus_per_node: is 1: hydra/launcher=slurm_cpu is the CPU-only profile"]),
+        (
+            DOC_COMMANDS["mismatch"][1:-1],
+            ["hydra.launcher.tasks_per_node: is 4 but run.devices=2", "set run.devices=4"],
+        ),
+        (
+            ["hydra/launcher=slurm", "run.num_nodes=2", "hydra.launcher.nodes=1"],
+            ["hydra.launcher.nodes: is 1 but run.num_nodes=2"],
+        ),
+        (
+            ["hydra/launcher=slurm", "run.devices=2", "hydra.launcher.gpus_per_node=1"],
+            ["hydra.launcher.gpus_per_node: is 1 but run.devices=2"],
+        ),
+        (
+            ["hydra/launcher=slurm_cpu", "hydra.launcher.gpus_per_node=1"],
+            ["hydra.launcher.gpus_per_node: is 1: hydra/launcher=slurm_cpu is the CPU-only profile"],
+        ),
         (["hydra/launcher=slurm_cpu", "run.accelerator=gpu"], ["run.accelerator: is gpu on the CPU-only profile"]),
         (["hydra/launcher=local", "run.devices=2", "run.strategy=ddp_spawn"], ["run.strategy: is ddp_spawn"]),
     ],
@@ -92,8 +114,13 @@ def ddp_launches(tmp_path_factory: pytest.TempPathFactory):
     """The three local DDP launches, started together (each is mostly process start-up) and checked one by one."""
     root = tmp_path_factory.mktemp("local_ddp")
     started = {
-        name: Launch(name, root / name, [*DOC_COMMANDS[name], *rankcheck_overrides(root / name / "ranks")],
-                     timeout=400, ranks_dir=root / name / "ranks")
+        name: Launch(
+            name,
+            root / name,
+            [*DOC_COMMANDS[name], *rankcheck_overrides(root / name / "ranks")],
+            timeout=400,
+            ranks_dir=root / name / "ranks",
+        )
         for name in ("local_sweep_ddp", "local_launcher", "single_ddp")
     }
     yield started

@@ -41,10 +41,7 @@ def _requeue_when_checkpointed(signal: str | None):
     def action(launch: Launch) -> None:
         launch.wait_for(lambda: list(launch.workdir.glob("runs/*/*/0/checkpoints/last.ckpt")), "a checkpoint")
         job_id = launch.wait_for(first_attempt_job_id("runs/*/*/0", launch.workdir), "the job id")
-        if signal is None:
-            cmd = ["scontrol", "requeue", str(job_id)]
-        else:
-            cmd = ["scancel", f"--signal={signal}", str(job_id)]
+        cmd = ["scontrol", "requeue", str(job_id)] if signal is None else ["scancel", f"--signal={signal}", str(job_id)]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         launch.intervention = " ".join(cmd)
 
@@ -57,35 +54,63 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
     started = {
         # A real time limit (first: it takes longest): 2 minutes, the signal 45 s before; 2 s/step in attempt 1.
         "timelimit": Launch(
-            "timelimit", root / "timelimit",
-            ["trainer.max_steps=60", "trainer.val_check_interval=10", *DOC_COMMANDS["timelimit"], *SMALL,
-             *rankcheck_overrides(root / "tl_ranks", 2.0)],
-            timeout=540, ranks_dir=root / "tl_ranks",
+            "timelimit",
+            root / "timelimit",
+            [
+                "trainer.max_steps=60",
+                "trainer.val_check_interval=10",
+                *DOC_COMMANDS["timelimit"],
+                *SMALL,
+                *rankcheck_overrides(root / "tl_ranks", 2.0),
+            ],
+            timeout=540,
+            ranks_dir=root / "tl_ranks",
         ),
         # The sweep, on the CPU profile: 2 points -> a job array of 2.
         "sweep": Launch("sweep", root / "sweep", [*DOC_COMMANDS["sweep"], *SMALL]),
         # One job, 2 tasks -> 2-process DDP (gloo).
         "ddp": Launch(
-            "ddp", root / "ddp", [*DOC_COMMANDS["ddp"], *SMALL, *rankcheck_overrides(root / "ddp_ranks")],
+            "ddp",
+            root / "ddp",
+            [*DOC_COMMANDS["ddp"], *SMALL, *rankcheck_overrides(root / "ddp_ranks")],
             ranks_dir=root / "ddp_ranks",
         ),
         # A failing point next to a good one: reported, not hidden.
         "failing": Launch(
-            "failing", root / "failing",
-            ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", *SMALL, "run.id=bad",
-             "optimizer.lr=0.05,-1.0"],
+            "failing",
+            root / "failing",
+            [
+                "-m",
+                "hydra/launcher=slurm_cpu",
+                "hydra.launcher.partition=debug",
+                *SMALL,
+                "run.id=bad",
+                "optimizer.lr=0.05,-1.0",
+            ],
         ),
         # Requeued mid-training: scontrol requeue (SIGTERM), and submitit's preemption signal (USR2).
         "requeue": Launch(
-            "requeue", root / "requeue",
+            "requeue",
+            root / "requeue",
             [*SLOW_RUN, *DOC_COMMANDS["requeue"], *SMALL, *rankcheck_overrides(root / "rq_ranks", 0.3)],
-            action=_requeue_when_checkpointed(None), ranks_dir=root / "rq_ranks",
+            action=_requeue_when_checkpointed(None),
+            ranks_dir=root / "rq_ranks",
         ),
         "usr2": Launch(
-            "usr2", root / "usr2",
-            [*SLOW_RUN, "-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=usr2",
-             "run.devices=2", *SMALL, *rankcheck_overrides(root / "usr2_ranks", 0.3)],
-            action=_requeue_when_checkpointed("USR2"), ranks_dir=root / "usr2_ranks",
+            "usr2",
+            root / "usr2",
+            [
+                *SLOW_RUN,
+                "-m",
+                "hydra/launcher=slurm_cpu",
+                "hydra.launcher.partition=debug",
+                "run.id=usr2",
+                "run.devices=2",
+                *SMALL,
+                *rankcheck_overrides(root / "usr2_ranks", 0.3),
+            ],
+            action=_requeue_when_checkpointed("USR2"),
+            ranks_dir=root / "usr2_ranks",
         ),
     }
     yield started
@@ -121,11 +146,16 @@ def test_two_point_sweep_gives_two_slurm_jobs_and_two_completed_run_dirs(launche
         assert Path(job["stdout"]).is_file() and Path(job["stderr"]).is_file()
     # SLURM's own record of the two jobs, and the summary printed and written into the sweep dir.
     sacct = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)], capture_output=True, text=True, check=True
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert sorted(sacct.split()) == sorted(f"{j}|COMPLETED" for j in job_ids)
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
-    assert [(r["job_id"], r["state"], r["slurm_state"]) for r in rows] == [(j, "completed", "COMPLETED") for j in job_ids]
+    assert [(r["job_id"], r["state"], r["slurm_state"]) for r in rows] == [
+        (j, "completed", "COMPLETED") for j in job_ids
+    ]
     assert all(0 <= float(r["objective"]) <= 1 for r in rows)
     assert "sesemi: sweep summary" in output and "2 jobs: 2 completed" in output
     assert (sweep_dir / "summary.md").read_text().count("| completed |") == 2
@@ -136,8 +166,11 @@ def test_summary_command_reads_a_sweep_dir_again(launches):
     _completed(launch)
     sweep_dir = the_sweep_dir(launch.workdir, "lr_scan")
     proc = subprocess.run(
-        [sys.executable, "-m", "sesemi.cluster.summary", str(sweep_dir)], cwd=launch.workdir,
-        capture_output=True, text=True, check=False,
+        [sys.executable, "-m", "sesemi.cluster.summary", str(sweep_dir)],
+        cwd=launch.workdir,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "2 jobs: 2 completed" in proc.stdout and "COMPLETED" in proc.stdout

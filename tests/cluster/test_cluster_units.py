@@ -19,9 +19,20 @@ from sesemi.cluster.requeue import PreemptionCallback, Requeued, restart_checkpo
 from sesemi.cluster.validate import check_job
 from sesemi.errors import ConfigError
 
-SLURM_VARS = ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_JOB_ID", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES",
-              "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NODELIST", "SUBMITIT_EXECUTOR",
-              "SUBMITIT_LOCAL_NTASKS", "LOCAL_RANK")
+SLURM_VARS = (
+    "SLURM_NTASKS",
+    "SLURM_JOB_NAME",
+    "SLURM_JOB_ID",
+    "SLURM_NTASKS_PER_NODE",
+    "SLURM_NNODES",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "SLURM_NODEID",
+    "SLURM_NODELIST",
+    "SUBMITIT_EXECUTOR",
+    "SUBMITIT_LOCAL_NTASKS",
+    "LOCAL_RANK",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +54,20 @@ def test_slurm_launcher_resources_follow_the_run_config():
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
     assert launcher.name == "sesemi_scan" and launcher.profile == "gpu" and launcher.dry_run is False
     assert launcher.submitit_folder == ".submitit/%j"  # below the sweep dir; no second sweep dir claimed
-    for key in ("partition", "account", "qos", "constraint", "setup", "additional_parameters", "array_parallelism",
-                "cpus_per_task", "mem_gb", "timeout_min", "signal_delay_s", "max_num_timeout"):
+    for key in (
+        "partition",
+        "account",
+        "qos",
+        "constraint",
+        "setup",
+        "additional_parameters",
+        "array_parallelism",
+        "cpus_per_task",
+        "mem_gb",
+        "timeout_min",
+        "signal_delay_s",
+        "max_num_timeout",
+    ):
         assert key in launcher, key
 
 
@@ -74,15 +97,14 @@ def test_resource_checks():
     ]
     cpu = {"tasks_per_node": 2, "nodes": 1, "gpus_per_node": None}
     assert check_job(cpu, run, profile="cpu", executor="slurm") == []
-    assert _keys(check_job({**cpu, "gres": "gpu:1"}, run, profile="cpu", executor="slurm")) == [
-        "hydra.launcher.gres"
-    ]
+    assert _keys(check_job({**cpu, "gres": "gpu:1"}, run, profile="cpu", executor="slurm")) == ["hydra.launcher.gres"]
     extra = {**cpu, "additional_parameters": {"gpus-per-node": 1}}
     assert _keys(check_job(extra, run, profile="cpu", executor="slurm")) == [
         "hydra.launcher.additional_parameters.gpus-per-node"
     ]
     assert _keys(check_job(cpu, {**run, "num_nodes": 2}, profile="local", executor="local")) == [
-        "hydra.launcher.nodes", "run.num_nodes"
+        "hydra.launcher.nodes",
+        "run.num_nodes",
     ]
 
 
@@ -104,9 +126,9 @@ def test_strategy_inside_slurm_tasks(monkeypatch: pytest.MonkeyPatch):
     assert isinstance(strategy, DDPStrategy)
     environment = strategy.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue is False
-    with pytest.raises(ConfigError, match="run.devices.*this SLURM job has 2 tasks"):
+    with pytest.raises(ConfigError, match=r"run\.devices.*this SLURM job has 2 tasks"):
         launch.resolve_strategy(_run(devices=4))
-    with pytest.raises(ConfigError, match="run.strategy"):
+    with pytest.raises(ConfigError, match=r"run\.strategy"):
         launch.resolve_strategy(_run(devices=2, strategy="ddp_spawn"))
 
 
@@ -180,7 +202,9 @@ def test_summary_table_lists_failed_jobs(tmp_path: Path):
     (tmp_path / "jobs.json").write_text(json.dumps({"executor": "local", "jobs": jobs}))
     rows = summary.collect(tmp_path)
     assert [(r["state"], r["objective"], r["restarts"]) for r in rows] == [
-        ("completed", "0.5000", 1), ("failed", "", 0), ("missing", "", "")
+        ("completed", "0.5000", 1),
+        ("failed", "", 0),
+        ("missing", "", ""),
     ]
     text = summary.format_table(rows, base=tmp_path)
     assert "3 jobs: 1 completed, 1 failed, 1 missing" in text
@@ -210,6 +234,9 @@ def test_jobs_file_and_summary_accumulate_over_launcher_batches(tmp_path: Path, 
     jobs = json.loads((tmp_path / "jobs.json").read_text())["jobs"]
     assert [(j["num"], j["job_id"], j["job_state"]) for j in jobs] == [(0, "100", "FINISHED"), (1, "101", "FINISHED")]
     rows = summary.collect(tmp_path)
-    assert [(r["job"], r["state"], r["error"]) for r in rows] == [(0, "completed", ""), (1, "failed", "ValueError: boom")]
+    assert [(r["job"], r["state"], r["error"]) for r in rows] == [
+        (0, "completed", ""),
+        (1, "failed", "ValueError: boom"),
+    ]
     out = capsys.readouterr().out
     assert "this batch; all 2 jobs of the sweep are in it" in out and "- job 1 (101) failed: ValueError: boom" in out

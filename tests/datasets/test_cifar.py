@@ -142,7 +142,9 @@ def test_missing_one_batch_is_named(tmp_path):
 
 
 def test_missing_cifar100(tmp_path):
-    message = str(pytest.raises(DatasetNotFoundError, CIFAR100, tmp_path, "test").value)
+    with pytest.raises(DatasetNotFoundError) as error:
+        CIFAR100(tmp_path, "test")
+    message = str(error.value)
     assert str(tmp_path / "cifar-100-python") in message and "test, meta" in message
     assert "cifar-100-python.tar.gz" in message
 

@@ -113,7 +113,9 @@ def test_missing_labels_only(tmp_path):
 
 
 def test_fashion_mnist_error_explains_the_debian_package(tmp_path):
-    message = str(pytest.raises(DatasetNotFoundError, FashionMNIST, tmp_path / "fashion-mnist").value)
+    with pytest.raises(DatasetNotFoundError) as error:
+        FashionMNIST(tmp_path / "fashion-mnist")
+    message = str(error.value)
     assert "apt-get install dataset-fashion-mnist" in message
     assert f"ln -s /usr/share/datasets/fashion-mnist {tmp_path / 'fashion-mnist'}" in message
     assert "train-images-idx3-ubyte[.gz]" in message

@@ -84,7 +84,7 @@ def test_mean_teacher_target_comes_from_the_teacher_view():
 
 def test_mean_teacher_without_ema_says_how_to_enable_it():
     head = ConsistencyHead(mode="mean_teacher")
-    with pytest.raises(RuntimeError, match="ema.decay"):
+    with pytest.raises(RuntimeError, match=r"ema\.decay"):
         head(_ctx(head, torch.randn(2, 3), torch.randn(2, 3)))
 
 

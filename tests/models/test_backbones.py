@@ -211,11 +211,11 @@ def test_torchvision_local_checkpoint_with_prefix(tmp_path):
 def test_torchvision_weights_errors(tmp_path):
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), path)
-    with pytest.raises(ValueError, match="unexpected keys|missing keys|shape"):
+    with pytest.raises(ValueError, match=r"unexpected keys|missing keys|shape"):
         TorchvisionBackbone("resnet18", weights=str(path))
     with pytest.raises(FileNotFoundError, match="not found"):
         TorchvisionBackbone("resnet18", weights=str(tmp_path / "nope.pth"))
-    with pytest.raises(ValueError, match="ResNet18_Weights.IMAGENET1K_V1"):
+    with pytest.raises(ValueError, match=r"ResNet18_Weights\.IMAGENET1K_V1"):
         TorchvisionBackbone("resnet18", weights="ResNet18_Weights.NOPE")
     with pytest.raises(ValueError, match="do not belong"):
         TorchvisionBackbone("resnet18", weights="ResNet50_Weights.IMAGENET1K_V2")

@@ -14,14 +14,17 @@ from pathlib import Path
 
 import optuna
 import yaml
+from conftest import FAST, read_json, run_cli
 from optuna.trial import TrialState
 
-from conftest import FAST, read_json, run_cli
 from sesemi.sweep.report import build, render
 from sesemi.sweep.storage import make_storage
 
 ASYNC = [
-    "-m", "hparams_search=digits_fixmatch", "hydra/sweeper=optuna_async", "hydra.sweeper.workers=2",
+    "-m",
+    "hparams_search=digits_fixmatch",
+    "hydra/sweeper=optuna_async",
+    "hydra.sweeper.workers=2",
     "method.ema.evaluate=false",
 ]
 
@@ -39,11 +42,17 @@ def by_worker(trials: list[optuna.trial.FrozenTrial]) -> dict[str, list[optuna.t
 
 
 def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
-    proc = run_cli([
-        *ASYNC, "hydra.sweeper.n_trials=5", "trainer.max_steps=9",
-        # successive halving at steps 3 and 6 (validations every 3 steps), keeping the better half; 9 is the end
-        "hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.reduction_factor=2",
-    ], workdir)
+    proc = run_cli(
+        [
+            *ASYNC,
+            "hydra.sweeper.n_trials=5",
+            "trainer.max_steps=9",
+            # successive halving at steps 3 and 6 (validations every 3 steps), keeping the better half; 9 is the end
+            "hydra/sweeper/pruner=successive_halving",
+            "hydra.sweeper.pruner.reduction_factor=2",
+        ],
+        workdir,
+    )
     assert "round 0: 2 worker(s) for 5 waiting trial(s)" in proc.stdout + proc.stderr
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
     trials = load(sweep).get_trials()
@@ -76,12 +85,19 @@ def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
 
 def test_killed_worker_trial_is_retried_and_no_dir_is_reused(workdir: Path):
     args = [
-        *FAST, *ASYNC, "hydra.sweeper.n_trials=3", "trainer.max_steps=12", "trainer.val_check_interval=6",
+        *FAST,
+        *ASYNC,
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=6",
         "hydra/sweeper/pruner=none",
-        "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=4",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=4",
     ]
     log = open(workdir / "sweep.log", "w")  # noqa: SIM115 - the sweep's output while it runs
-    proc = subprocess.Popen([sys.executable, "-m", "sesemi.train", *args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sesemi.train", *args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+    )
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
     victim = None
     deadline = time.time() + 240

@@ -26,8 +26,9 @@ def test_there_are_searches():
 def test_search_space_composes_and_names_real_keys(name: str, sweeper: str):
     GlobalHydra.instance().clear()
     with initialize_config_module("sesemi.configs"):
-        cfg = compose("train", overrides=[f"hparams_search={name}", f"hydra/sweeper={sweeper}"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=[f"hparams_search={name}", f"hydra/sweeper={sweeper}"], return_hydra_config=True
+        )
     s = cfg.hydra.sweeper
     assert s._target_ == "sesemi.sweep.sweeper.OptunaSweeper" and s.mode == sweeper.split("_")[1]
     assert s.study_name == name and s.dir.endswith(f"sweeps/{name}")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import optuna
 import yaml
+from conftest import FAST, read_json, run_cli
 from optuna.trial import TrialState
 
-from conftest import FAST, read_json, run_cli
 from sesemi.sweep.report import build, render
 from sesemi.sweep.storage import make_storage
 
@@ -46,7 +46,10 @@ def test_sync_sweep_on_journal_storage_resumes_without_touching_old_trials(workd
         assert read_json(run_dir / "metrics.json")["objective"]["value"] == t.value
         overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
         assert f"optimizer.lr={t.params['optimizer.lr']}" in overrides
-        assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] == t.params["optimizer.lr"]
+        assert (
+            yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"]
+            == t.params["optimizer.lr"]
+        )
     old = {p: p.read_bytes() for p in sweep.glob("trial_*/**/*") if p.is_file()}
 
     # The same command with a bigger budget resumes the study: 2 old trials count, 1 new one runs.
@@ -63,7 +66,9 @@ def test_sync_sweep_on_journal_storage_resumes_without_touching_old_trials(workd
     text = proc.stdout
     assert "study digits_fixmatch (val/acc, maximize): 3 trials, 3 complete" in text
     for t in trials:
-        assert re.search(rf"^{t.number}\s+COMPLETE\s+{t.value:.4g}\s+\d+s\s.*trial_{t.number:04d}", text, re.MULTILINE), text
+        assert re.search(
+            rf"^{t.number}\s+COMPLETE\s+{t.value:.4g}\s+\d+s\s.*trial_{t.number:04d}", text, re.MULTILINE
+        ), text
     best = max(trials, key=lambda t: t.value)
     assert f"best: trial {best.number}, val/acc = {best.value:.5g}" in text
     checkpoint = re.search(r"checkpoint: (\S+)", text).group(1)
@@ -93,10 +98,16 @@ def test_sync_sweep_on_journal_storage_resumes_without_touching_old_trials(workd
 
 def test_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(workdir: Path):
     # No hparams_search: the sweeper on its own, a grid over a width that cannot work.
-    run_cli([
-        "-m", "hydra/sweeper=optuna_sync", "hydra/sweeper/sampler=grid", "model.backbone.width=choice(16,-8)",
-        "hydra.sweeper.max_failure_rate=0.5",  # 1 failure of 2 trials is allowed; max_failure_rate=0 would stop
-    ], workdir)
+    run_cli(
+        [
+            "-m",
+            "hydra/sweeper=optuna_sync",
+            "hydra/sweeper/sampler=grid",
+            "model.backbone.width=choice(16,-8)",
+            "hydra.sweeper.max_failure_rate=0.5",  # 1 failure of 2 trials is allowed; max_failure_rate=0 would stop
+        ],
+        workdir,
+    )
     (sweep,) = [p.parent for p in (workdir / "runs").rglob("sweep.json")]
     trials = {t.params["model.backbone.width"]: t for t in load(sweep).get_trials()}
     assert trials[16].state == TrialState.COMPLETE
@@ -112,7 +123,10 @@ def test_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(workdir: Path):
 def test_wrong_objective_fails_clearly_at_the_first_trial(workdir: Path):
     proc = run_cli([*SWEEP, "hydra.sweeper.n_trials=3", "run.objective=val/accuracy"], workdir, check=False)
     assert proc.returncode != 0
-    assert "run.objective: 'val/accuracy' is not logged by this run; its validation metrics are ['val/acc', 'val/loss']" in output(proc)
+    assert (
+        "run.objective: 'val/accuracy' is not logged by this run; its validation metrics are ['val/acc', 'val/loss']"
+        in output(proc)
+    )
     trials = load(workdir / "runs" / "sweeps" / "digits_fixmatch").get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
     assert "'val/accuracy' is not logged" in trials[0].user_attrs["error"]
@@ -121,8 +135,13 @@ def test_wrong_objective_fails_clearly_at_the_first_trial(workdir: Path):
 def test_killed_sweep_resumes_and_retries_its_lost_trial(workdir: Path):
     """The sweep process dies mid-trial (a login node's session ends): the same command resumes the study."""
     args = [*SWEEP, "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
-    proc = subprocess.Popen([sys.executable, "-m", "sesemi.train", *FAST, *args], cwd=workdir, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sesemi.train", *FAST, *args],
+        cwd=workdir,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
     deadline = time.time() + 180
     while not (sweep / "trial_0000" / "status.json").is_file() and time.time() < deadline and proc.poll() is None:

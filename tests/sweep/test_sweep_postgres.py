@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import read_json, run_cli
 from optuna.trial import TrialState
 
-from conftest import read_json, run_cli
 from sesemi.sweep.storage import make_storage
 
 pytestmark = pytest.mark.postgres
@@ -34,10 +35,18 @@ def test_sweep_on_postgresql(workdir: Path, storage: optuna.storages.RDBStorage)
     name = f"test_{uuid.uuid4().hex[:8]}"
     env = {"SESEMI_STORAGE_PASSWORD": PASSWORD}
     try:
-        run_cli([
-            "-m", "hparams_search=digits_fixmatch", "hydra.sweeper.n_jobs=1", "hydra.sweeper.n_trials=2",
-            f"hydra.sweeper.storage='{URL}'", f"hydra.sweeper.study_name={name}",
-        ], workdir, env=env)
+        run_cli(
+            [
+                "-m",
+                "hparams_search=digits_fixmatch",
+                "hydra.sweeper.n_jobs=1",
+                "hydra.sweeper.n_trials=2",
+                f"hydra.sweeper.storage='{URL}'",
+                f"hydra.sweeper.study_name={name}",
+            ],
+            workdir,
+            env=env,
+        )
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials()
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
@@ -53,11 +62,14 @@ def test_sweep_on_postgresql(workdir: Path, storage: optuna.storages.RDBStorage)
 
         report = run_cli([str(sweep), "--no-plots"], workdir, fast=False, module="sesemi.sweep_report", env=env).stdout
         assert f"study {name} (val/acc, maximize): 2 trials, 2 complete" in report
-        report = run_cli([URL, "--study", name, "--out", str(workdir / "r")], workdir, fast=False,
-                         module="sesemi.sweep_report", env=env).stdout
+        report = run_cli(
+            [URL, "--study", name, "--out", str(workdir / "r")],
+            workdir,
+            fast=False,
+            module="sesemi.sweep_report",
+            env=env,
+        ).stdout
         assert "best: trial" in report and (workdir / "r" / "trials.csv").is_file()
     finally:
-        try:
+        with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=storage)
-        except KeyError:
-            pass

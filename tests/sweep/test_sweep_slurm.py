@@ -11,9 +11,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import FAST, read_json
 from optuna.trial import TrialState
 
-from conftest import FAST, read_json
 from sesemi.sweep.storage import make_storage
 
 pytestmark = [
@@ -21,8 +21,13 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sinfo") is None, reason="no SLURM client (scripts/slurm_cluster.sh start)"),
 ]
 
-SLURM = ["-m", "hparams_search=digits_fixmatch", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug",
-         "hydra.launcher.cpus_per_task=1"]
+SLURM = [
+    "-m",
+    "hparams_search=digits_fixmatch",
+    "hydra/launcher=slurm_cpu",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+]
 
 
 def load(sweep_dir: Path) -> optuna.Study:
@@ -39,8 +44,11 @@ def test_sweeps_on_slurm(tmp_path: Path):
     for name, args in launches.items():
         (tmp_path / name).mkdir()
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "sesemi.train", *FAST, *args], cwd=tmp_path / name, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "sesemi.train", *FAST, *args],
+            cwd=tmp_path / name,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
     outputs = {name: proc.communicate(timeout=540)[0] for name, proc in procs.items()}
     for name, proc in procs.items():

@@ -22,7 +22,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 def journal_study(tmp_path: Path, direction: str = "maximize") -> optuna.Study:
     return optuna.create_study(
-        study_name="s", storage=storage_lib.make_storage(None, tmp_path), direction=direction,
+        study_name="s",
+        storage=storage_lib.make_storage(None, tmp_path),
+        direction=direction,
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
 
@@ -81,7 +83,10 @@ def test_lost_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path):
     assert len(study_lib.counted(trials)) == 2  # the retry stands in for the lost trial
     # The retry is taken like a ticket and keeps its parameters.
     again = study_lib.pop_trial(study)
-    assert again.number == 2 and study_lib.suggest(again, {"x": optuna.distributions.FloatDistribution(0, 1)}) == trials[0].params
+    assert (
+        again.number == 2
+        and study_lib.suggest(again, {"x": optuna.distributions.FloatDistribution(0, 1)}) == trials[0].params
+    )
     # Lost again: max_retries=1 is used up.
     with study_lib.Heartbeat(study._storage, [other._trial_id], interval=0.2):
         time.sleep(1.5)
@@ -146,8 +151,14 @@ def test_callback_reports_and_rejects_an_unlogged_objective(tmp_path: Path):
         set_active_trial(None)
 
     def trainer(metrics: dict, step: int) -> SimpleNamespace:
-        return SimpleNamespace(callback_metrics=metrics, sanity_checking=False, global_step=step, global_rank=0,
-                               world_size=1, max_steps=100)
+        return SimpleNamespace(
+            callback_metrics=metrics,
+            sanity_checking=False,
+            global_step=step,
+            global_rank=0,
+            world_size=1,
+            max_steps=100,
+        )
 
     callback.on_validation_end(trainer({"val/acc": 0.9, "val/loss": 0.1}, 10), None)
     assert study.trials[0].intermediate_values == {10: 0.9}
