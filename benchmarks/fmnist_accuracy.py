@@ -54,9 +54,9 @@ COMMON = [
 ]
 
 
-def train(args: list[str], workdir: Path) -> dict:
+def train(args: list[str], workdir: Path, overrides: list[str]) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "sesemi.train", *COMMON, *args], cwd=workdir, capture_output=True, text=True
+        [sys.executable, "-m", "sesemi.train", *COMMON, *overrides, *args], cwd=workdir, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise RuntimeError(f"sesemi.train {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
@@ -64,7 +64,7 @@ def train(args: list[str], workdir: Path) -> dict:
     return json.loads(runs[-1].read_text())
 
 
-def seconds_per_step(method: str, labels: int, workdir: Path) -> float:
+def seconds_per_step(method: str, labels: int, workdir: Path, overrides: list[str]) -> float:
     """Steady-state seconds per step: the time difference of a 10- and a 40-step run (start-up cancels out)."""
     walls = []
     for steps in (10, 40):
@@ -78,13 +78,17 @@ def seconds_per_step(method: str, labels: int, workdir: Path) -> float:
                 "run.id=calibrate",
             ],
             workdir,
+            overrides,
         )
         walls.append(metrics["wall_time_s"])
     return max((walls[1] - walls[0]) / 30, 1e-3)
 
 
-def run(methods: list[str], labels: list[int], seeds: list[int], budget_min: float, out: Path) -> list[dict]:
-    """Run every (labels, method, seed), adding to the results already in ``out`` (same key: replaced)."""
+def run(
+    methods: list[str], labels: list[int], seeds: list[int], budget_min: float, out: Path, overrides: list[str]
+) -> list[dict]:
+    """Run every (labels, method, seed), adding to the results already in ``out`` (same key, budget included:
+    replaced)."""
     results = json.loads(out.read_text()) if out.exists() else []
     per_step: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,11 +98,11 @@ def run(methods: list[str], labels: list[int], seeds: list[int], budget_min: flo
         for n_labels in labels:
             for method in methods:
                 if method not in per_step:  # the step cost does not depend on the number of labels
-                    per_step[method] = seconds_per_step(method, n_labels, workdir)
+                    per_step[method] = seconds_per_step(method, n_labels, workdir, overrides)
                 # Validation runs 10 times; leave it ~10% of the budget.
                 steps = max(20, int(budget_min * 60 * 0.9 / per_step[method]))
                 seconds = int(budget_min * 60 * 1.1)
-                hard_stop = f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"  # Lightning's dd:hh:mm:ss
+                hard_stop = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"  # dd:hh:mm:ss
                 for seed in seeds:
                     started = time.time()
                     metrics = train(
@@ -112,6 +116,7 @@ def run(methods: list[str], labels: list[int], seeds: list[int], budget_min: flo
                             f"run.id=fmnist_{method}_{n_labels}",
                         ],
                         workdir,
+                        overrides,
                     )
                     row = {
                         "method": method,
@@ -126,30 +131,38 @@ def run(methods: list[str], labels: list[int], seeds: list[int], budget_min: flo
                         "load": os.getloadavg()[0],
                     }
                     print(json.dumps(row), flush=True)
-                    key = (method, n_labels, seed)
-                    results = [r for r in results if (r["method"], r["labels_per_class"], r["seed"]) != key]
+                    results = [r for r in results if _key(r) != _key(row)]
                     results.append(row)
                     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
-def table(results: list[dict], budget_min: float, command: str) -> str:
+def _key(row: dict) -> tuple:
+    return row["method"], row["labels_per_class"], row["seed"], row["budget_min"]
+
+
+def table(results: list[dict], command: str) -> str:
     lines = [
-        f"Budget {budget_min:g} min of training per run on 2 CPU cores; SmallCNN width 16 (72k parameters); batches "
-        "of 16 labeled + 112 unlabeled images; test accuracy (10,000 images) of the checkpoint best on validation "
-        "(EMA weights); mean ± std over seeds; *steps*: mean optimizer steps that fit the budget.",
+        "2 CPU cores; SmallCNN width 16 (72k parameters); batches of 16 labeled + 112 unlabeled images; *budget*: "
+        "minutes of training per run; test accuracy (10,000 images) of the checkpoint best on validation (EMA "
+        "weights); mean ± std over seeds; *steps*: mean optimizer steps that fit the budget.",
         "",
-        "| labels/class | method | test accuracy | test error | seeds | steps | wall time/run |",
-        "|---|---|---|---|---|---|---|",
+        "| labels/class | budget | method | test accuracy | test error | seeds | steps | wall time/run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted({(r["labels_per_class"], r["method"]) for r in results}, key=lambda k: (k[0], METHODS.index(k[1])))
-    for n_labels, method in keys:
-        rows = [r for r in results if r["labels_per_class"] == n_labels and r["method"] == method]
+    groups = sorted(
+        {(r["labels_per_class"], r["budget_min"], r["method"]) for r in results},
+        key=lambda k: (k[0], k[1], METHODS.index(k[2])),
+    )
+    for n_labels, budget, method in groups:
+        rows = [
+            r for r in results if (r["labels_per_class"], r["budget_min"], r["method"]) == (n_labels, budget, method)
+        ]
         accs = [100 * r["test_acc"] for r in rows]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         mean = statistics.mean(accs)
         lines.append(
-            f"| {n_labels} | {method} | {mean:.1f} ± {std:.1f} | {100 - mean:.1f} | {len(rows)} | "
+            f"| {n_labels} | {budget:g} min | {method} | {mean:.1f} ± {std:.1f} | {100 - mean:.1f} | {len(rows)} | "
             f"{statistics.mean(r['steps'] for r in rows):.0f} | {statistics.mean(r['wall_s'] for r in rows):.0f} s |"
         )
     return "\n".join([*lines, "", "Reproduce:", "", "```bash", command, "```"])
@@ -166,11 +179,12 @@ def main() -> None:
     parser.add_argument(
         "--commands", type=Path, default=ROOT / "benchmarks" / "results" / "fmnist_accuracy_commands.json"
     )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.limit_test_batches=2")
     args = parser.parse_args()
     if not FMNIST.is_dir():
         sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results = run(args.methods, args.labels, args.seeds, args.budget_min, args.out)
+    results = run(args.methods, args.labels, args.seeds, args.budget_min, args.out, args.overrides)
     command = "python benchmarks/fmnist_accuracy.py " + " ".join(sys.argv[1:])
     commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
     args.commands.write_text(json.dumps(commands, indent=2) + "\n")
@@ -178,7 +192,7 @@ def main() -> None:
         args.doc,
         "fmnist",
         "Fashion-MNIST accuracy with few labels",
-        table(results, args.budget_min, "\n".join(commands)),
+        table(results, "\n".join(commands)),
     )
 
 

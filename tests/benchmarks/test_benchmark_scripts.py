@@ -170,6 +170,31 @@ def test_memory(tmp_path: Path):
     assert_reproducible(text, "memory.py")
 
 
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"Fashion-MNIST is not installed at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)",
+)
+def test_fmnist_accuracy(tmp_path: Path):
+    out, doc, commands = tmp_path / "out.json", tmp_path / "benchmarks.md", tmp_path / "commands.json"
+    args = ["--methods", "supervised", "fixmatch", "--labels", "4", "--seeds", "0", "--budget-min", "0.1"]
+    short = ["trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "data.eval_batch_size=64"]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "fmnist_accuracy.py"), *args, "--out", str(out)]
+    cmd += ["--doc", str(doc), "--commands", str(commands), *short]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    rows = json.loads(out.read_text())
+    assert sorted(r["method"] for r in rows) == ["fixmatch", "supervised"]
+    assert all(r["labels_per_class"] == 4 and r["steps"] >= 1 and 0 <= r["test_acc"] <= 1 for r in rows)
+    text = section(doc.read_text(), "fmnist")
+    assert_tables(text)
+    assert "| 4 | 0.1 min | supervised |" in text and "| 4 | 0.1 min | fixmatch |" in text
+    assert_reproducible(text, "fmnist_accuracy.py")
+    assert json.loads(commands.read_text()) == [f"python benchmarks/fmnist_accuracy.py {' '.join(cmd[2:])}"]
+
+
 def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text(
