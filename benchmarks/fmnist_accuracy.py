@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
+HEADING = "Fashion-MNIST accuracy with few labels"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 METHODS = [
     "supervised",
@@ -159,10 +160,10 @@ def table(results: list[dict], command: str) -> str:
             r for r in results if (r["labels_per_class"], r["budget_min"], r["method"]) == (n_labels, budget, method)
         ]
         accs = [100 * r["test_acc"] for r in rows]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         mean = statistics.mean(accs)
+        spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else f" (seed {rows[0]['seed']})"
         lines.append(
-            f"| {n_labels} | {budget:g} min | {method} | {mean:.1f} ± {std:.1f} | {100 - mean:.1f} | {len(rows)} | "
+            f"| {n_labels} | {budget:g} min | {method} | {mean:.1f}{spread} | {100 - mean:.1f} | {len(rows)} | "
             f"{statistics.mean(r['steps'] for r in rows):.0f} | {statistics.mean(r['wall_s'] for r in rows):.0f} s |"
         )
     return "\n".join([*lines, "", "Reproduce:", "", "```bash", command, "```"])
@@ -180,7 +181,12 @@ def main() -> None:
         "--commands", type=Path, default=ROOT / "benchmarks" / "results" / "fmnist_accuracy_commands.json"
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.limit_test_batches=2")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the doc's table from --out, train nothing")
     args = parser.parse_args()
+    if args.table_only:
+        commands = json.loads(args.commands.read_text())
+        write_section(args.doc, "fmnist", HEADING, table(json.loads(args.out.read_text()), "\n".join(commands)))
+        return
     if not FMNIST.is_dir():
         sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,12 +194,7 @@ def main() -> None:
     command = "python benchmarks/fmnist_accuracy.py " + " ".join(sys.argv[1:])
     commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
     args.commands.write_text(json.dumps(commands, indent=2) + "\n")
-    write_section(
-        args.doc,
-        "fmnist",
-        "Fashion-MNIST accuracy with few labels",
-        table(results, "\n".join(commands)),
-    )
+    write_section(args.doc, "fmnist", HEADING, table(results, "\n".join(commands)))
 
 
 if __name__ == "__main__":

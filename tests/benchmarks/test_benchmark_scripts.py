@@ -193,6 +193,10 @@ def test_fmnist_accuracy(tmp_path: Path):
     assert "| 4 | 0.1 min | supervised |" in text and "| 4 | 0.1 min | fixmatch |" in text
     assert_reproducible(text, "fmnist_accuracy.py")
     assert json.loads(commands.read_text()) == [f"python benchmarks/fmnist_accuracy.py {' '.join(cmd[2:])}"]
+    # --table-only renders the same section again from the results, training nothing.
+    doc.write_text("# Benchmarks\n")
+    subprocess.run([*cmd, "--table-only"], cwd=tmp_path, capture_output=True, timeout=60, check=True)
+    assert section(doc.read_text(), "fmnist") == text
 
 
 def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
