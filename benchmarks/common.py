@@ -74,7 +74,7 @@ def command_line(script: str, argv: Sequence[str] | None = None) -> str:
     return " ".join(["python", f"benchmarks/{script}", *map(shlex.quote, args)])
 
 
-def write_json(path: Path, data: dict[str, Any]) -> Path:
+def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")

@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_section
+from common import DOC, RESULTS, command_line, reproduce, write_json, write_section
 
-ROOT = Path(__file__).resolve().parents[1]
 HEADING = "Fashion-MNIST accuracy with few labels"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 METHODS = [
@@ -42,7 +41,8 @@ METHODS = [
     "fixmatch_rotation",
     "jigsaw",
 ]
-# Batch sizes for every method: 32 labeled, 7x that unlabeled (FixMatch's ratio), small enough for 2 CPU cores.
+# One backbone and batch for every method: width 16 and 16 labeled + 7x that unlabeled (FixMatch's ratio), so a
+# semi-supervised step fits 2 CPU cores (docs/benchmarks.md measures why).
 COMMON = [
     "experiment=fmnist_fixmatch",
     "model.backbone.width=16",
@@ -134,7 +134,7 @@ def run(
                     print(json.dumps(row), flush=True)
                     results = [r for r in results if _key(r) != _key(row)]
                     results.append(row)
-                    out.write_text(json.dumps(results, indent=2) + "\n")
+                    write_json(out, results)
     return results
 
 
@@ -166,7 +166,7 @@ def table(results: list[dict], command: str) -> str:
             f"| {n_labels} | {budget:g} min | {method} | {mean:.1f}{spread} | {100 - mean:.1f} | {len(rows)} | "
             f"{statistics.mean(r['steps'] for r in rows):.0f} | {statistics.mean(r['wall_s'] for r in rows):.0f} s |"
         )
-    return "\n".join([*lines, "", "Reproduce:", "", "```bash", command, "```"])
+    return "\n".join([*lines, "", reproduce(command)])
 
 
 def main() -> None:
@@ -175,11 +175,9 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", type=int, default=[10, 40])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget-min", type=float, default=4.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fmnist_accuracy.json")
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument(
-        "--commands", type=Path, default=ROOT / "benchmarks" / "results" / "fmnist_accuracy_commands.json"
-    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "fmnist_accuracy.json")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--commands", type=Path, default=RESULTS / "fmnist_accuracy_commands.json")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.limit_test_batches=2")
     parser.add_argument("--table-only", action="store_true", help="rewrite the doc's table from --out, train nothing")
     args = parser.parse_args()
@@ -189,11 +187,10 @@ def main() -> None:
         return
     if not FMNIST.is_dir():
         sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     results = run(args.methods, args.labels, args.seeds, args.budget_min, args.out, args.overrides)
-    command = "python benchmarks/fmnist_accuracy.py " + " ".join(sys.argv[1:])
+    command = command_line("fmnist_accuracy.py")
     commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
-    args.commands.write_text(json.dumps(commands, indent=2) + "\n")
+    write_json(args.commands, commands)
     write_section(args.doc, "fmnist", HEADING, table(results, "\n".join(commands)))
 
 
