@@ -11,6 +11,7 @@ from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sesemi.callbacks.objective import ObjectiveCheck
+from sesemi.checks import check_backbone
 from sesemi.data.datamodule import SemiSupervisedDataModule
 from sesemi.errors import ConfigError
 from sesemi.launch import cluster_callbacks, resolve_plugins, resolve_strategy
@@ -41,7 +42,7 @@ def instantiate_key(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
     except InstantiationException as err:  # the _target_ could not be located or imported
         full_key = _full_key(err, key)
-        problem = str(err.__cause__ or err).split("\n")[0]
+        problem = str(err.__cause__ or err)  # keeps the cause, e.g. "No module named 'nopkg'"
         raise ConfigError(
             full_key,
             problem.replace(", set env var HYDRA_FULL_ERROR=1 to see chained stack trace", ""),
@@ -52,7 +53,8 @@ def instantiate_key(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(_full_key(err, key), str(err), "put the files there or change run.data_root") from err
     except (TypeError, ValueError) as err:
         full_key = _full_key(err, key)
-        raise ConfigError(full_key, f"{type(err).__name__}: {err}", f"check the arguments under {full_key}") from err
+        fix = getattr(err, "fix", None) or f"check the arguments under {full_key}"  # e.g. CorruptImagesError's
+        raise ConfigError(full_key, f"{type(err).__name__}: {err}", fix) from err
 
 
 def build_datamodule(cfg: DictConfig) -> SemiSupervisedDataModule:
@@ -70,7 +72,7 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str] | Non
             )
     ema = cfg.method.get("ema") or {}
     return SemiSupervisedModule(
-        backbone=instantiate_key(cfg, "model.backbone"),
+        backbone=check_backbone(instantiate_key(cfg, "model.backbone")),
         head=instantiate_key(cfg, "model.head"),
         loss_heads={name: instantiate_key(cfg, f"method.loss_heads.{name}") for name in heads},
         optimizer=instantiate_key(cfg, "optimizer"),

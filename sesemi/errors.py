@@ -5,6 +5,9 @@ Every message names the config key at fault and how to fix it, so the CLI can pr
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot work, with the key that holds it and the fix."""
@@ -14,3 +17,10 @@ class ConfigError(ValueError):
         self.problem = " ".join(problem.split()).rstrip(".")  # one line, whatever the wrapped error printed
         self.fix = fix
         super().__init__(f"{key}: {self.problem}. Fix: {fix}")
+
+
+def exit_with(err: ConfigError) -> NoReturn:
+    """Print ``err`` as the CLI's one error line and exit 2: for checks that run before the task function (while
+    Hydra resolves its own config), where no caller would turn the exception into that line."""
+    print(f"sesemi: error: {err}", file=sys.stderr)
+    sys.exit(2)

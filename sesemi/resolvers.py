@@ -1,20 +1,25 @@
 """OmegaConf resolvers used by the built-in configs.
 
 - ``${datapath:cifar10}``: a dataset path relative to ``run.data_root`` (absolute paths are kept as they are).
-- ``${sesemi.fresh_dir:<pattern>}``: claims ``<pattern>`` atomically (``_1``, ``_2``... appended when another run
-  got it in the same second), so two runs never share a directory.
-- ``${sesemi.run_dir:<pattern>,${run.resume}}``: as ``fresh_dir``, except that when ``run.resume`` points into an
-  earlier run it is that run's dir, so the resumed run continues its own checkpoints, TensorBoard curves and status
-  file.
+- ``${sesemi.fresh_dir:<run.dir>,<run.id>,<stamp>}``: claims ``<run.dir>/<run.id>/<stamp>`` atomically (``_1``,
+  ``_2``... appended when another run got it in the same second), so two runs never share a directory. ``run.id``
+  must be one directory name, checked before any directory is made.
+- ``${sesemi.run_dir:<run.dir>,<run.id>,<stamp>,${run.resume}}``: as ``fresh_dir``, except that when ``run.resume``
+  points into an earlier run it is that run's dir, so the resumed run continues its own checkpoints, TensorBoard
+  curves and status file.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from sesemi.errors import ConfigError, exit_with
 
 STATUS_FILE = "status.json"
 
@@ -57,21 +62,47 @@ def claim_dir(pattern: str) -> Path:
     raise RuntimeError(f"could not claim a fresh directory for {pattern}")
 
 
-def run_dir(pattern: str, resume: str | None = None) -> str:
+def check_run_id(run_id: Any) -> None:
+    """``run.id`` names one directory below ``run.dir``: a single path component, never ``..``."""
+    text = str(run_id)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
+        raise ConfigError(
+            "run.id",
+            f"{text!r} is not a single directory name (runs go to run.dir/run.id/<time>)",
+            "use a plain name such as run.id=my_experiment; choose the parent folder with run.dir",
+        )
+
+
+def run_dir(parent: str, run_id: Any, stamp: str, resume: str | None = None) -> str:
     if resume:
         existing = run_dir_of(resume)
         if existing is not None:
             return str(existing)
-    return str(claim_dir(pattern))
+    return fresh_dir(parent, run_id, stamp)
 
 
-def fresh_dir(pattern: str) -> str:
-    return str(claim_dir(pattern))
+def fresh_dir(parent: str, run_id: Any, stamp: str) -> str:
+    check_run_id(run_id)
+    return str(claim_dir(f"{parent}/{run_id}/{stamp}"))
+
+
+def _exit_on_config_error(resolver: Callable[..., str]) -> Callable[..., str]:
+    """Hydra resolves the run dir before the task function starts: a bad value there exits with the one error line
+    (instead of Hydra's traceback), before any directory is made."""
+
+    @functools.wraps(resolver)
+    def resolve(*args: Any) -> str:
+        try:
+            return resolver(*args)
+        except ConfigError as err:
+            exit_with(err)
+
+    return resolve
 
 
 def register() -> None:
     """Register the resolvers; the directory ones are cached so every resolution of a config sees one dir."""
     if not OmegaConf.has_resolver("datapath"):
         OmegaConf.register_resolver("datapath", datapath)
-        OmegaConf.register_resolver("sesemi.run_dir", run_dir, use_cache=True)
-        OmegaConf.register_resolver("sesemi.fresh_dir", fresh_dir, use_cache=True)
+        OmegaConf.register_resolver("sesemi.run_dir", _exit_on_config_error(run_dir), use_cache=True)
+        OmegaConf.register_resolver("sesemi.fresh_dir", _exit_on_config_error(fresh_dir), use_cache=True)

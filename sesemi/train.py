@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from sesemi import resolvers
+from sesemi import checks, resolvers
 from sesemi.errors import ConfigError
 
 log = logging.getLogger("sesemi")
@@ -92,9 +92,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         mode = cfg.run.mode
         if mode not in ("fit", "validate", "test"):
             raise ConfigError("run.mode", f"unknown mode {mode!r}", "use run.mode=fit, validate or test")
+        checks.check_config(cfg)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
         trainer = build_trainer(cfg)
+        checks.check_before_training(cfg, datamodule, module, trainer)
         log.info("data: %s", datamodule.describe())
         metrics: dict[str, Any] = {"mode": mode}
         if mode == "fit":

@@ -19,8 +19,8 @@ def test_resume_resolves_to_the_run_dir_that_holds_the_checkpoint(tmp_path: Path
     ckpt = old / "checkpoints" / "last.ckpt"
     ckpt.touch()
     assert run_dir_of(ckpt) == old
-    assert run_dir(str(tmp_path / "runs" / "x" / "new"), str(ckpt)) == str(old)
-    assert run_dir(str(tmp_path / "runs" / "x" / "new"), None) == str(tmp_path / "runs" / "x" / "new")
+    assert run_dir(str(tmp_path / "runs"), "x", "new", str(ckpt)) == str(old)
+    assert run_dir(str(tmp_path / "runs"), "x", "new", None) == str(tmp_path / "runs" / "x" / "new")
 
 
 def test_failed_run_records_error_and_restarts_count(tmp_path: Path):

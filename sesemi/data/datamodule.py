@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, default_collate
 
 from sesemi.data.splits import Split, split_indices
 from sesemi.data.transforms import MultiView, Transform
@@ -42,6 +43,12 @@ def _targets(dataset: Dataset, key: str) -> list[int]:
             "give the dataset a `targets` list of int labels (-1 for unlabeled) as the sesemi dataset API requires",
         )
     return [int(t) for t in targets]
+
+
+def batches_per_process(samples: int, batch_size: int, world_size: int = 1) -> int:
+    """Full batches each training process draws per epoch: Lightning's DistributedSampler gives every process
+    ``ceil(samples / world_size)`` samples, and training loaders drop the last partial batch."""
+    return math.ceil(samples / world_size) // batch_size
 
 
 class SemiSupervisedDataModule(LightningDataModule):
@@ -108,20 +115,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.split: Split = split_indices(
             _targets(train, "data.train"), classes=getattr(train, "classes", None), **self.split_args
         )
-        n_unlabeled = len(self.split.unlabeled) + sum(len(d) for d in self.extra_unlabeled)
-        if self.unlabeled_views is not None and n_unlabeled < unlabeled_batch_size:
-            raise ConfigError(
-                "data.unlabeled_batch_size",
-                f"is {unlabeled_batch_size} but only {n_unlabeled} unlabeled samples exist (all "
-                "training samples are labeled or held out)",
-                "label fewer samples (data.labels_per_class), add data.extra_unlabeled, or use method=supervised",
-            )
-        if len(self.split.labeled) < labeled_batch_size:
-            raise ConfigError(
-                "data.labeled_batch_size",
-                f"is {labeled_batch_size} but only {len(self.split.labeled)} labeled samples exist",
-                f"set data.labeled_batch_size <= {len(self.split.labeled)}",
-            )
+        self._check_classes()
 
     @property
     def num_classes(self) -> int:
@@ -132,6 +126,73 @@ class SemiSupervisedDataModule(LightningDataModule):
     def class_names(self) -> list[str] | None:
         classes = getattr(self.train_set, "classes", None)
         return [str(c) for c in classes] if classes else None
+
+    def _check_classes(self) -> None:
+        """At least two training classes, and validation/test sets whose class indices are the training set's."""
+        names = self.class_names
+        if self.num_classes < 2:
+            raise ConfigError(
+                "data.train",
+                f"has {self.num_classes} class ({', '.join(names or ['0'])}); a classifier needs at least 2",
+                "give the training data two or more classes (ImageFolder: one sub-folder per class)",
+            )
+        for key, dataset in (("data.val", self.val_set), ("data.test", self.test_set)):
+            classes = getattr(dataset, "classes", None)
+            if dataset is None or classes is None or names is None or list(map(str, classes)) == names:
+                continue
+            unknown = [c for c in map(str, classes) if c not in names]
+            missing = [c for c in names if c not in map(str, classes)]
+            problem = f"has classes {list(map(str, classes))} but the training classes are {names}"
+            if unknown:
+                problem += f" (unknown to training: {unknown})"
+            if missing:
+                problem += f" (missing: {missing})"
+            raise ConfigError(
+                key,
+                problem + "; class indices come from the training classes, so its labels would not match",
+                f"give {key} the training classes (an ImageFolder takes classes=[...] to pick and order them: "
+                f"{key}.classes='{names}'), each with its folder of images",
+            )
+
+    def check_batches(self, world_size: int = 1, processes: str = "one process") -> None:
+        """Every training process gets at least one full labeled (and unlabeled) batch per epoch."""
+        n_unlabeled = len(self.split.unlabeled) + sum(len(d) for d in self.extra_unlabeled)
+        streams = [("labeled", len(self.split.labeled), self.labeled_batch_size)]
+        if self.unlabeled_views is not None:
+            streams.append(("unlabeled", n_unlabeled, self.unlabeled_batch_size))
+        for stream, samples, batch_size in streams:
+            if batches_per_process(samples, batch_size, world_size) >= 1:
+                continue
+            per_process = math.ceil(samples / world_size)
+            where = f"each of the {world_size} processes ({processes}) gets" if world_size > 1 else "there are"
+            fixes = [f"set data.{stream}_batch_size <= {samples // world_size}"] if samples >= world_size else []
+            if stream == "labeled":
+                fixes.append("label more samples (data.labels_per_class)")
+            else:
+                fixes.append("label fewer samples (data.labels_per_class), add data.extra_unlabeled")
+                fixes.append("use method=supervised")
+            if world_size > 1:
+                fixes.append("train on fewer processes (run.devices)")
+            raise ConfigError(
+                f"data.{stream}_batch_size",
+                f"is {batch_size} but {where} only {per_process} of the {samples} {stream} samples, "
+                "less than one batch",
+                ", ".join(fixes[:-1]) + (", or " if len(fixes) > 1 else "") + fixes[-1],
+            )
+
+    def sample_batches(self, size: int = 2) -> dict[str, dict[str, torch.Tensor]]:
+        """A few real samples of each stream, collated: ``{"labeled" | "unlabeled" | "eval": {view: images}}``."""
+        streams = {"labeled": ViewDataset(self.train_set, self.split.labeled[:size], self.labeled_views)}
+        if self.unlabeled_views is not None:
+            unlabeled = self.unlabeled_dataset()
+            streams["unlabeled"] = Subset(unlabeled, range(min(size, len(unlabeled))))
+        streams["eval"] = Subset(self._eval_set(), range(min(size, len(self._eval_set()))))
+        batches = {}
+        for stream, dataset in streams.items():
+            if len(dataset):
+                batch = default_collate([dataset[i] for i in range(len(dataset))])
+                batches[stream] = {k: v for k, v in batch.items() if k != "target"}
+        return batches
 
     @property
     def has_unlabeled(self) -> bool:
@@ -172,8 +233,9 @@ class SemiSupervisedDataModule(LightningDataModule):
         return self._loader(self._eval_set(), self.eval_batch_size, False)
 
     def test_dataloader(self) -> DataLoader:
-        dataset = ViewDataset(self.test_set, None, self.eval_views) if self.test_set is not None else self._eval_set()
-        return self._loader(dataset, self.eval_batch_size, False)
+        if self.test_set is None:
+            raise ConfigError("data.test", "is null: this data config has no test set", "give data.test a dataset")
+        return self._loader(ViewDataset(self.test_set, None, self.eval_views), self.eval_batch_size, False)
 
     def describe(self) -> str:
         n_extra = sum(len(d) for d in self.extra_unlabeled)

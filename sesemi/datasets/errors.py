@@ -35,6 +35,23 @@ class DatasetNotFoundError(FileNotFoundError):
         return cls(f"{text}. {how_to_get} {RELATIVE_NOTE}")
 
 
+class CorruptImagesError(ValueError):
+    """Image files that cannot be decoded; the message names them and ``fix`` says what to do."""
+
+    fix = (
+        "delete or replace those files (or move them out of the dataset's folders); the dataset's verify=True "
+        "(the default) checks every image before training"
+    )
+
+    @classmethod
+    def found(
+        cls, dataset: str, root: str | os.PathLike, total: int, errors: Sequence[tuple[str, str]]
+    ) -> CorruptImagesError:
+        shown = "; ".join(f"{path} ({error})" for path, error in errors[:5])
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        return cls(f"{dataset} {root}: {len(errors)} of {total} images cannot be decoded: {shown}{more}")
+
+
 def dataset_dir(root: str | os.PathLike, folder: str, marker: str) -> Path:
     """The dataset's directory: ``root/folder``, or ``root`` itself when the user pointed at that folder.
 
