@@ -244,7 +244,7 @@ def train_in_rank_processes(cfg: DictConfig) -> dict[str, Any]:
     ``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_PORT`` and starts no processes itself. Rank 0 writes the run dir as in
     any run. If a rank fails the others are stopped, and the job fails with rank 0's error (or the failed rank's).
     """
-    from sesemi.rundir import METRICS_FILE, RunRecord, read_status
+    from sesemi.rundir import RunRecord, read_metrics, read_status
 
     run = cfg.run
     if int(run.num_nodes) != 1:
@@ -306,7 +306,7 @@ def train_in_rank_processes(cfg: DictConfig) -> dict[str, Any]:
                 results[rank] = json.loads(path.read_text())
     status = read_status(run_dir) or {}
     if failed is None and status.get("state") == "completed":
-        return json.loads((run_dir / METRICS_FILE).read_text())
+        return read_metrics(run_dir) or {}
     # Rank 0's error if it has one, else the first failed rank's.
     result = results.get(0) if results.get(0, {}).get("error") else results.get(failed or 0, {})
     if result.get("type") == "ConfigError":

@@ -16,21 +16,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-STATUS_FILE = "status.json"
+from sesemi.rundir import find_run_dir
 
 
 def datapath(path: str, *, _root_: Any) -> str:
     data_root = Path(os.path.expanduser(str(_root_.run.data_root)))
     return str((data_root / os.path.expanduser(path)).absolute())
-
-
-def run_dir_of(resume: str | os.PathLike) -> Path | None:
-    """The sesemi run dir that holds a checkpoint (or is itself a run dir), if any."""
-    path = Path(resume).absolute()
-    for candidate in (path, *path.parents):
-        if (candidate / STATUS_FILE).is_file():
-            return candidate
-    return None
 
 
 _claimed: dict[str, Path] = {}
@@ -59,7 +50,7 @@ def claim_dir(pattern: str) -> Path:
 
 def run_dir(pattern: str, resume: str | None = None) -> str:
     if resume:
-        existing = run_dir_of(resume)
+        existing = find_run_dir(resume)
         if existing is not None:
             return str(existing)
     return str(claim_dir(pattern))

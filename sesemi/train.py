@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from sesemi import resolvers
+from sesemi import resolvers, rundir
 from sesemi.errors import ConfigError
 
 log = logging.getLogger("sesemi")
@@ -57,15 +57,8 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _checkpoint_path(path: str | None, key: str) -> str | None:
-    """A checkpoint file, or a run dir standing for its ``checkpoints/last.ckpt``."""
-    if not path:
-        return None
-    p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoints" / "last.ckpt"
-    if not p.is_file():
-        raise ConfigError(key, f"no checkpoint at {p}", "give a .ckpt file or a run dir with checkpoints/last.ckpt")
-    return str(p)
+    """A checkpoint file, or a run dir standing for its ``checkpoints/last.ckpt`` (None when ``path`` is unset)."""
+    return str(rundir.resolve_checkpoint(path, key, rundir.RESUME)) if path else None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -75,12 +68,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from sesemi.builders import build_datamodule, build_module, build_trainer
     from sesemi.cluster.requeue import Requeued, note_resumed, restart_checkpoint
     from sesemi.launch import needs_rank_processes, train_in_rank_processes
-    from sesemi.rundir import RunRecord
 
     if needs_rank_processes(cfg):  # a DDP job inside a local sweep: its ranks are fresh processes
         return train_in_rank_processes(cfg)
     run_dir = Path(cfg.run.output_dir)
-    record = RunRecord(run_dir)
+    record = rundir.RunRecord(run_dir)
     restart = restart_checkpoint(run_dir)  # a requeued SLURM job continues from its own checkpoint
     record.start()
     if restart:
@@ -150,10 +142,8 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 
 def objective_value(metrics: dict[str, Any]) -> float:
-    if "objective" in metrics:
-        return float(metrics["objective"]["value"])
-    results = metrics[metrics["mode"]]
-    return float(next((v for k, v in results.items() if k.endswith("/acc")), float("nan")))
+    value = rundir.objective_value(metrics)
+    return float("nan") if value is None else value
 
 
 @hydra.main(config_path="pkg://sesemi.configs", config_name="train")

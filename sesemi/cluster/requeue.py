@@ -25,16 +25,14 @@ import logging
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info
 from torch.distributed import ReduceOp
 
-from sesemi.resolvers import STATUS_FILE
-from sesemi.rundir import RunRecord, read_status
+from sesemi.rundir import RunRecord, last_checkpoint, read_status
 
 log = logging.getLogger("sesemi")
 
@@ -61,10 +59,6 @@ def _codes() -> dict[signal.Signals, int]:
     return {signal.SIGTERM: 1, submitit_signal(): 2}
 
 
-def checkpoint_path(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "checkpoints" / "last.ckpt"
-
-
 def restart_checkpoint(run_dir: str | os.PathLike) -> str | None:
     """The checkpoint a restarted (requeued) SLURM job continues from, or None for a first start.
 
@@ -74,30 +68,17 @@ def restart_checkpoint(run_dir: str | os.PathLike) -> str | None:
     job_id = os.environ.get("SLURM_JOB_ID")
     if not job_id or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
         return None
-    import json
-
-    status_path = Path(run_dir) / STATUS_FILE
-    if not status_path.is_file():
+    status = read_status(run_dir)  # written atomically: never half a file
+    if status is None or not any(str(a.get("slurm_job_id")) == job_id for a in status.get("attempts", [])):
         return None
-    try:
-        attempts = json.loads(status_path.read_text()).get("attempts", [])
-    except ValueError:  # being replaced by rank 0 right now; only a restart can have a checkpoint anyway
-        attempts = [{"slurm_job_id": job_id}]
-    if not any(str(a.get("slurm_job_id")) == job_id for a in attempts):
-        return None
-    ckpt = checkpoint_path(run_dir)
+    ckpt = last_checkpoint(run_dir)
     return str(ckpt) if ckpt.is_file() else None
 
 
-def note_resumed(record: Any, ckpt: str) -> None:
+def note_resumed(record: RunRecord, ckpt: str) -> None:
     """Record in this attempt of ``status.json`` which checkpoint it resumed from (rank 0 only)."""
-    if rank_zero_only.rank != 0:
-        return
-    status = read_status(record.dir) or {}
-    attempts = status.get("attempts") or [{}]
-    attempts[-1]["resumed_from"] = ckpt
-    record._update(attempts=attempts)
-    log.info("sesemi: requeued job resumes from %s (restart %d)", ckpt, len(attempts) - 1)
+    record.note_attempt(resumed_from=ckpt)
+    rank_zero_info(f"sesemi: requeued job resumes from {ckpt}")
 
 
 class PreemptionCallback(Callback):
@@ -155,7 +136,7 @@ class PreemptionCallback(Callback):
         agreed = self._agreed_signal(trainer)
         if agreed is None:
             return
-        ckpt = checkpoint_path(self.run_dir)
+        ckpt = last_checkpoint(self.run_dir)
         trainer.save_checkpoint(ckpt)  # every rank takes part; rank 0 writes
         step = trainer.global_step
         if agreed == signal.SIGTERM:
