@@ -3,7 +3,7 @@
 A run dir (``${run.dir}/${run.id}/<stamp>``, or ``<sweep dir>/<job num>``) holds::
 
     .hydra/                 the composed config (Hydra)
-    status.json             running / completed / failed / requeued / cancelled / interrupted, with every attempt
+    status.json             running / completed / failed / requeued / cancelled / interrupted; every attempt
     metrics.json            written once, when the run completed
     checkpoints/last.ckpt   the newest training state (resume, requeue)
     checkpoints/best.ckpt   the best one by run.objective
@@ -236,8 +236,8 @@ class RunRecord:
         )
 
     @rank_zero_only
-    def requeued(self, reason: str) -> None:
-        self.update(state="requeued", requeue_reason=reason)
+    def requeued(self, reason: str, signal_name: str | None = None) -> None:
+        self.update(state="requeued", requeue_reason=reason, signal=signal_name)
 
     @rank_zero_only
     def stopped(self, state: str, signal_name: str, reason: str) -> None:
