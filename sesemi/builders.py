@@ -11,11 +11,12 @@ from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sesemi.callbacks.objective import ObjectiveCheck
+from sesemi.checkpoint_io import AtomicCheckpointIO
 from sesemi.checks import check_backbone
 from sesemi.data.datamodule import SemiSupervisedDataModule
 from sesemi.errors import ConfigError
-from sesemi.launch import cluster_callbacks, resolve_plugins, resolve_strategy
 from sesemi.module import SemiSupervisedModule
+from sesemi.runtime import Runtime
 
 
 def _full_key(err: BaseException, default: str) -> str:
@@ -119,7 +120,9 @@ def resolve_precision(precision: str | int, accelerator: str) -> str | int:
     return "32-true"
 
 
-def build_trainer(cfg: DictConfig, **overrides: Any):
+def build_trainer(cfg: DictConfig, runtime: Runtime | None = None, **overrides: Any):
+    """The Trainer of ``cfg``, on the strategy, plugins and callbacks the environment decided (``runtime``)."""
+    runtime = runtime or Runtime()
     run = cfg.run
     accelerator = resolve_accelerator(run.accelerator)
     _check_devices(accelerator, run.devices)
@@ -135,18 +138,16 @@ def build_trainer(cfg: DictConfig, **overrides: Any):
     if isinstance(interval, int) and trainer_cfg.get("max_steps", -1) > 0:
         # Validate at least once, at the end, even when a short run has fewer steps than the interval.
         overrides.setdefault("val_check_interval", min(interval, trainer_cfg.max_steps))
-    plugins = resolve_plugins(run)  # e.g. SLURM without Lightning's own requeue (submitit owns it)
-    if plugins:
-        overrides.setdefault("plugins", plugins)
+    overrides.setdefault("plugins", [AtomicCheckpointIO(), *runtime.plugins])
     return instantiate_key(
         cfg,
         "trainer",
         accelerator=accelerator,
         devices=run.devices,
         num_nodes=run.num_nodes,
-        strategy=resolve_strategy(run),
+        strategy=runtime.strategy,
         precision=resolve_precision(run.precision, accelerator),
-        callbacks=[c for c in callbacks if c is not None] + cluster_callbacks(cfg),
+        callbacks=[c for c in callbacks if c is not None] + list(runtime.callbacks),
         logger=[lg for lg in loggers if lg is not None] or False,
         **overrides,
     )

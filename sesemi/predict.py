@@ -51,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from sesemi import resolvers
+from sesemi import resolvers, rundir
 from sesemi.errors import ConfigError
 
 log = logging.getLogger("sesemi")
@@ -67,35 +67,12 @@ DATASET_SPLITS = ("test", "val", "train")
 # ---------------------------------------------------------------------------------------------------------- checkpoints
 def resolve_checkpoint(path: str | os.PathLike | None, key: str = "checkpoint") -> Path:
     """A checkpoint file, or a run dir standing for its ``checkpoints/best.ckpt`` (else ``last.ckpt``)."""
-    if not path:
-        raise ConfigError(key, "is not set", f"give {key}=<a .ckpt file or a run dir>")
-    p = Path(os.path.expanduser(str(path)))
-    if p.is_dir():
-        for candidate in (
-            p / "checkpoints" / "best.ckpt",
-            p / "checkpoints" / "last.ckpt",
-            p / "best.ckpt",
-            p / "last.ckpt",
-        ):
-            if candidate.is_file():
-                return candidate
-        raise ConfigError(
-            key,
-            f"{p} is a directory without checkpoints/best.ckpt or last.ckpt",
-            "give a .ckpt file or a sesemi run dir",
-        )
-    if not p.is_file():
-        raise ConfigError(key, f"no checkpoint at {p}", "give a .ckpt file or a sesemi run dir")
-    return p
+    return rundir.resolve_checkpoint(path, key, rundir.INFERENCE)
 
 
 def checkpoint_run_dir(checkpoint: str | os.PathLike) -> Path:
     """The run dir a checkpoint belongs to (the one with ``status.json``), else the folder above ``checkpoints/``."""
-    path = Path(checkpoint).absolute()
-    found = resolvers.run_dir_of(path)
-    if found is not None:
-        return found
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return rundir.run_dir_of_checkpoint(checkpoint)
 
 
 def add_src_dir(src_dir: str | None) -> None:

@@ -20,22 +20,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sesemi.errors import ConfigError, exit_with
-
-STATUS_FILE = "status.json"
+from sesemi.rundir import find_run_dir
 
 
 def datapath(path: str, *, _root_: Any) -> str:
     data_root = Path(os.path.expanduser(str(_root_.run.data_root)))
     return str((data_root / os.path.expanduser(path)).absolute())
-
-
-def run_dir_of(resume: str | os.PathLike) -> Path | None:
-    """The sesemi run dir that holds a checkpoint (or is itself a run dir), if any."""
-    path = Path(resume).absolute()
-    for candidate in (path, *path.parents):
-        if (candidate / STATUS_FILE).is_file():
-            return candidate
-    return None
 
 
 _claimed: dict[str, Path] = {}
@@ -75,7 +65,7 @@ def check_run_id(run_id: Any) -> None:
 
 def run_dir(parent: str, run_id: Any, stamp: str, resume: str | None = None) -> str:
     if resume:
-        existing = run_dir_of(resume)
+        existing = find_run_dir(resume)
         if existing is not None:
             return str(existing)
     return fresh_dir(parent, run_id, stamp)

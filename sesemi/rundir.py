@@ -1,7 +1,18 @@
-"""The run directory's own record: ``status.json`` (running / completed / failed / requeued) and ``metrics.json``.
+"""What a run dir is: its layout, how a path given by a user resolves to a run dir or a checkpoint, and its record.
 
-Only global rank zero writes. A run is ``completed`` only after its metrics were written, so a crashed or killed
-run never looks finished; each (re)start of the same run dir is appended to ``status.json``'s ``attempts``.
+A run dir (``${run.dir}/${run.id}/<stamp>``, or ``<sweep dir>/<job num>``) holds::
+
+    .hydra/                 the composed config (Hydra)
+    status.json             running / completed / failed / requeued / cancelled / interrupted; every attempt
+    metrics.json            written once, when the run completed
+    checkpoints/last.ckpt   the newest training state (resume, requeue)
+    checkpoints/best.ckpt   the best one by run.objective
+    tensorboard/            one event file per attempt
+
+Only global rank zero writes the record. A run is ``completed`` only after its metrics were written, so a crashed
+or killed run never looks finished; each (re)start of the same run dir is appended to ``status.json``'s
+``attempts``. Every file is written to a temporary file in the same dir and renamed, so a reader never sees half
+of one. This module imports neither torch nor Lightning (the cluster summary reads run dirs too).
 """
 
 from __future__ import annotations
@@ -9,42 +20,177 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import traceback
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only
 
-from sesemi.resolvers import STATUS_FILE
+from sesemi.errors import ConfigError
 
+STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.json"
+HYDRA_DIR = ".hydra"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+BEST_CKPT = "best.ckpt"
+
+# Which checkpoint a run dir stands for: training continues from the newest state; inference prefers the best.
+RESUME = (LAST_CKPT,)
+INFERENCE = (BEST_CKPT, LAST_CKPT)
+
+PathLike = str | os.PathLike
+
+
+def _env_rank() -> int:
+    """The global rank from the environment, as Lightning reads it (RANK, LOCAL_RANK, SLURM_PROCID...)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key) is not None:
+            return int(os.environ[key])
+    return 0
+
+
+# Lightning sets this on import the same way (keeping a value already set); a process that reads or marks run
+# dirs without Lightning (the cluster summary, a sweep's reaper) needs it too.
+rank_zero_only.rank = getattr(rank_zero_only, "rank", _env_rank())
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def write_atomic(path: PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path`` (a unique name per writer) and rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def read_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(run_dir) / STATUS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_status(run_dir: PathLike) -> dict[str, Any] | None:
+    """``status.json`` of a run dir, or None when there is none (yet)."""
+    return _read_json(Path(run_dir) / STATUS_FILE)
+
+
+def read_metrics(run_dir: PathLike) -> dict[str, Any] | None:
+    """``metrics.json`` of a run dir, or None before the run completed."""
+    return _read_json(Path(run_dir) / METRICS_FILE)
+
+
+def is_run_dir(path: PathLike) -> bool:
+    return (Path(path) / STATUS_FILE).is_file()
+
+
+def find_run_dir(path: PathLike) -> Path | None:
+    """The run dir that holds ``path`` (a checkpoint, a file in it, or the run dir itself), if any."""
+    path = Path(os.path.expanduser(str(path))).absolute()
+    for candidate in (path, *path.parents):
+        if is_run_dir(candidate):
+            return candidate
+    return None
+
+
+def checkpoint_dir(run_dir: PathLike) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def last_checkpoint(run_dir: PathLike) -> Path:
+    """Where a run dir's newest training state is (whether it exists yet or not)."""
+    return checkpoint_dir(run_dir) / LAST_CKPT
+
+
+def checkpoint_in(directory: PathLike, names: Sequence[str] = INFERENCE) -> Path | None:
+    """The first of ``names`` found in ``directory/checkpoints/`` (a run dir) or in ``directory`` itself."""
+    directory = Path(directory)
+    for name in names:
+        for candidate in (directory / CHECKPOINT_DIR / name, directory / name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def resolve_checkpoint(path: PathLike | None, key: str, names: Sequence[str] = RESUME) -> Path:
+    """A checkpoint file given by a user at config key ``key``; a directory stands for the first of ``names`` in it.
+
+    Raises :class:`ConfigError` (naming ``key``) when nothing is there.
+    """
+    if not path:
+        raise ConfigError(key, "is not set", f"give {key}=<a .ckpt file or a run dir>")
+    p = Path(os.path.expanduser(str(path)))
+    wanted = " or ".join(f"{CHECKPOINT_DIR}/{n}" for n in names)
+    if p.is_dir():
+        found = checkpoint_in(p, names)
+        if found is None:
+            raise ConfigError(key, f"{p} is a directory without {wanted}", "give a .ckpt file or a sesemi run dir")
+        return found
+    if not p.is_file():
+        raise ConfigError(key, f"no checkpoint at {p}", f"give a .ckpt file or a run dir with {wanted}")
+    return p
+
+
+def run_dir_of_checkpoint(checkpoint: PathLike) -> Path:
+    """The run dir a checkpoint belongs to (the one with ``status.json``), else the folder above ``checkpoints/``."""
+    path = Path(checkpoint).absolute()
+    found = find_run_dir(path)
+    if found is not None:
+        return found
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+
+
+def best_checkpoint(run_dir: PathLike) -> str | None:
+    """The run's best checkpoint as its metrics name it, else ``best.ckpt``/``last.ckpt`` in it, else None."""
+    best = (read_metrics(run_dir) or {}).get("best_checkpoint")
+    if best:
+        return str(best)
+    found = checkpoint_in(run_dir, INFERENCE)
+    return str(found) if found else None
+
+
+def objective_value(metrics: dict[str, Any]) -> float | None:
+    """The objective a ``metrics.json`` records: ``run.objective`` of a fit, the ``*/acc`` of a validate/test run."""
+    if metrics.get("objective"):
+        value = metrics["objective"].get("value")
+        return None if value is None else float(value)
+    results = metrics.get(metrics.get("mode") or "") or {}
+    return next((float(v) for k, v in results.items() if k.endswith("/acc")), None)
+
+
+def read_objective(run_dir: PathLike) -> float | None:
+    """The objective of a completed run dir, or None."""
+    metrics = read_metrics(run_dir)
+    return None if metrics is None else objective_value(metrics)
 
 
 class RunRecord:
-    """Writes the status and metrics files of one run dir."""
+    """Writes the status and metrics files of one run dir (on global rank zero only)."""
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    def __init__(self, run_dir: PathLike) -> None:
         self.dir = Path(run_dir)
         self.status_path = self.dir / STATUS_FILE
         self.metrics_path = self.dir / METRICS_FILE
 
-    def _update(self, **fields: Any) -> None:
+    @rank_zero_only
+    def update(self, **fields: Any) -> None:
+        """Set ``fields`` in ``status.json`` (other fields kept) and stamp ``updated``."""
         status = read_status(self.dir) or {"attempts": []}
         status.update(fields)
         status["updated"] = _now()
@@ -65,16 +211,24 @@ class RunRecord:
                 "previous_state": previous["state"] if previous else None,
             }
         )
-        self._update(state="running", attempts=attempts, restarts=len(attempts) - 1, error=None)
+        self.update(state="running", attempts=attempts, restarts=len(attempts) - 1, error=None, signal=None)
+
+    @rank_zero_only
+    def note_attempt(self, **fields: Any) -> None:
+        """Add ``fields`` to the current (last) attempt, e.g. ``resumed_from``."""
+        status = read_status(self.dir) or {}
+        attempts = status.get("attempts") or [{}]
+        attempts[-1].update(fields)
+        self.update(attempts=attempts)
 
     @rank_zero_only
     def complete(self, metrics: dict[str, Any]) -> None:
         _write_json(self.metrics_path, metrics)
-        self._update(state="completed", ended=_now())
+        self.update(state="completed", ended=_now())
 
     @rank_zero_only
     def fail(self, error: BaseException) -> None:
-        self._update(
+        self.update(
             state="failed",
             ended=_now(),
             error=f"{type(error).__name__}: {error}",
@@ -82,5 +236,10 @@ class RunRecord:
         )
 
     @rank_zero_only
-    def requeued(self, reason: str) -> None:
-        self._update(state="requeued", requeue_reason=reason)
+    def requeued(self, reason: str, signal_name: str | None = None) -> None:
+        self.update(state="requeued", requeue_reason=reason, signal=signal_name)
+
+    @rank_zero_only
+    def stopped(self, state: str, signal_name: str, reason: str) -> None:
+        """A run ended by a signal, resumable (``cancelled``: scancel; ``interrupted``: Ctrl-C)."""
+        self.update(state=state, signal=signal_name, stop_reason=reason, ended=_now())

@@ -1,7 +1,10 @@
 """The training app: ``python -m sesemi.train [group=option ...] [key=value ...]``.
 
-:func:`train` runs one job from a composed config and is what tests and Python callers use; :func:`main` is the
-Hydra CLI around it. The task function returns the objective (``run.objective``) as a float for sweepers.
+:func:`train` runs one job from a composed config and what the environment decided for it (a
+:class:`~sesemi.runtime.Runtime`: strategy, plugins, signal handling, restart point); it is what tests and Python
+callers use, and knows nothing of clusters. :func:`main` is the Hydra CLI around it: it asks
+:mod:`sesemi.cluster.environment` for the runtime (or hands a multi-device job of an in-process sweep to
+:mod:`sesemi.cluster.ranks`). The task function returns the objective (``run.objective``) as a float for sweepers.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from sesemi import checks, resolvers
+from sesemi import checks, resolvers, rundir
 from sesemi.errors import ConfigError
+from sesemi.runtime import RunStopped, Runtime
 
 log = logging.getLogger("sesemi")
 
@@ -57,34 +61,27 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _checkpoint_path(path: str | None, key: str) -> str | None:
-    """A checkpoint file, or a run dir standing for its ``checkpoints/last.ckpt``."""
-    if not path:
-        return None
-    p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoints" / "last.ckpt"
-    if not p.is_file():
-        raise ConfigError(key, f"no checkpoint at {p}", "give a .ckpt file or a run dir with checkpoints/last.ckpt")
-    return str(p)
+    """A checkpoint file, or a run dir standing for its ``checkpoints/last.ckpt`` (None when ``path`` is unset)."""
+    return str(rundir.resolve_checkpoint(path, key, rundir.RESUME)) if path else None
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job (``run.mode``: fit, validate or test) in ``run.output_dir`` and return its metrics record."""
+def train(cfg: DictConfig, runtime: Runtime | None = None) -> dict[str, Any]:
+    """Run one job (``run.mode``: fit, validate or test) in ``run.output_dir`` and return its metrics record.
+
+    ``runtime``: what the environment decided (default: a plain local run, Lightning's own choices).
+    """
     import pytorch_lightning as pl
 
     from sesemi.builders import build_datamodule, build_module, build_trainer
-    from sesemi.cluster.requeue import Requeued, note_resumed, restart_checkpoint
-    from sesemi.launch import needs_rank_processes, train_in_rank_processes
-    from sesemi.rundir import RunRecord
 
-    if needs_rank_processes(cfg):  # a DDP job inside a local sweep: its ranks are fresh processes
-        return train_in_rank_processes(cfg)
+    runtime = runtime or Runtime()
     run_dir = Path(cfg.run.output_dir)
-    record = RunRecord(run_dir)
-    restart = restart_checkpoint(run_dir)  # a requeued SLURM job continues from its own checkpoint
+    record = rundir.RunRecord(run_dir)
+    restart = runtime.restart_checkpoint  # a requeued SLURM job continues from its own checkpoint
     record.start()
     if restart:
-        note_resumed(record, restart)
+        record.note_attempt(resumed_from=restart)
+        log.info("sesemi: requeued job resumes from %s", restart)
     started = time.perf_counter()
     try:
         add_src_dir(cfg.run.get("src_dir"))
@@ -95,7 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checks.check_config(cfg)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
-        trainer = build_trainer(cfg)
+        trainer = build_trainer(cfg, runtime)
         checks.check_before_training(cfg, datamodule, module, trainer)
         log.info("data: %s", datamodule.describe())
         metrics: dict[str, Any] = {"mode": mode}
@@ -131,8 +128,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["global_step"] = trainer.global_step
         metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
         metrics["run_dir"] = str(run_dir)
-    except Requeued:
-        raise  # checkpointed and marked requeued; the job comes back and resumes
+    except RunStopped:
+        raise  # a signal stopped it after its checkpoint; status says requeued, cancelled or interrupted
     except BaseException as err:
         record.fail(err)
         raise
@@ -152,10 +149,26 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 
 def objective_value(metrics: dict[str, Any]) -> float:
-    if "objective" in metrics:
-        return float(metrics["objective"]["value"])
-    results = metrics[metrics["mode"]]
-    return float(next((v for k, v in results.items() if k.endswith("/acc")), float("nan")))
+    value = rundir.objective_value(metrics)
+    return float("nan") if value is None else value
+
+
+def run_here(cfg: DictConfig) -> dict[str, Any]:
+    """Train ``cfg`` where this process is: the cluster layer decides the runtime (and starts DDP rank processes for
+    a multi-device job of an in-process sweep)."""
+    from sesemi.cluster.environment import runtime_for
+    from sesemi.cluster.ranks import needs_rank_processes, train_in_rank_processes
+
+    if needs_rank_processes(cfg):
+        return train_in_rank_processes(cfg)
+    try:
+        runtime = runtime_for(cfg)
+    except ConfigError as err:  # e.g. a SLURM job whose tasks do not match run.devices: a failed run, as in train
+        record = rundir.RunRecord(cfg.run.output_dir)
+        record.start()
+        record.fail(err)
+        raise
+    return train(cfg, runtime)
 
 
 @hydra.main(config_path="pkg://sesemi.configs", config_name="train")
@@ -167,7 +180,7 @@ def main(cfg: DictConfig) -> float:
     single_run = HydraConfig.get().mode == RunMode.RUN
     rank_zero_info(f"sesemi: run dir {cfg.run.output_dir}")
     try:
-        metrics = train(cfg)
+        metrics = run_here(cfg)
     except ConfigError as err:
         if not single_run:
             raise  # the sweeper records the failed job

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sesemi.rundir import objective_value, read_metrics, read_status
+
 JOBS_FILE = "jobs.json"
 COLUMNS = ("job", "job_id", "state", "slurm_state", "objective", "restarts", "run_dir", "stdout", "stderr", "error")
 
@@ -75,12 +77,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def job_row(job: Mapping[str, Any], slurm_state: str | None = None, error: str | None = None) -> dict[str, Any]:
     """One summary row from a ``jobs.json`` entry, the run dir's files, the scheduler state and the job's error."""
     run_dir = Path(job["run_dir"])
-    status = _read_json(run_dir / "status.json") or {}
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    objective = (metrics.get("objective") or {}).get("value")
-    if objective is None and metrics.get("mode") in ("validate", "test"):
-        results = metrics.get(metrics["mode"]) or {}
-        objective = next((v for k, v in results.items() if k.endswith("/acc")), None)
+    status = read_status(run_dir) or {}
+    objective = objective_value(read_metrics(run_dir) or {})
     state = status.get("state") or "missing"  # "missing": the job never started training (see its stderr)
     message = error or status.get("error") or ""
     return {

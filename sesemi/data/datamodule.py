@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, default_collate
 
+from sesemi.data import workers
 from sesemi.data.splits import Split, split_indices
 from sesemi.data.transforms import MultiView, Transform
 from sesemi.errors import ConfigError
@@ -58,7 +59,8 @@ class SemiSupervisedDataModule(LightningDataModule):
     validation set; ``extra_unlabeled`` datasets join the unlabeled stream. Each stream applies its named views, e.g.
     ``unlabeled_views={"weak": ..., "strong": ...}``. The two streams are combined with Lightning's
     ``CombinedLoader(mode="max_size_cycle")``; under DDP Lightning gives each loader a ``DistributedSampler``, so
-    ranks see disjoint shards.
+    ranks see disjoint shards. Every loader's workers ignore the training process's signals and are seeded by
+    Lightning (:mod:`sesemi.data.workers`); a ``worker_init_fn`` of your own runs after that.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         num_workers: int = 0,
         persistent_workers: bool = True,
         pin_memory: bool | None = None,
+        worker_init_fn: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set, self.test_set = train, val, test
@@ -102,6 +105,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.persistent_workers = persistent_workers and num_workers > 0
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.worker_init_fn = workers.worker_init_fn(worker_init_fn)  # workers leave signals to the training process
         if self.unlabeled_views is not None and unlabeled_batch_size < 1:
             raise ConfigError(
                 "data.unlabeled_batch_size",
@@ -212,6 +216,7 @@ class SemiSupervisedDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
+            worker_init_fn=self.worker_init_fn,
         )
 
     def train_dataloader(self) -> CombinedLoader:

@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sesemi import rundir
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep.study import RUN_DIR, retried_numbers
 
@@ -102,18 +103,7 @@ def _note(t: FrozenTrial, retried: set[int], retried_by: dict[int, int]) -> str:
 
 
 def checkpoint_of(run_dir: str | None) -> str | None:
-    if not run_dir:
-        return None
-    metrics = Path(run_dir) / "metrics.json"
-    if metrics.is_file():
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best:
-            return best
-    for name in ("best.ckpt", "last.ckpt"):
-        path = Path(run_dir) / "checkpoints" / name
-        if path.is_file():
-            return str(path)
-    return None
+    return rundir.best_checkpoint(run_dir) if run_dir else None
 
 
 def build(target: str, study_name: str | None = None, out_dir: str | None = None, plots: bool = True) -> Report:

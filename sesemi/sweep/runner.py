@@ -131,12 +131,10 @@ def _describe(err: BaseException) -> str:
 
 
 def _mark_run_dir(run_dir: str, **fields: Any) -> None:
-    from pathlib import Path
+    from sesemi.rundir import RunRecord, is_run_dir
 
-    from sesemi.rundir import RunRecord
-
-    if (Path(run_dir) / "status.json").is_file():
-        RunRecord(run_dir)._update(**fields)
+    if is_run_dir(run_dir):
+        RunRecord(run_dir).update(**fields)
 
 
 def run_trial(

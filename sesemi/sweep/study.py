@@ -147,7 +147,7 @@ def fail_trial(study: optuna.Study, trial_id: int, error: str, *, fatal: bool = 
 
 def reap_stale(study: optuna.Study, grace_period: float, max_retries: int | None) -> list[int]:
     """Fail and retry the running trials whose worker stopped sending heartbeats; returns their numbers."""
-    from sesemi.rundir import RunRecord
+    from sesemi.rundir import RunRecord, is_run_dir
 
     reaped = []
     now = time.time()
@@ -162,9 +162,7 @@ def reap_stale(study: optuna.Study, grace_period: float, max_retries: int | None
         run_dir = trial.user_attrs.get(RUN_DIR)
         if run_dir:
             try:
-                from pathlib import Path
-
-                if (Path(run_dir) / "status.json").is_file():
+                if is_run_dir(run_dir):
                     RunRecord(run_dir).fail(RuntimeError(reason))
             except OSError:
                 pass

@@ -13,11 +13,12 @@ from omegaconf import OmegaConf
 from pytorch_lightning.strategies import DDPStrategy
 
 import sesemi.cluster.launcher  # noqa: F401  (registers the launcher schemas, as Hydra's plugin discovery does)
-from sesemi import launch
+from sesemi.cluster import environment as launch
 from sesemi.cluster import summary
-from sesemi.cluster.requeue import PreemptionCallback, Requeued, restart_checkpoint, submitit_signal
+from sesemi.cluster.signals import StopOnSignal, restart_checkpoint, submitit_signal
 from sesemi.cluster.validate import check_job
 from sesemi.errors import ConfigError
+from sesemi.runtime import RunStopped
 
 SLURM_VARS = (
     "SLURM_NTASKS",
@@ -171,12 +172,12 @@ def test_restart_checkpoint_only_for_the_same_slurm_job(tmp_path: Path, monkeypa
     assert restart_checkpoint(tmp_path) is None  # requeued before its first checkpoint: starts over
 
 
-def test_preemption_handler_only_notes_the_signal(tmp_path: Path):
-    callback = PreemptionCallback(str(tmp_path))
+def test_signal_handler_only_notes_the_signal(tmp_path: Path):
+    callback = StopOnSignal(str(tmp_path), slurm=True)
     callback._install()
     try:
-        assert signal.getsignal(signal.SIGTERM) == callback._note
-        assert signal.getsignal(submitit_signal()) == callback._note
+        for sig in (signal.SIGTERM, signal.SIGINT, submitit_signal()):
+            assert signal.getsignal(sig) == callback._note
         callback._note(signal.SIGTERM, None)
         callback._note(submitit_signal(), None)
         callback._note(signal.SIGTERM, None)
@@ -184,7 +185,19 @@ def test_preemption_handler_only_notes_the_signal(tmp_path: Path):
     finally:
         callback._restore()
     assert signal.getsignal(signal.SIGTERM) != callback._note
-    assert isinstance(Requeued("x"), SystemExit) and not isinstance(Requeued("x"), Exception)
+    assert isinstance(RunStopped("x", 143), SystemExit) and not isinstance(RunStopped("x", 143), Exception)
+
+
+def test_a_local_run_does_not_take_submitits_signal(tmp_path: Path):
+    callback = StopOnSignal(str(tmp_path))
+    before = signal.getsignal(submitit_signal())
+    callback._install()
+    try:
+        assert signal.getsignal(submitit_signal()) == before
+        assert signal.getsignal(signal.SIGINT) == callback._note
+    finally:
+        callback._restore()
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
 
 
 def test_summary_table_lists_failed_jobs(tmp_path: Path):

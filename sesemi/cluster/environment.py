@@ -1,13 +1,17 @@
-"""How processes are launched for multi-device runs: which Lightning strategy fits where the run was started.
+"""Where a run is and what that decides: the Lightning strategy and plugins, signal handling, the restart point.
+
+The entry point (``python -m sesemi.train``'s ``main``, a sweep job, a DDP rank process) calls :func:`runtime_for`
+and hands the :class:`~sesemi.runtime.Runtime` to :func:`sesemi.train.train`; core never imports this package.
 
 ``run.strategy=auto`` (the default) with ``run.devices * run.num_nodes > 1`` picks DDP the way that is correct for
 where the job runs, so that every process gets the same config and only rank 0 writes the run dir:
 
 - a SLURM job whose tasks are the processes (``hydra/launcher=slurm|slurm_cpu``, or your own ``srun``): ``ddp`` on
   Lightning's ``SLURMEnvironment(auto_requeue=False)``, one process per task; requeue belongs to submitit
-  (:mod:`sesemi.cluster.requeue`), Lightning's USR1 auto-requeue stays off;
+  (:mod:`sesemi.cluster.signals`), Lightning's USR1 auto-requeue stays off;
 - a submitit local job (``hydra/launcher=local``): ``ddp`` on :class:`SubmititEnvironment`, one process per task;
-- a multirun job run in-process (Hydra's basic launcher, the Optuna sweeper...): :func:`train_in_rank_processes`
+- a multirun job run in-process (Hydra's basic launcher, the Optuna sweeper...):
+  :func:`sesemi.cluster.ranks.train_in_rank_processes`
   starts ``run.devices`` fresh processes (``python -m sesemi.cluster.ranks``) on the job's resolved config, like
   ``torchrun``, and the job process only waits for them. Lightning's ``ddp`` would re-execute ``sys.argv`` for every
   extra rank, i.e. the whole sweep; ``ddp_spawn`` must pickle the module, which holds Hydra ``_partial_``
@@ -21,25 +25,18 @@ as a local one (Lightning's own environment), instead of Lightning waiting for S
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import zlib
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins.environments import ClusterEnvironment, LightningEnvironment, SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.strategies import DDPStrategy
 
 from sesemi.cluster.validate import SPAWNING  # strategies that start their own processes
 from sesemi.errors import ConfigError
+from sesemi.runtime import Runtime
 
 
 def num_devices(run: DictConfig) -> int:
@@ -199,124 +196,14 @@ def resolve_plugins(run: DictConfig) -> list[Any]:
     return []
 
 
-def cluster_callbacks(cfg: DictConfig) -> list[Any]:
-    """Callbacks a cluster job needs: the preemption handler inside submitit SLURM jobs (see sesemi.cluster)."""
-    if submitit_executor() != "slurm":
-        return []
-    from sesemi.cluster.requeue import PreemptionCallback
+def runtime_for(cfg: DictConfig) -> Runtime:
+    """What this environment decides for the run of ``cfg``: strategy, plugins, signal handling, restart point."""
+    from sesemi.cluster.signals import StopOnSignal, restart_checkpoint
 
-    return [PreemptionCallback(cfg.run.output_dir)]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Multirun jobs run in-process: the ranks are fresh processes on the job's resolved config.
-
-
-def needs_rank_processes(cfg: DictConfig) -> bool:
-    """True for a multi-device job of a multirun that runs inside the sweep's process (not a submitit/SLURM task)."""
-    run = cfg.run
-    if "LOCAL_RANK" in os.environ or run.strategy not in ("auto", "ddp"):
-        return False
-    try:
-        return world_size(run) > 1 and launch_context(run) == "multirun"
-    except ConfigError:
-        return False  # reported by build_trainer, with the run dir's status
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _job_log_file() -> str | None:
-    """The Hydra job's log file (rank 0 appends to it, as if it ran in the job process)."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            return handler.baseFilename
-    return None
-
-
-def train_in_rank_processes(cfg: DictConfig) -> dict[str, Any]:
-    """Run ``sesemi.train.train`` in ``run.devices`` fresh processes (DDP ranks) and return rank 0's metrics.
-
-    Every rank gets the job's fully resolved config (same hyperparameters, same run dir); Lightning sees
-    ``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_PORT`` and starts no processes itself. Rank 0 writes the run dir as in
-    any run. If a rank fails the others are stopped, and the job fails with rank 0's error (or the failed rank's).
-    """
-    from sesemi.rundir import METRICS_FILE, RunRecord, read_status
-
-    run = cfg.run
-    if int(run.num_nodes) != 1:
-        raise ConfigError(
-            "run.num_nodes",
-            f"is {run.num_nodes}, but a local sweep job runs on this machine",
-            "set run.num_nodes=1, or launch the sweep with -m hydra/launcher=slurm",
-        )
-    n = num_devices(run)
-    run_dir = Path(str(run.output_dir))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    with tempfile.TemporaryDirectory(prefix="sesemi-ranks-") as tmp:
-        config_path = Path(tmp) / "config.yaml"
-        config_path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        env = {
-            **os.environ,
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(_free_port()),
-            "WORLD_SIZE": str(n),
-            "NODE_RANK": "0",
-        }
-        log_file = _job_log_file()
-        procs = []
-        try:
-            for rank in range(n):
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "sesemi.cluster.ranks",
-                    str(config_path),
-                    "--result",
-                    str(Path(tmp) / f"rank{rank}.json"),
-                ]
-                if rank == 0 and log_file:
-                    cmd += ["--log-file", log_file]
-                procs.append(subprocess.Popen(cmd, env={**env, "LOCAL_RANK": str(rank), "RANK": str(rank)}))
-            failed: int | None = None
-            while any(p.poll() is None for p in procs):
-                failed = next((r for r, p in enumerate(procs) if p.returncode not in (None, 0)), None)
-                if failed is not None:
-                    break
-                time.sleep(0.2)
-            if failed is None:
-                failed = next((r for r, p in enumerate(procs) if p.returncode != 0), None)
-        finally:
-            for p in procs:  # a failed rank leaves the others waiting in a collective: stop them
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        results = {}
-        for rank in range(n):
-            path = Path(tmp) / f"rank{rank}.json"
-            if path.is_file():
-                results[rank] = json.loads(path.read_text())
-    status = read_status(run_dir) or {}
-    if failed is None and status.get("state") == "completed":
-        return json.loads((run_dir / METRICS_FILE).read_text())
-    # Rank 0's error if it has one, else the first failed rank's.
-    result = results.get(0) if results.get(0, {}).get("error") else results.get(failed or 0, {})
-    if result.get("type") == "ConfigError":
-        err: BaseException = ConfigError(result["key"], result["problem"], result["fix"])
-    else:
-        rank = failed if failed is not None else 0
-        code = procs[rank].returncode if procs else None
-        err = RuntimeError(
-            f"DDP rank {rank} of {n} failed (exit code {code}): {result.get('error') or 'see its stderr'}"
-        )
-    if status.get("state") not in ("failed", "completed"):
-        RunRecord(run_dir).fail(err)
-    raise err
+    run_dir = str(cfg.run.output_dir)
+    return Runtime(
+        strategy=resolve_strategy(cfg.run),
+        plugins=resolve_plugins(cfg.run),
+        callbacks=[StopOnSignal(run_dir, slurm=submitit_executor() == "slurm")],
+        restart_checkpoint=restart_checkpoint(run_dir),
+    )

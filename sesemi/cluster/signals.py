@@ -1,0 +1,217 @@
+"""One signal mechanism for every run, local or on SLURM: a signal stops training at the end of the current step,
+with ``checkpoints/last.ckpt`` saved and ``status.json`` saying why, and the run continues later in its own dir.
+
+=================  ==========================================================  ===========  ===============
+signal             sent by                                                     state        then
+=================  ==========================================================  ===========  ===============
+USR2 (submitit's)  SLURM, ``signal_delay_s`` before the time limit, or as an   requeued     submitit requeues
+                   early preemption warning                                                 the job (once)
+SIGTERM on SLURM   ``scontrol requeue``, preemption with ``PreemptMode=REQUEUE``  requeued     SLURM restarts it
+SIGTERM on SLURM   ``scancel``, a time limit without the early signal          cancelled    ``run.resume``
+SIGTERM locally    ``kill``, a process manager                                 cancelled    exit 143
+SIGINT             Ctrl-C (a second Ctrl-C stops at once, without checkpoint)  interrupted  exit 130
+=================  ==========================================================  ===========  ===============
+
+The signal handlers only note the signal. At the end of each training step the ranks of a DDP run agree on what
+was received (a max over ranks, so that all save the same checkpoint and stop at the same step), every rank takes
+part in saving ``last.ckpt`` (rank 0 writes), rank 0 records the state and the signal in ``status.json``, and the
+run ends with :class:`~sesemi.runtime.RunStopped` (``SystemExit``). On SLURM a SIGTERM is either ``scancel`` or a
+requeue: SLURM has already raised the job's restart count when it sends SIGTERM for a requeue (and not for
+``scancel``; seen with ``scontrol show job`` in the KillWait window on the test cluster), which tells the two apart.
+
+Signals belong to the training process. SLURM and a terminal's Ctrl-C signal every process of the job or process
+group, DataLoader workers included: a handler inherited by a forked child does nothing there (it checks the pid),
+and the data module's ``worker_init_fn`` (:mod:`sesemi.data.workers`) makes its workers ignore these signals for
+good. Lightning's own SIGTERM handling (it broadcasts from inside the handler) and its USR1 auto-requeue are
+replaced while training (``SLURMEnvironment(auto_requeue=False)``).
+
+A requeued SLURM job runs the same pickled sweep job again, hence in the same run dir; :func:`restart_checkpoint`
+finds the checkpoint there, and training continues from it (same TensorBoard run, ``status.json`` attempts + 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch.distributed import ReduceOp
+
+from sesemi.rundir import RunRecord, last_checkpoint, read_status
+from sesemi.runtime import RunStopped
+
+log = logging.getLogger("sesemi")
+
+
+def submitit_signal() -> signal.Signals:
+    """The signal submitit uses for preemption and time limits (``USR2`` unless SUBMITIT_PREEMPT_SIGNAL says)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return getattr(signal, f"SIG{name}", signal.SIGUSR2)
+
+
+def _priority(slurm: bool) -> dict[signal.Signals, int]:
+    """How the signals rank when ranks saw different ones: submitit's (it requeues) over SIGTERM over SIGINT."""
+    ranks = {signal.SIGINT: 1, signal.SIGTERM: 2}
+    if slurm:
+        ranks[submitit_signal()] = 3
+    return ranks
+
+
+def restart_checkpoint(run_dir: str | os.PathLike) -> str | None:
+    """The checkpoint a restarted (requeued) SLURM job continues from, or None for a first start.
+
+    A restart is this SLURM job id already listed in the run dir's ``status.json`` attempts; every rank reaches the
+    same answer, since ``last.ckpt`` cannot exist before all ranks joined the first attempt's training.
+    """
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return None
+    status = read_status(run_dir)  # written atomically: never half a file
+    if status is None or not any(str(a.get("slurm_job_id")) == job_id for a in status.get("attempts", [])):
+        return None
+    ckpt = last_checkpoint(run_dir)
+    return str(ckpt) if ckpt.is_file() else None
+
+
+def slurm_is_requeuing() -> bool:
+    """True when SLURM is requeuing this job (its restart count is above this attempt's), False for a cancel."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return False
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    match = re.search(r"\bRestarts=(\d+)", out)
+    return match is not None and int(match.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def _drop_stale_submitit_tmp() -> None:
+    """A crashed attempt may leave submitit's ``<job>_submitted.pkl.save_tmp``; submitit then refuses to pickle
+    the job again (``A temporary saved file already exists``) and the requeue would fail."""
+    import submitit
+
+    pickle = submitit.JobEnvironment().paths.submitted_pickle
+    Path(f"{pickle}.save_tmp").unlink(missing_ok=True)
+
+
+class StopOnSignal(Callback):
+    """Turns SIGINT, SIGTERM and (on SLURM) submitit's signal into: checkpoint at the end of the step, record, stop.
+
+    ``slurm``: the run is a submitit SLURM job (submitit's signal requeues it, SIGTERM may be a requeue).
+    """
+
+    def __init__(self, run_dir: str, slurm: bool = False) -> None:
+        self.run_dir = run_dir
+        self.slurm = slurm
+        self.received: signal.Signals | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+        self._pid: int | None = None
+
+    # -- signals -------------------------------------------------------------------------------------------
+    def _note(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            return  # a child that inherited the handler (a forked DataLoader worker): the signal is not its own
+        sig = signal.Signals(signum)
+        if sig == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now
+        ranks = _priority(self.slurm)
+        if self.received is None or ranks[sig] > ranks[self.received]:
+            self.received = sig
+        log.warning("sesemi: got %s; checkpointing at the end of this step", sig.name)
+
+    def _install(self) -> None:
+        """Own the signals (again: Lightning registers its SIGTERM handler after ``setup``)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._pid = os.getpid()
+        for sig in _priority(self.slurm):
+            current = signal.getsignal(sig)
+            if current != self._note:
+                self._previous.setdefault(sig, current)  # the first one: from before training (e.g. submitit's)
+                signal.signal(sig, self._note)
+
+    def _restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        self._previous = {}
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            self._install()  # before any DataLoader worker is forked
+
+    def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._install()
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            self._restore()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        # After a stop, SLURM may still send SIGTERM while the process shuts down: keep the handler that only notes.
+        if not isinstance(exception, RunStopped):
+            self._restore()
+
+    # -- the decision, taken by all ranks together -----------------------------------------------------------
+    def _agreed_signal(self, trainer: Any) -> signal.Signals | None:
+        ranks = _priority(self.slurm)
+        code = ranks.get(self.received, 0) if self.received is not None else 0
+        if trainer.world_size > 1:
+            tensor = torch.tensor([code], device=trainer.strategy.root_device)
+            code = int(trainer.strategy.reduce(tensor, reduce_op=ReduceOp.MAX).item())
+        return {v: k for k, v in ranks.items()}.get(code)
+
+    def _outcome(self, sig: signal.Signals, ask_slurm: bool) -> tuple[str, int, str]:
+        """(state, exit status, why) of a run stopped by ``sig`` (``ask_slurm``: rank 0 asks SLURM which it is)."""
+        if sig == signal.SIGINT:
+            return "interrupted", 128 + sig, "Ctrl-C"
+        if self.slurm and sig != signal.SIGTERM:
+            return "requeued", -1, "time limit or preemption warning; submitit requeues the job"
+        if self.slurm and ask_slurm and slurm_is_requeuing():
+            return "requeued", -1, "scontrol requeue or preemption; SLURM restarts the job"
+        if self.slurm:
+            return "cancelled", 128 + sig, "scancel, or the time limit without the early signal"
+        return "cancelled", 128 + sig, "terminated"
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        agreed = self._agreed_signal(trainer)
+        if agreed is None:
+            return
+        ckpt = last_checkpoint(self.run_dir)
+        trainer.save_checkpoint(ckpt)  # every rank takes part; rank 0 writes
+        state, code, why = self._outcome(agreed, ask_slurm=trainer.is_global_zero)
+        reason = f"{agreed.name} at step {trainer.global_step} ({why}); checkpoint {ckpt}"
+        record = RunRecord(self.run_dir)
+        if state == "requeued":
+            record.requeued(reason, agreed.name)
+        else:
+            record.stopped(state, agreed.name, reason)
+        if state == "requeued" and agreed == submitit_signal() and self.slurm:
+            handler = self._previous.get(agreed)
+            if callable(handler):
+                if trainer.is_global_zero:
+                    _drop_stale_submitit_tmp()
+                # Rank 0: submitit pickles the job again, runs `scontrol requeue` and exits (SystemExit); other
+                # ranks return at once. An error here (e.g. timed out too many times) fails the run.
+                with contextlib.suppress(SystemExit):
+                    handler(int(agreed), None)
+        if trainer.is_global_zero:
+            resume = "the requeued job resumes from it" if state == "requeued" else f"resume: run.resume={self.run_dir}"
+            log.warning("sesemi: %s: %s; %s", state, reason, resume)
+        raise RunStopped(reason, code)

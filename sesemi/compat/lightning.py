@@ -1,0 +1,36 @@
+"""Every use of a Lightning internal in sesemi, in one place, each with why no public API does it.
+
+``tests/test_compat.py`` checks each against the installed Lightning, so an upgrade that moves one fails there,
+loudly and by name, instead of silently changing behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lightning_fabric.utilities.seed import pl_worker_init_function
+
+# Lightning seeds DataLoader workers only through the worker_init_fn it adds to loaders that have none; a loader
+# with its own (sesemi.data.workers) must call it itself. ``seed_everything(workers=True)`` announces it through
+# this environment variable (documented in seed_everything's docstring, but not as an API).
+SEED_WORKERS_ENV = "PL_SEED_WORKERS"
+
+
+def seed_worker(worker_id: int) -> None:
+    """Lightning's seeding of a DataLoader worker, when ``seed_everything(..., workers=True)`` asked for it.
+
+    ``pl_worker_init_function`` is public but lives in ``lightning_fabric.utilities.seed``, which Lightning calls
+    internal; its global rank defaults to ``rank_zero_only.rank``, the rank of the training process.
+    """
+    if int(os.environ.get(SEED_WORKERS_ENV, "0")):
+        pl_worker_init_function(worker_id)
+
+
+def should_update_logs(trainer: object) -> bool:
+    """Whether Lightning writes this training step's logged metrics to the loggers (``log_every_n_steps``).
+
+    There is no public property; ``trainer._logger_connector.should_update_logs`` is what the training loop reads.
+    True when it is not there (e.g. the module is not attached to a trainer).
+    """
+    connector = getattr(trainer, "_logger_connector", None)
+    return bool(getattr(connector, "should_update_logs", True))

@@ -1,0 +1,36 @@
+"""The ``worker_init_fn`` of sesemi's DataLoaders: signals belong to the training process, seeding stays Lightning's.
+
+SLURM sends its signals (USR2 before a time limit, SIGTERM on ``scancel``/requeue) to every process of the job, and
+Ctrl-C reaches the whole process group: DataLoader workers included. A worker must neither die of them (the
+training process would then fail with "DataLoader worker exited unexpectedly" instead of checkpointing) nor run
+the handlers it may have inherited (requeue the job itself). Workers ignore them; the training process decides
+(:mod:`sesemi.cluster.signals`), and ends its workers when it ends. This holds for persistent workers, for user
+datasets (the data module builds every loader), and for any process a worker forks (ignored signals are inherited).
+
+Setting a ``worker_init_fn`` turns off Lightning's own (it only adds one to loaders without), so this one runs
+Lightning's seeding of workers first (``seed_everything(workers=True)``), then a user's ``worker_init_fn``.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Callable
+
+from sesemi.compat.lightning import seed_worker
+
+# The signals the training process acts on (sesemi.cluster.signals), plus USR1 (Lightning's SLURM requeue signal).
+TRAINING_PROCESS_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _init_worker(worker_id: int, user_fn: Callable[[int], None] | None) -> None:
+    for sig in TRAINING_PROCESS_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    seed_worker(worker_id)
+    if user_fn is not None:
+        user_fn(worker_id)
+
+
+def worker_init_fn(user_fn: Callable[[int], None] | None = None) -> Callable[[int], None]:
+    """The ``worker_init_fn`` for a DataLoader, chaining ``user_fn`` (picklable, for spawned workers too)."""
+    return functools.partial(_init_worker, user_fn=user_fn)
