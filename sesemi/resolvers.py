@@ -7,6 +7,7 @@
 - ``${sesemi.run_dir:<run.dir>,<run.id>,<stamp>,${run.resume}}``: as ``fresh_dir``, except that when ``run.resume``
   points into an earlier run it is that run's dir, so the resumed run continues its own checkpoints, TensorBoard
   curves and status file.
+- ``${sesemi.output_subdir:${run.resume}}``: ``.hydra``, or none when resuming a run, whose first config stays.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sesemi.errors import ConfigError, exit_with
-from sesemi.rundir import find_run_dir
+from sesemi.rundir import HYDRA_DIR, find_run_dir
 
 
 def datapath(path: str, *, _root_: Any) -> str:
@@ -90,9 +91,15 @@ def _exit_on_config_error(resolver: Callable[..., str]) -> Callable[..., str]:
     return resolve
 
 
+def output_subdir(resume: str | None) -> str | None:
+    """``hydra.output_subdir``: ``.hydra`` for a new run; none when resuming one, so its first config stays."""
+    return None if resume and find_run_dir(resume) is not None else HYDRA_DIR
+
+
 def register() -> None:
     """Register the resolvers; the directory ones are cached so every resolution of a config sees one dir."""
     if not OmegaConf.has_resolver("datapath"):
         OmegaConf.register_resolver("datapath", datapath)
         OmegaConf.register_resolver("sesemi.run_dir", _exit_on_config_error(run_dir), use_cache=True)
         OmegaConf.register_resolver("sesemi.fresh_dir", _exit_on_config_error(fresh_dir), use_cache=True)
+        OmegaConf.register_resolver("sesemi.output_subdir", output_subdir)

@@ -14,13 +14,14 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from sesemi import checks, resolvers, rundir
+from sesemi import checks, resolvers, resume, rundir
 from sesemi.errors import ConfigError
 from sesemi.runtime import RunStopped, Runtime
 
@@ -75,13 +76,20 @@ def train(cfg: DictConfig, runtime: Runtime | None = None) -> dict[str, Any]:
     from sesemi.builders import build_datamodule, build_module, build_trainer
 
     runtime = runtime or Runtime()
+    runtime = replace(runtime, callbacks=[*runtime.callbacks, resume.ScheduleLength()])
     run_dir = Path(cfg.run.output_dir)
     record = rundir.RunRecord(run_dir)
     restart = runtime.restart_checkpoint  # a requeued SLURM job continues from its own checkpoint
-    record.start()
-    if restart:
-        record.note_attempt(resumed_from=restart)
-        log.info("sesemi: requeued job resumes from %s", restart)
+    resumed = resume.resumed_run_dir(cfg)  # resumed in place: nothing in the run dir changes until accepted
+    if resumed:
+        resume.check_not_running(run_dir)
+        cfg, changed = resume.continued_config(cfg, run_dir)
+    else:
+        record.start()
+        if restart:
+            record.note_attempt(resumed_from=restart)
+            log.info("sesemi: requeued job resumes from %s", restart)
+    recording = not resumed
     started = time.perf_counter()
     try:
         add_src_dir(cfg.run.get("src_dir"))
@@ -94,13 +102,20 @@ def train(cfg: DictConfig, runtime: Runtime | None = None) -> dict[str, Any]:
         module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
         trainer = build_trainer(cfg, runtime)
         checks.check_before_training(cfg, datamodule, module, trainer)
+        if resumed:
+            resume_from = restart or _checkpoint_path(cfg.run.resume, "run.resume")
+            resume.check_checkpoint(module, resume_from, cfg.trainer.max_steps)
+            resume.release_log_files()
+            record.start()
+            record.note_attempt(resumed_from=resume_from, overrides=resume.command_line(), changed=changed)
+            recording = True
         log.info("data: %s", datamodule.describe())
         metrics: dict[str, Any] = {"mode": mode}
         if mode == "fit":
             if cfg.run.pretrained_checkpoint:
                 module.load_pretrained(_checkpoint_path(cfg.run.pretrained_checkpoint, "run.pretrained_checkpoint"))
-            resume = restart or _checkpoint_path(cfg.run.resume, "run.resume")
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+            ckpt_path = restart or _checkpoint_path(cfg.run.resume, "run.resume")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             if trainer.interrupted:
                 raise KeyboardInterrupt("training was interrupted")
             metrics["objective"] = {
@@ -131,7 +146,8 @@ def train(cfg: DictConfig, runtime: Runtime | None = None) -> dict[str, Any]:
     except RunStopped:
         raise  # a signal stopped it after its checkpoint; status says requeued, cancelled or interrupted
     except BaseException as err:
-        record.fail(err)
+        if recording:  # a refused resume leaves the run it points at as it was
+            record.fail(err)
         raise
     record.complete(metrics)
     return metrics
@@ -178,13 +194,16 @@ def main(cfg: DictConfig) -> float:
     from pytorch_lightning.utilities import rank_zero_info
 
     single_run = HydraConfig.get().mode == RunMode.RUN
+    if resume.resumed_run_dir(cfg):
+        resume.hold_log_files(Path(cfg.run.output_dir))  # the run's log is written only once the resume is accepted
     rank_zero_info(f"sesemi: run dir {cfg.run.output_dir}")
     try:
         metrics = run_here(cfg)
     except ConfigError as err:
         if not single_run:
             raise  # the sweeper records the failed job
-        print(f"sesemi: error: {err}\nsesemi: run dir (status failed): {cfg.run.output_dir}", file=sys.stderr)
+        state = (rundir.read_status(cfg.run.output_dir) or {}).get("state", "none")
+        print(f"sesemi: error: {err}\nsesemi: run dir (status {state}): {cfg.run.output_dir}", file=sys.stderr)
         sys.exit(2)
     rank_zero_info(f"sesemi: done. {summary_line(metrics)}\nsesemi: run dir {metrics['run_dir']}")
     return objective_value(metrics)

@@ -1,0 +1,261 @@
+"""Resuming a run (``run.resume=<run dir or checkpoint>``) in its own run dir, as the continuation of that run.
+
+- The run continues with its OWN config, ``.hydra/config.yaml`` of its run dir, whatever the defaults or the
+  command line compose now. The command line may change only what a continuation can change
+  (:data:`CONTINUATION_KEYS`: the number of steps, validation/logging/checkpoint cadence, devices, loader workers,
+  where the data is); any other difference is one error naming the key. To train something else from a
+  checkpoint, start a new run from its weights: ``run.pretrained_checkpoint=<ckpt>`` (a fresh run dir).
+- The first attempt's ``.hydra/*.yaml`` are never rewritten (``hydra.output_subdir`` is null for a resume); every
+  attempt's command line is in ``status.json``'s ``attempts`` (``overrides``, ``changed``, ``resumed_from``).
+- Nothing in the run dir changes until the checkpoint has loaded into the built model and every check passed: the
+  run's log file is held in memory until then, and its status is written only after.
+- A run whose status says ``running`` with a live process on this host cannot be resumed a second time.
+- A longer ``trainer.max_steps`` stretches the step-based learning-rate schedule to end at the new last step,
+  continuing from the learning rate the run had reached (it never goes back up): see :class:`ScheduleLength`.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback
+
+from sesemi import rundir
+from sesemi.errors import ConfigError
+
+# What a continuation may change, as config keys (a key covers everything below it).
+CONTINUATION_KEYS = (
+    "run.resume",
+    "trainer.max_steps",
+    "trainer.val_check_interval",
+    "trainer.log_every_n_steps",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+    "callbacks.progress_bar",
+    "callbacks.lr_monitor",
+    "callbacks.images",
+    "callbacks.checkpoint.every_n_train_steps",
+    "run.devices",
+    "run.num_nodes",
+    "run.accelerator",
+    "run.strategy",
+    "run.data_root",
+    "run.src_dir",
+    "data.num_workers",
+    "data.persistent_workers",
+    "data.pin_memory",
+    "data.eval_batch_size",
+)
+FORK = (
+    "drop it from the command line (a resumed run keeps its own config), or train the change as a new run from "
+    "this checkpoint's weights: run.pretrained_checkpoint=<checkpoint> instead of run.resume"
+)
+
+
+def resumed_run_dir(cfg: DictConfig) -> Path | None:
+    """The run dir this job resumes in place, or None (not a resume, or a checkpoint from outside any run dir)."""
+    resume = cfg.run.get("resume")
+    if not resume or cfg.run.get("mode", "fit") != "fit":
+        return None
+    found = rundir.find_run_dir(resume)
+    return found if found is not None and found == Path(cfg.run.output_dir).absolute() else None
+
+
+def _leaves(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The keys at which two config containers differ (the shallowest key where one side has no such node)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys: list[str] = []
+        for k in sorted(a.keys() | b.keys(), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            keys += [key] if k not in a or k not in b else _leaves(a[k], b[k], key)
+        return keys
+    return [] if a == b else [prefix]
+
+
+def _covered(key: str, prefixes: Iterable[str]) -> str | None:
+    return next((p for p in prefixes if key == p or key.startswith(p + ".")), None)
+
+
+def command_line() -> list[str] | None:
+    """This attempt's command-line overrides (without Hydra's own ``hydra.*``); None outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("hydra")]
+
+
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+
+
+def _group_choices(run_dir: Path | None = None) -> dict[str, Any]:
+    """Which option of each config group the run (``run_dir``'s first attempt) or this job chose."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if run_dir is None:
+        return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    saved = run_dir / rundir.HYDRA_DIR / "hydra.yaml"
+    return dict(OmegaConf.load(saved).hydra.runtime.choices) if saved.is_file() else {}
+
+
+def continued_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict[str, Any]]:
+    """The run's own saved config with this attempt's allowed changes, and those changes (key -> new value).
+
+    What this attempt changes: its command-line overrides whose value (or group option) differs from the run's own;
+    a Python caller without Hydra gives a whole config, and every difference from the run's own counts. Raises
+    :class:`ConfigError` naming the first change a continuation may not make.
+    """
+    saved_path = run_dir / rundir.HYDRA_DIR / "config.yaml"
+    if not saved_path.is_file():
+        raise ConfigError(
+            "run.resume", f"{run_dir} has no saved config ({saved_path})", "resume a run dir made by sesemi.train"
+        )
+    saved = OmegaConf.load(saved_path)
+    now = OmegaConf.to_container(cfg, resolve=False)
+    before = OmegaConf.to_container(saved, resolve=False)
+    overrides = command_line()
+    keys = _leaves(before, now) if overrides is None else [_override_key(o) for o in overrides]
+    choices, saved_choices = _group_choices(), _group_choices(run_dir)
+    changed: dict[str, Any] = {}
+    for key in keys:
+        if key in choices:  # a config group: model=..., method=..., experiment=...
+            if choices[key] == saved_choices.get(key, choices[key]):
+                continue
+        elif _raw(now, key) == _raw(before, key):
+            continue
+        if _covered(key, CONTINUATION_KEYS) is None:
+            raise ConfigError(key, "cannot change when resuming a run: it continues with its own config", FORK)
+        changed[key] = _raw(now, key)
+        OmegaConf.update(saved, key, changed[key], force_add=True)
+    OmegaConf.set_struct(saved, True)
+    return saved, changed
+
+
+def _raw(container: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(container, dict) or part not in container:
+            return None
+        container = container[part]
+    return container
+
+
+def check_not_running(run_dir: Path) -> None:
+    """Refuse a run whose status says running while its process (on this host) is alive."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return  # a DDP rank of this very attempt: rank 0 has already marked the run running
+    status = rundir.read_status(run_dir) or {}
+    attempt = (status.get("attempts") or [{}])[-1]
+    if status.get("state") != "running" or attempt.get("host") != socket.gethostname():
+        return
+    pid = attempt.get("pid")
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return  # the process that marked it running is gone (killed without a status update)
+    except PermissionError:
+        pass  # alive, someone else's
+    raise ConfigError(
+        "run.resume",
+        f"{run_dir} is running now (pid {pid} on this host, since {attempt.get('started')})",
+        "wait for it to end or stop it (kill -TERM <pid> saves a checkpoint), then resume",
+    )
+
+
+def check_checkpoint(module: Any, checkpoint: str, max_steps: int) -> None:
+    """The checkpoint loads, its weights fit the built model exactly, and a longer run would still learn: all
+    before anything in the run dir changes."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        weights = state["state_dict"]
+    except Exception as err:  # a truncated or foreign file: whatever torch/pickle raise
+        raise ConfigError(
+            "run.resume",
+            f"cannot load {checkpoint}: {type(err).__name__}: {err}",
+            "resume from another checkpoint of the run (checkpoints/best.ckpt) or start a new run",
+        ) from err
+    try:
+        module.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ConfigError(
+            "run.resume",
+            f"{checkpoint} does not fit this run's model: {str(err).splitlines()[0]}",
+            "resume a checkpoint of this run, with this run's own model",
+        ) from err
+    step = int(state.get("global_step", 0))
+    lrs = [g["lr"] for opt in state.get("optimizer_states", []) for g in opt.get("param_groups", [])]
+    if max_steps > step and lrs and max(lrs) < 1e-12:
+        raise ConfigError(
+            "trainer.max_steps",
+            f"asks for steps {step + 1}..{max_steps}, but the run's learning-rate schedule already ended at 0 "
+            f"(step {step}); a resumed schedule continues from where it is, so the extra steps would not learn",
+            "start a new run from this checkpoint's weights with a schedule of its own: "
+            f"run.pretrained_checkpoint={checkpoint}",
+        )
+
+
+class _HeldLog(logging.handlers.MemoryHandler):
+    """Keeps the records meant for a run dir's log file until the resume is accepted (then writes them)."""
+
+    released = False
+
+    def shouldFlush(self, record: logging.LogRecord) -> bool:
+        return self.released
+
+    def flush(self) -> None:
+        if self.released:
+            super().flush()
+
+
+def hold_log_files(run_dir: Path) -> None:
+    """Hold every log file handler writing into ``run_dir`` (Hydra's job log) until :func:`release_log_files`."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.absolute():
+            held = _HeldLog(capacity=10**6, target=handler, flushOnClose=False)
+            held.setLevel(handler.level)
+            root.removeHandler(handler)
+            root.addHandler(held)
+
+
+def release_log_files() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _HeldLog):
+            handler.released = True
+            handler.flush()
+            root.removeHandler(handler)
+            root.addHandler(handler.target)
+
+
+class ScheduleLength(Callback):
+    """Stretches the restored learning-rate schedules to a changed ``trainer.max_steps``.
+
+    A scheduler's state is restored from the checkpoint, its length included. Where that length is the previous
+    ``trainer.max_steps`` (``T_max`` of ``lr_scheduler=cosine``, ``total_steps`` of ``fixmatch_cosine``) it is set
+    to the new one. Both schedules are chainable: each step multiplies the current learning rate by the ratio of
+    the curve at this step to the last, so the run continues from the learning rate it had reached, decreasing,
+    and ends at the end value at the new last step (cosine: ``eta_min``). ``constant`` has no length.
+    """
+
+    LENGTH_KEYS = ("T_max", "total_steps")
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        previous = ((checkpoint.get("sesemi_config") or {}).get("trainer") or {}).get("max_steps")
+        if previous is None or previous == trainer.max_steps:
+            return
+        for state in checkpoint.get("lr_schedulers", []):
+            for key in self.LENGTH_KEYS:
+                if state.get(key) == previous:
+                    state[key] = trainer.max_steps
