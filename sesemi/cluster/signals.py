@@ -117,12 +117,15 @@ class StopOnSignal(Callback):
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
         self._pid: int | None = None
+        self._stopping = False
 
     # -- signals -------------------------------------------------------------------------------------------
     def _note(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid:
             return  # a child that inherited the handler (a forked DataLoader worker): the signal is not its own
         sig = signal.Signals(signum)
+        if self._stopping:
+            return  # checkpointed already; e.g. the SIGTERM of SLURM ending a job that was just requeued
         if sig == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt  # Ctrl-C twice: stop now
         ranks = _priority(self.slurm)
@@ -193,6 +196,7 @@ class StopOnSignal(Callback):
         agreed = self._agreed_signal(trainer)
         if agreed is None:
             return
+        self._stopping = True
         ckpt = last_checkpoint(self.run_dir)
         trainer.save_checkpoint(ckpt)  # every rank takes part; rank 0 writes
         state, code, why = self._outcome(agreed, ask_slurm=trainer.is_global_zero)
