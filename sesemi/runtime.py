@@ -7,6 +7,7 @@ passes none gets a plain local run (Lightning's own choices, no signal handling)
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,9 @@ class Runtime:
     plugins: list[Any] = field(default_factory=list)  # extra Trainer plugins (e.g. a cluster environment)
     callbacks: list[Any] = field(default_factory=list)  # e.g. the signal handling of sesemi.cluster.signals
     restart_checkpoint: str | None = None  # a requeued job continues from this checkpoint of its own run dir
+    # The context the whole run executes in, from before its data is built until it returned (e.g. the cluster
+    # layer owning the process's signals for that time).
+    guard: contextlib.AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext)
 
 
 class RunStopped(SystemExit):

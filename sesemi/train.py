@@ -69,13 +69,19 @@ def _checkpoint_path(path: str | None, key: str) -> str | None:
 def train(cfg: DictConfig, runtime: Runtime | None = None) -> dict[str, Any]:
     """Run one job (``run.mode``: fit, validate or test) in ``run.output_dir`` and return its metrics record.
 
-    ``runtime``: what the environment decided (default: a plain local run, Lightning's own choices).
+    ``runtime``: what the environment decided (default: a plain local run, Lightning's own choices); the run
+    executes inside its ``guard`` (e.g. the process's signals owned by the cluster layer's handler).
     """
+    runtime = runtime or Runtime()
+    with runtime.guard:
+        return _train(cfg, runtime)
+
+
+def _train(cfg: DictConfig, runtime: Runtime) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from sesemi.builders import build_datamodule, build_module, build_trainer
 
-    runtime = runtime or Runtime()
     runtime = replace(runtime, callbacks=[*runtime.callbacks, resume.ScheduleLength()])
     run_dir = Path(cfg.run.output_dir)
     record = rundir.RunRecord(run_dir)

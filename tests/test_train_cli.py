@@ -1,15 +1,20 @@
-"""The training app end to end through the real CLI: run dir layout, modes, resume, concurrent runs."""
+"""The training app end to end through the real CLI: run dir layout, modes, resume, concurrent runs, signals."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from conftest import FAST, read_json, run_cli, run_dirs
+from faults import FAULT, assert_strictly_increasing, children, install_slow, snapshot, tensorboard_steps
 
 
 def test_default_run_writes_a_complete_run_dir(workdir: Path):
@@ -110,3 +115,62 @@ def test_multirun_jobs_get_their_own_run_dirs_below_the_sweep_dir(workdir: Path)
     lrs = [yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] for d in dirs]
     assert lrs == [0.01, 0.1]
     assert all(read_json(d / "status.json")["state"] == "completed" for d in dirs)
+
+
+def _start(workdir: Path, *args: str) -> subprocess.Popen:
+    """The CLI in its own process group, as a terminal starts it (Ctrl-C reaches the whole group)."""
+    cmd = [sys.executable, "-m", "sesemi.train", *FAULT, *install_slow(workdir), *args]
+    return subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
+def _signal_mid_training(workdir: Path, proc: subprocess.Popen, sig: signal.Signals, known: set[Path]) -> Path:
+    """Once the run has a checkpoint and its loader workers run, send ``sig`` to its whole process group."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        new = [d for d in run_dirs(workdir) if d not in known]
+        if new and (new[0] / "checkpoints" / "last.ckpt").is_file() and children(proc.pid):
+            os.killpg(proc.pid, sig)  # the training process and its DataLoader workers, as a terminal or SLURM does
+            return new[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint before the deadline:\n{proc.communicate()[0][-3000:]}")
+
+
+@pytest.mark.slow
+def test_sigterm_and_ctrl_c_checkpoint_at_the_step_record_the_signal_and_resume(workdir: Path):
+    """Keeps the shipped data settings (2 loader workers, persistent), which the signals also reach."""
+    stopped = {}
+    for sig, state, code in ((signal.SIGTERM, "cancelled", 143), (signal.SIGINT, "interrupted", 130)):
+        before = {d: snapshot(d) for d in run_dirs(workdir)}
+        proc = _start(workdir, "trainer.max_steps=40", "trainer.val_check_interval=3")
+        run_dir = _signal_mid_training(workdir, proc, sig, set(before))
+        output = proc.communicate(timeout=240)[0]
+        assert proc.returncode == code, output[-4000:]
+        assert "DataLoader worker" not in output and "Traceback" not in output, output[-4000:]
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        assert config["data"]["num_workers"] == 2 and config["data"]["persistent_workers"] is True
+        status = read_json(run_dir / "status.json")
+        assert status["state"] == state and status["signal"] == sig.name, status
+        step = int(status["stop_reason"].split(" at step ")[1].split()[0])
+        assert 3 <= step < 40
+        ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert ckpt["global_step"] == step  # saved at the end of the step the signal came in
+        assert not (run_dir / "metrics.json").exists()
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+        assert {d: snapshot(d) for d in before} == before  # every other run dir unchanged
+        stopped[sig] = run_dir
+
+    run_dir = stopped[signal.SIGTERM]
+    others = {d: snapshot(d) for d in run_dirs(workdir) if d != run_dir}
+    resumed = run_cli([*FAULT, f"run.resume={run_dir}", "trainer.max_steps=40"], workdir, fast=False)
+    assert run_dirs(workdir) == sorted([*others, run_dir]), resumed.stdout[-2000:]
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "completed" and status["restarts"] == 1
+    assert status["attempts"][1]["previous_state"] == "cancelled"
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["global_step"] == 40 and metrics["last_checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert_strictly_increasing(tensorboard_steps(run_dir, "train/loss"), "train/loss")
+    assert_strictly_increasing(tensorboard_steps(run_dir, "val/acc"), "val/acc")
+    assert {d: snapshot(d) for d in others} == others

@@ -197,13 +197,16 @@ def resolve_plugins(run: DictConfig) -> list[Any]:
 
 
 def runtime_for(cfg: DictConfig) -> Runtime:
-    """What this environment decides for the run of ``cfg``: strategy, plugins, signal handling, restart point."""
+    """What this environment decides for the run of ``cfg``: strategy, plugins, restart point, and the signals
+    owned by :class:`~sesemi.cluster.signals.StopOnSignal` for the whole run (its callback and its guard)."""
     from sesemi.cluster.signals import StopOnSignal, restart_checkpoint
 
     run_dir = str(cfg.run.output_dir)
+    stop = StopOnSignal(run_dir, slurm=submitit_executor() == "slurm")
     return Runtime(
         strategy=resolve_strategy(cfg.run),
         plugins=resolve_plugins(cfg.run),
-        callbacks=[StopOnSignal(run_dir, slurm=submitit_executor() == "slurm")],
+        callbacks=[stop],
         restart_checkpoint=restart_checkpoint(run_dir),
+        guard=stop,
     )

@@ -6,24 +6,26 @@ signal             sent by                                                     s
 =================  ==========================================================  ===========  ===============
 USR2 (submitit's)  SLURM, ``signal_delay_s`` before the time limit, or as an   requeued     submitit requeues
                    early preemption warning                                                 the job (once)
-SIGTERM on SLURM   ``scontrol requeue``, preemption with ``PreemptMode=REQUEUE``  requeued     SLURM restarts it
+SIGTERM on SLURM   ``scontrol requeue``, preemption (``PreemptMode=REQUEUE``)  requeued     SLURM restarts it
 SIGTERM on SLURM   ``scancel``, a time limit without the early signal          cancelled    ``run.resume``
 SIGTERM locally    ``kill``, a process manager                                 cancelled    exit 143
 SIGINT             Ctrl-C (a second Ctrl-C stops at once, without checkpoint)  interrupted  exit 130
 =================  ==========================================================  ===========  ===============
 
-The signal handlers only note the signal. At the end of each training step the ranks of a DDP run agree on what
-was received (a max over ranks, so that all save the same checkpoint and stop at the same step), every rank takes
-part in saving ``last.ckpt`` (rank 0 writes), rank 0 records the state and the signal in ``status.json``, and the
-run ends with :class:`~sesemi.runtime.RunStopped` (``SystemExit``). On SLURM a SIGTERM is either ``scancel`` or a
-requeue: SLURM has already raised the job's restart count when it sends SIGTERM for a requeue (and not for
-``scancel``; seen with ``scontrol show job`` in the KillWait window on the test cluster), which tells the two apart.
+The handlers are installed for the whole run (the runtime's guard: from before the data is built until
+:func:`sesemi.train.train` returned) and only note the signal. At the end of each training step the ranks of a DDP
+run agree on what was received (a max over ranks, so that all save the same checkpoint and stop at the same step),
+every rank takes part in saving ``last.ckpt`` (rank 0 writes), rank 0 records the state and the signal in
+``status.json``, and the run ends with :class:`~sesemi.runtime.RunStopped` (``SystemExit``). On SLURM a SIGTERM is
+either ``scancel`` or a requeue: SLURM has already raised the job's restart count when it sends SIGTERM for a
+requeue (and not for ``scancel``; seen with ``scontrol show job`` in the KillWait window on the test cluster), which
+tells the two apart.
 
 Signals belong to the training process. SLURM and a terminal's Ctrl-C signal every process of the job or process
 group, DataLoader workers included: a handler inherited by a forked child does nothing there (it checks the pid),
 and the data module's ``worker_init_fn`` (:mod:`sesemi.data.workers`) makes its workers ignore these signals for
 good. Lightning's own SIGTERM handling (it broadcasts from inside the handler) and its USR1 auto-requeue are
-replaced while training (``SLURMEnvironment(auto_requeue=False)``).
+replaced during the run (``SLURMEnvironment(auto_requeue=False)``).
 
 A requeued SLURM job runs the same pickled sweep job again, hence in the same run dir; :func:`restart_checkpoint`
 finds the checkpoint there, and training continues from it (same TensorBoard run, ``status.json`` attempts + 1).
@@ -39,7 +41,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -117,12 +119,15 @@ class StopOnSignal(Callback):
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
         self._pid: int | None = None
+        self._stopping = False
 
     # -- signals -------------------------------------------------------------------------------------------
     def _note(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid:
             return  # a child that inherited the handler (a forked DataLoader worker): the signal is not its own
         sig = signal.Signals(signum)
+        if self._stopping:
+            return  # checkpointed already; e.g. the SIGTERM of SLURM ending a job that was just requeued
         if sig == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt  # Ctrl-C twice: stop now
         ranks = _priority(self.slurm)
@@ -149,24 +154,26 @@ class StopOnSignal(Callback):
                 signal.signal(sig, handler)
         self._previous = {}
 
+    def __enter__(self) -> Self:
+        """Own the signals for the whole run, from before its data is built until it returned: a signal that comes
+        before training (a slow start) stops the run at its first step, one that comes after the last step (final
+        test) is noted and the run completes; none reaches submitit's own handler, which would end the process
+        wherever it is."""
+        self._install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    # Lightning registers its own SIGTERM handler when fit/validate/test start (and restores ours afterwards).
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if stage == "fit":
-            self._install()  # before any DataLoader worker is forked
+        self._install()
 
     def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None:
         self._install()
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._install()
-
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if stage == "fit":
-            self._restore()
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        # After a stop, SLURM may still send SIGTERM while the process shuts down: keep the handler that only notes.
-        if not isinstance(exception, RunStopped):
-            self._restore()
 
     # -- the decision, taken by all ranks together -----------------------------------------------------------
     def _agreed_signal(self, trainer: Any) -> signal.Signals | None:
@@ -193,6 +200,7 @@ class StopOnSignal(Callback):
         agreed = self._agreed_signal(trainer)
         if agreed is None:
             return
+        self._stopping = True
         ckpt = last_checkpoint(self.run_dir)
         trainer.save_checkpoint(ckpt)  # every rank takes part; rank 0 writes
         state, code, why = self._outcome(agreed, ask_slurm=trainer.is_global_zero)

@@ -19,8 +19,10 @@ from collections.abc import Callable
 
 from sesemi.compat.lightning import seed_worker
 
-# The signals the training process acts on (sesemi.cluster.signals), plus USR1 (Lightning's SLURM requeue signal).
-TRAINING_PROCESS_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# The signals the training process acts on (sesemi.cluster.signals), USR1 (Lightning's SLURM requeue signal) and
+# SIGCONT, which SLURM sends along and submitit's inherited handler would log from every worker (ignoring SIGCONT
+# only drops the handler: a stopped process still continues).
+TRAINING_PROCESS_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
 
 
 def _init_worker(worker_id: int, user_fn: Callable[[int], None] | None) -> None:

@@ -146,8 +146,11 @@ def rank_records(out_dir: Path) -> list[dict]:
     return sorted((json.loads(p.read_text()) for p in out_dir.glob("*.json")), key=lambda r: (r["run_dir"], r["rank"]))
 
 
-def cli(args: Sequence[str], fast: bool = True) -> list[str]:
-    return [sys.executable, "-m", "sesemi.train", *(FAST if fast else []), *args]
+def cli(args: Sequence[str], fast: bool = True, defaults: Sequence[str] | None = None) -> list[str]:
+    """The command line; ``defaults``: the tiny settings put first (FAST, or FAULT for a fault test)."""
+    if defaults is None:
+        defaults = FAST if fast else []
+    return [sys.executable, "-m", "sesemi.train", *defaults, *args]
 
 
 def subdirs(path: Path) -> list[str]:
@@ -176,6 +179,7 @@ class Launch:
         action: Callable[[Launch], None] | None = None,
         timeout: float = 420,
         ranks_dir: Path | None = None,
+        defaults: Sequence[str] = FAST,
     ) -> None:
         self.name, self.workdir, self.timeout, self.ranks_dir = name, workdir, timeout, ranks_dir
         self.intervention = ""
@@ -184,7 +188,7 @@ class Launch:
         self.log = (workdir / "launch.log").open("w")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            cli(args),
+            cli(args, defaults=defaults),
             cwd=workdir,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -38,12 +38,12 @@ def test_every_command_in_the_cluster_docs_is_run_by_a_test():
         assert f'DOC_COMMANDS["{name}"]' in tests or f'"{name}"' in tests, name
 
 
-def test_the_docs_mention_the_inline_preemption_commands_the_tests_use():
+def test_the_docs_mention_the_inline_requeue_and_cancel_commands_the_tests_use():
     text = DOC.read_text()
-    assert "`scontrol requeue <job id>`" in text and "`scancel --signal=USR2 <job id>`" in text
+    assert "`scontrol requeue <job id>`" in text and "`scancel <job id>`" in text
     slurm_tests = (Path(__file__).parent / "test_cluster_slurm.py").read_text()
-    assert '["scontrol", "requeue", str(job_id)]' in slurm_tests
-    assert '["scancel", f"--signal={signal}", str(job_id)]' in slurm_tests and '"USR2"' in slurm_tests
+    assert '_signal_when_checkpointed(["scontrol", "requeue"])' in slurm_tests
+    assert '_signal_when_checkpointed(["scancel"])' in slurm_tests
 
 
 def test_the_docs_profile_example_is_the_tested_one():

@@ -8,11 +8,14 @@ module takes about as long as its slowest launch (the real time limit); each tes
 from __future__ import annotations
 
 import csv
+import itertools
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from cluster_testkit import (
     DOC_COMMANDS,
@@ -26,22 +29,25 @@ from cluster_testkit import (
     subdirs,
     the_sweep_dir,
 )
+from conftest import run_cli
+from faults import FAULT, assert_strictly_increasing, tensorboard_steps
 
 pytestmark = [pytest.mark.slurm, needs_slurm]
 
 # Test-only: one CPU per task, so that all launches of this module fit the test cluster's 8 CPUs at once.
 SMALL = ["hydra.launcher.cpus_per_task=1"]
 SLOW_RUN = ["trainer.max_steps=30", "trainer.val_check_interval=5"]  # + a 0.3 s pause per step in attempt 1
+TIMELIMIT_RUN = ["trainer.max_steps=60", "trainer.val_check_interval=10"]  # + 2 s per step in attempt 1
 
 
-def _requeue_when_checkpointed(signal: str | None):
-    """An action: once the first checkpoint exists (mid-training), requeue the job (SIGTERM), or send it
-    ``signal`` the way SLURM does before a time limit (``scancel --signal``)."""
+def _signal_when_checkpointed(command: list[str]):
+    """An action: once the first checkpoint exists (mid-training), run ``command <job id>`` (scontrol requeue,
+    scancel), the job id being in the run dir's status.json."""
 
     def action(launch: Launch) -> None:
         launch.wait_for(lambda: list(launch.workdir.glob("runs/*/*/0/checkpoints/last.ckpt")), "a checkpoint")
         job_id = launch.wait_for(first_attempt_job_id("runs/*/*/0", launch.workdir), "the job id")
-        cmd = ["scontrol", "requeue", str(job_id)] if signal is None else ["scancel", f"--signal={signal}", str(job_id)]
+        cmd = [*command, str(job_id)]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         launch.intervention = " ".join(cmd)
 
@@ -51,20 +57,59 @@ def _requeue_when_checkpointed(signal: str | None):
 @pytest.fixture(scope="module")
 def launches(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("slurm")
+    # The fault launches (time limits, requeue, cancel) keep the shipped data settings: FAULT is FAST without
+    # data.num_workers=0, so 2 persistent DataLoader workers per rank receive SLURM's signals too.
     started = {
         # A real time limit (first: it takes longest): 2 minutes, the signal 45 s before; 2 s/step in attempt 1.
         "timelimit": Launch(
             "timelimit",
             root / "timelimit",
-            [
-                "trainer.max_steps=60",
-                "trainer.val_check_interval=10",
-                *DOC_COMMANDS["timelimit"],
-                *SMALL,
-                *rankcheck_overrides(root / "tl_ranks", 2.0),
-            ],
-            timeout=540,
+            [*TIMELIMIT_RUN, *DOC_COMMANDS["timelimit"], *SMALL, *rankcheck_overrides(root / "tl_ranks", 2.0)],
+            timeout=600,
             ranks_dir=root / "tl_ranks",
+            defaults=FAULT,
+        ),
+        # The same as a 2-process DDP job (2 SLURM tasks).
+        "timelimit_ddp": Launch(
+            "timelimit_ddp",
+            root / "timelimit_ddp",
+            [
+                *TIMELIMIT_RUN,
+                *DOC_COMMANDS["timelimit"],
+                "run.id=timelimit_ddp",
+                "run.devices=2",
+                *SMALL,
+                *rankcheck_overrides(root / "tl_ddp_ranks", 2.0),
+            ],
+            timeout=600,
+            ranks_dir=root / "tl_ddp_ranks",
+            defaults=FAULT,
+        ),
+        # Requeued mid-training by `scontrol requeue` (SIGTERM, SLURM restarts the job).
+        "requeue": Launch(
+            "requeue",
+            root / "requeue",
+            [*SLOW_RUN, *DOC_COMMANDS["requeue"], *SMALL, *rankcheck_overrides(root / "rq_ranks", 0.3)],
+            action=_signal_when_checkpointed(["scontrol", "requeue"]),
+            ranks_dir=root / "rq_ranks",
+            defaults=FAULT,
+        ),
+        # Cancelled mid-training by `scancel` (SIGTERM, no restart): resumed afterwards with run.resume.
+        "cancel": Launch(
+            "cancel",
+            root / "cancel",
+            [
+                *SLOW_RUN,
+                "-m",
+                "hydra/launcher=slurm_cpu",
+                "hydra.launcher.partition=debug",
+                "run.id=cancel",
+                *SMALL,
+                *rankcheck_overrides(root / "cancel_ranks", 0.3),
+            ],
+            action=_signal_when_checkpointed(["scancel"]),
+            ranks_dir=root / "cancel_ranks",
+            defaults=FAULT,
         ),
         # The issue's sweep, on the CPU profile: 2 points -> a job array of 2.
         "sweep": Launch("sweep", root / "sweep", [*DOC_COMMANDS["sweep"], *SMALL]),
@@ -87,30 +132,6 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
                 "run.id=bad",
                 "optimizer.lr=0.05,-1.0",
             ],
-        ),
-        # Requeued mid-training: scontrol requeue (SIGTERM), and submitit's preemption signal (USR2).
-        "requeue": Launch(
-            "requeue",
-            root / "requeue",
-            [*SLOW_RUN, *DOC_COMMANDS["requeue"], *SMALL, *rankcheck_overrides(root / "rq_ranks", 0.3)],
-            action=_requeue_when_checkpointed(None),
-            ranks_dir=root / "rq_ranks",
-        ),
-        "usr2": Launch(
-            "usr2",
-            root / "usr2",
-            [
-                *SLOW_RUN,
-                "-m",
-                "hydra/launcher=slurm_cpu",
-                "hydra.launcher.partition=debug",
-                "run.id=usr2",
-                "run.devices=2",
-                *SMALL,
-                *rankcheck_overrides(root / "usr2_ranks", 0.3),
-            ],
-            action=_requeue_when_checkpointed("USR2"),
-            ranks_dir=root / "usr2_ranks",
         ),
     }
     yield started
@@ -225,14 +246,23 @@ def _check_requeued(launch: Launch, run_id: str, reason: str, max_steps: int, wo
     first, second = status["attempts"][:2]
     assert first["previous_state"] is None and second["previous_state"] == "requeued"
     assert first["slurm_job_id"] == second["slurm_job_id"]  # the same job, requeued
-    assert second["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
-    assert read_json(run_dir / "metrics.json")["global_step"] == max_steps
-    # The same TensorBoard run continues: one event dir, one event file per attempt.
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert second["resumed_from"] == str(last)
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["global_step"] == max_steps and metrics["last_checkpoint"] == str(last)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no -v1
+    # The same TensorBoard run continues: one event dir, one event file per attempt, no step twice or backwards.
     events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert 2 <= len(events) <= len(status["attempts"])
+    for tag in ("train/loss", "val/acc"):
+        assert_strictly_increasing(tensorboard_steps(run_dir, tag), tag)
     ranks = rank_records(launch.ranks_dir)
     assert len(ranks) == world and {r["step"] for r in ranks} == {max_steps}
     assert len({r["weights"] for r in ranks}) == 1
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["data"]["num_workers"] == 2 and config["data"]["persistent_workers"] is True  # workers on
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.err"))
+    assert "DataLoader worker" not in logs and "A temporary saved file already exists" not in logs
     assert "1 jobs: 1 completed" in output
     return status
 
@@ -246,13 +276,49 @@ def test_scontrol_requeue_mid_training_resumes_in_the_same_run_dir(launches):
     assert 5 <= step < 30
 
 
-def test_preemption_signal_usr2_checkpoints_and_requeues_through_submitit(launches):
-    launch = launches["usr2"]
-    _check_requeued(launch, "usr2", "SIGUSR2", max_steps=30, world=2)
-    job_log = next((launch.workdir / "runs").glob("usr2/*/.submitit/*/*_0_log.err")).read_text()
-    assert "Caught signal SIGUSR2" in job_log  # submitit's handler did the requeue
+def _check_time_limit(launch: Launch, run_id: str, world: int) -> None:
+    status = _check_requeued(launch, run_id, "SIGUSR2", max_steps=60, world=world)
+    # submitit's handler ran once per requeue in each task, i.e. in the training process only: before, every
+    # DataLoader worker caught the signal as well (several lines within a second), and one requeued the job itself.
+    # (A time limit that comes before training started is requeued by submitit alone: at least `restarts` lines.)
+    for task_log in (launch.workdir / "runs").glob(f"{run_id}/*/.submitit/*/*_log.err"):
+        caught = [
+            datetime.strptime(line.split("(")[1].split(")")[0], "%Y-%m-%d %H:%M:%S,%f")
+            for line in task_log.read_text().splitlines()
+            if "Caught signal SIGUSR2" in line
+        ]
+        assert len(caught) >= status["restarts"], task_log
+        assert all((b - a).total_seconds() > 5 for a, b in itertools.pairwise(caught)), (task_log, caught)
 
 
 def test_time_limit_signal_requeues_and_the_job_finishes(launches):
-    launch = launches["timelimit"]
-    _check_requeued(launch, "timelimit", "SIGUSR2", max_steps=60, world=1)
+    _check_time_limit(launches["timelimit"], "timelimit", world=1)
+
+
+def test_time_limit_of_a_two_process_ddp_job_requeues_and_finishes(launches):
+    _check_time_limit(launches["timelimit_ddp"], "timelimit_ddp", world=2)
+
+
+def test_scancel_gives_a_cancelled_run_whose_checkpoint_resumes(launches):
+    launch = launches["cancel"]
+    _, output = launch.wait()
+    assert launch.intervention.startswith("scancel")
+    sweep_dir = the_sweep_dir(launch.workdir, "cancel")
+    run_dir = sweep_dir / "0"
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "cancelled" and status["signal"] == "SIGTERM", status
+    step = int(status["stop_reason"].split(" at step ")[1].split()[0])
+    assert 5 <= step < 30
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == step
+    assert not (run_dir / "metrics.json").exists()
+    assert "| cancelled |" in output  # the launcher's summary says so
+    # Continue it here, in its own run dir.
+    proc = run_cli([*FAULT, f"run.resume={run_dir}", *SLOW_RUN], launch.workdir, fast=False, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "completed" and status["attempts"][-1]["previous_state"] == "cancelled"
+    assert read_json(run_dir / "metrics.json")["global_step"] == 30
+    for tag in ("train/loss", "val/acc"):
+        assert_strictly_increasing(tensorboard_steps(run_dir, tag), tag)
+    assert subdirs(sweep_dir) == [".submitit", "0"]
