@@ -128,7 +128,8 @@ class StepContext:
         """Class logits of the EMA teacher, without gradients."""
         key = (stream, view)
         if key not in self._teacher_logits:
-            self._teacher_logits[key] = self.teacher.head(self.teacher_features(stream, view))
+            features = self.teacher_features(stream, view)
+            self._teacher_logits[key] = self.teacher.head(features)
         return self._teacher_logits[key]
 
     @property
