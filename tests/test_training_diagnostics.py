@@ -67,6 +67,7 @@ def _unlabeled_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_pseudo_label_quality_is_off_when_the_unlabeled_labels_are_unknown(workdir: Path):
     folder = _unlabeled_folder(workdir / "photos")
     run_cli(
@@ -82,6 +83,7 @@ def test_pseudo_label_quality_is_off_when_the_unlabeled_labels_are_unknown(workd
     assert not [tag for tag in scalars if "pl_precision" in tag or "pl_recall" in tag]
 
 
+@pytest.mark.slow
 def test_unlabeled_batches_carry_indices_not_labels_and_the_truth_stays_aside():
     from sesemi.builders import build_datamodule
 
