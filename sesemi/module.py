@@ -147,24 +147,29 @@ class SemiSupervisedModule(LightningModule):
 
     def _log_class_metrics(self, ctx: StepContext) -> None:
         """On logging steps: the heads' per-class values, and the quality of the pseudo-labels they reported."""
-        for name, values in ctx.class_metrics.items():
-            self._log_values(name, values, self.class_names)
-        if self._unlabeled_truth is None:
-            return
-        for scope, reported in ctx.pseudo_labels.items():
-            truth = self._unlabeled_truth[ctx.indices(reported.stream)]
-            quality = pseudo_label_quality(reported.labels, reported.mask, truth, self.num_classes)
-            overall = torch.stack([quality["precision"], quality["recall"]])
-            self._log_values(f"train/{scope}", overall, ["pl_precision", "pl_recall"])
-            self._log_values(f"{scope}_pl_precision", quality["precision_per_class"], self.class_names)
-            self._log_values(f"{scope}_pl_recall", quality["recall_per_class"], self.class_names)
+        curves = [(name, values, self.class_names) for name, values in ctx.class_metrics.items()]
+        if self._unlabeled_truth is not None:
+            for scope, reported in ctx.pseudo_labels.items():
+                truth = self._unlabeled_truth[ctx.indices(reported.stream)]
+                quality = pseudo_label_quality(reported.labels, reported.mask, truth, self.num_classes)
+                overall = torch.stack([quality["precision"], quality["recall"]])
+                curves.append((f"train/{scope}", overall, ["pl_precision", "pl_recall"]))
+                curves.append((f"{scope}_pl_precision", quality["precision_per_class"], self.class_names))
+                curves.append((f"{scope}_pl_recall", quality["recall_per_class"], self.class_names))
+        self._log_curves(curves)
 
-    def _log_values(self, group: str, values: Tensor, names: list[str], **kwargs: Any) -> None:
-        """Log ``values[i]`` as ``<group>/<names[i]>``, leaving out NaN (undefined: e.g. no pseudo-label of that class
-        this step), so curves have gaps rather than NaN points and ``metrics.json`` stays plain JSON."""
-        for name, value in zip(names, values.tolist()):
-            if not math.isnan(value):
-                self.log(f"{group}/{tag(name)}", value, **kwargs)
+    def _log_curves(self, curves: list[tuple[str, Tensor, list[str]]]) -> None:
+        """Write ``values[i]`` as ``<group>/<names[i]>`` for each ``(group, values, names)``, straight to the loggers
+        in one call (one host sync) rather than one ``self.log`` per class, which would cost as much as a step; so
+        they are not callback metrics. NaN (undefined: e.g. no
+        pseudo-label of that class this step) is left out, so a curve has a gap rather than a NaN point."""
+        if not curves or not self.loggers or not self.trainer.is_global_zero:
+            return
+        values = torch.cat([v.detach().float().flatten() for _, v, _ in curves]).tolist()
+        tags = [f"{group}/{tag(name)}" for group, _, names in curves for name in names]
+        scalars = {t: v for t, v in zip(tags, values) if not math.isnan(v)}
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.global_step)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Once per optimizer step: with gradient accumulation the batches in between change no weights.
@@ -190,18 +195,22 @@ class SemiSupervisedModule(LightningModule):
         if self.trainer.sanity_checking:
             return
         accuracy = per_class_accuracy(matrix)
-        self._log_values(f"{stage}_class_acc", accuracy, self.class_names)
+        for name, value in zip(self.class_names, accuracy.tolist()):  # self.log: on the x of val/acc, once per eval
+            if not math.isnan(value):
+                self.log(f"{stage}_class_acc/{tag(name)}", value)
         self.class_results[stage] = {
             "classes": self.class_names,
             "accuracy": {c: None if math.isnan(a) else a for c, a in zip(self.class_names, accuracy.tolist())},
             "confusion_matrix": matrix.tolist(),  # rows: true class, columns: predicted class
         }
         if self.trainer.is_global_zero:
+            # Lightning logs a validation inside training at the step count before the current step's increment.
+            step = max(self.global_step - 1, 0) if self.trainer.state.fn == "fit" else self.global_step
             image = None
             for logger in self.loggers:
                 if hasattr(logger.experiment, "add_image"):  # TensorBoard
                     image = confusion_matrix_image(matrix, self.class_names) if image is None else image
-                    logger.experiment.add_image(f"{stage}/confusion_matrix", image, global_step=self.global_step)
+                    logger.experiment.add_image(f"{stage}/confusion_matrix", image, global_step=step)
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_acc, self.val_confusion)
