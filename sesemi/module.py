@@ -159,10 +159,10 @@ class SemiSupervisedModule(LightningModule):
         self._log_curves(curves)
 
     def _log_curves(self, curves: list[tuple[str, Tensor, list[str]]]) -> None:
-        """Write ``values[i]`` as ``<group>/<names[i]>`` for each ``(group, values, names)``, straight to the loggers
-        in one call (one host sync) rather than one ``self.log`` per class, which would cost as much as a step; so
-        they are not callback metrics. NaN (undefined: e.g. no
-        pseudo-label of that class this step) is left out, so a curve has a gap rather than a NaN point."""
+        """Write ``values[i]`` as ``<group>/<names[i]>`` for each ``(group, values, names)`` straight to the loggers,
+        in one call with one host sync: a ``self.log`` per class would cost about as much as a training step, so
+        these are not callback metrics. NaN (undefined: e.g. no pseudo-label of that class this step) is left out,
+        so a curve has a gap rather than a NaN point."""
         if not curves or not self.loggers or not self.trainer.is_global_zero:
             return
         values = torch.cat([v.detach().float().flatten() for _, v, _ in curves]).tolist()
@@ -197,7 +197,7 @@ class SemiSupervisedModule(LightningModule):
         accuracy = per_class_accuracy(matrix)
         for name, value in zip(self.class_names, accuracy.tolist()):  # self.log: on the x of val/acc, once per eval
             if not math.isnan(value):
-                self.log(f"{stage}_class_acc/{tag(name)}", value)
+                self.log(f"{stage}_class_acc/{tag(name)}", value, sync_dist=True)  # same on every rank
         self.class_results[stage] = {
             "classes": self.class_names,
             "accuracy": {c: None if math.isnan(a) else a for c, a in zip(self.class_names, accuracy.tolist())},
