@@ -35,6 +35,8 @@ _EXPORTS = {
     "SemiSupervisedModule": "sesemi.module",
     "Classifier": "sesemi.module",
     "EMA": "sesemi.ema",
+    "TensorBoardLogger": "sesemi.loggers",
+    "load_checkpoint": "sesemi.checkpoints",
     "ConfigError": "sesemi.errors",
     "train": "sesemi.train",
     # inference

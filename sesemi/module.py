@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -9,10 +10,12 @@ import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from sesemi.checkpoints import load_checkpoint
 from sesemi.ema import EMA
 from sesemi.losses.base import LossHead, StepContext
+from sesemi.metrics import confusion_matrix_image, per_class_accuracy, pseudo_label_quality, tag
 
 HeadFactory = Callable[..., nn.Module]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -47,6 +50,11 @@ class SemiSupervisedModule(LightningModule):
     ``head`` is a factory called as ``head(in_features=backbone.out_features, num_classes=num_classes)`` (a Hydra
     ``_partial_``). With ``ema_decay`` an :class:`~sesemi.ema.EMA` copy is kept; it is the teacher of heads that ask
     for one and, when ``ema_evaluate`` is set, the model that validation, test and prediction use.
+
+    Besides the losses it logs what tells why a run does (not) learn: the precision and recall of the pseudo-labels
+    every head reports (when the data module knows the unlabeled pool's labels), per-class values heads log, and at
+    each validation and test the per-class accuracy and a confusion-matrix image; :attr:`class_results` keeps the
+    latest confusion matrix and per-class accuracy of each stage for ``metrics.json``.
     """
 
     def __init__(
@@ -83,6 +91,10 @@ class SemiSupervisedModule(LightningModule):
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.class_results: dict[str, dict[str, Any]] = {}
+        self._unlabeled_truth: Tensor | None = None  # the unlabeled pool's labels by index; None: unknown, metrics off
 
     @property
     def eval_model(self) -> nn.Module:
@@ -114,7 +126,7 @@ class SemiSupervisedModule(LightningModule):
             self.model.head,
             step,
             self.declared_views,
-            teacher=self.ema,
+            teacher=self.ema.module if self.ema is not None else None,
             log=(lambda name, value: self.log(f"train/{name}", value)) if log else None,
         )
         total: Tensor | float = 0.0
@@ -126,7 +138,38 @@ class SemiSupervisedModule(LightningModule):
             total = total + loss_head.scale(step, self.trainer.max_steps) * loss
         if log:  # not prog_bar: Lightning would .item() it after every step (sesemi's ProgressBar shows it)
             self.log("train/loss", total.detach())
+            self._log_class_metrics(ctx)
         return total
+
+    def on_fit_start(self) -> None:
+        truth = getattr(self.trainer.datamodule, "unlabeled_targets", lambda: None)()
+        self._unlabeled_truth = truth.to(self.device) if truth is not None else None
+
+    def _log_class_metrics(self, ctx: StepContext) -> None:
+        """On logging steps: the heads' per-class values, and the quality of the pseudo-labels they reported."""
+        curves = [(name, values, self.class_names) for name, values in ctx.class_metrics.items()]
+        if self._unlabeled_truth is not None:
+            for scope, reported in ctx.pseudo_labels.items():
+                truth = self._unlabeled_truth[ctx.indices(reported.stream)]
+                quality = pseudo_label_quality(reported.labels, reported.mask, truth, self.num_classes)
+                overall = torch.stack([quality["precision"], quality["recall"]])
+                curves.append((f"train/{scope}", overall, ["pl_precision", "pl_recall"]))
+                curves.append((f"{scope}_pl_precision", quality["precision_per_class"], self.class_names))
+                curves.append((f"{scope}_pl_recall", quality["recall_per_class"], self.class_names))
+        self._log_curves(curves)
+
+    def _log_curves(self, curves: list[tuple[str, Tensor, list[str]]]) -> None:
+        """Write ``values[i]`` as ``<group>/<names[i]>`` for each ``(group, values, names)`` straight to the loggers,
+        in one call with one host sync: a ``self.log`` per class would cost about as much as a training step, so
+        these are not callback metrics. NaN (undefined: e.g. no pseudo-label of that class this step) is left out,
+        so a curve has a gap rather than a NaN point."""
+        if not curves or not self.loggers or not self.trainer.is_global_zero:
+            return
+        values = torch.cat([v.detach().float().flatten() for _, v, _ in curves]).tolist()
+        tags = [f"{group}/{tag(name)}" for group, _, names in curves for name in names]
+        scalars = {t: v for t, v in zip(tags, values) if not math.isnan(v)}
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=self.global_step)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Once per optimizer step: with gradient accumulation the batches in between change no weights.
@@ -134,18 +177,52 @@ class SemiSupervisedModule(LightningModule):
             self._ema_step = self.global_step
             self.ema.update(self.model)
 
-    def _evaluate(self, batch: Mapping[str, Tensor], stage: str, metric: MulticlassAccuracy) -> None:
+    def _evaluate(
+        self, batch: Mapping[str, Tensor], stage: str, metric: MulticlassAccuracy, confusion: MulticlassConfusionMatrix
+    ) -> None:
         logits = self.eval_model(batch["image"])
         target = batch["target"]
         self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, target), sync_dist=True)
         metric(logits, target)
         self.log(f"{stage}/acc", metric, prog_bar=True)
+        confusion.update(logits, target)
+
+    def _log_confusion(self, stage: str, confusion: MulticlassConfusionMatrix) -> None:
+        """Per-class accuracy as ``<stage>_class_acc/<class>`` curves, the confusion matrix as an image, and both in
+        :attr:`class_results`. ``compute`` gathers the matrix over all ranks, so every rank calls it."""
+        matrix = confusion.compute()
+        confusion.reset()
+        if self.trainer.sanity_checking:
+            return
+        accuracy = per_class_accuracy(matrix)
+        for name, value in zip(self.class_names, accuracy.tolist()):  # self.log: on the x of val/acc, once per eval
+            if not math.isnan(value):
+                self.log(f"{stage}_class_acc/{tag(name)}", value, sync_dist=True)  # same on every rank
+        self.class_results[stage] = {
+            "classes": self.class_names,
+            "accuracy": {c: None if math.isnan(a) else a for c, a in zip(self.class_names, accuracy.tolist())},
+            "confusion_matrix": matrix.tolist(),  # rows: true class, columns: predicted class
+        }
+        if self.trainer.is_global_zero:
+            # Lightning logs a validation inside training at the step count before the current step's increment.
+            step = max(self.global_step - 1, 0) if self.trainer.state.fn == "fit" else self.global_step
+            image = None
+            for logger in self.loggers:
+                if hasattr(logger.experiment, "add_image"):  # TensorBoard
+                    image = confusion_matrix_image(matrix, self.class_names) if image is None else image
+                    logger.experiment.add_image(f"{stage}/confusion_matrix", image, global_step=step)
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+        self._evaluate(batch, "val", self.val_acc, self.val_confusion)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_confusion("val", self.val_confusion)
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._evaluate(batch, "test", self.test_acc, self.test_confusion)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_confusion("test", self.test_confusion)
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         return torch.softmax(self.eval_model(batch["image"]), dim=-1)
@@ -158,9 +235,9 @@ class SemiSupervisedModule(LightningModule):
                 if not param.requires_grad:
                     continue
                 (no_decay if self.exclude_norm_and_bias and param.ndim <= 1 else decay).append(param)
-        groups = [{"params": decay}]
+        groups = [{"params": decay, "name": "decay"}]  # the names become the LR curves' tags, lr/decay
         if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
+            groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
         return groups
 
     def configure_optimizers(self) -> Any:
@@ -169,12 +246,12 @@ class SemiSupervisedModule(LightningModule):
             return optimizer
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step", "name": "lr"},
         }
 
     def load_pretrained(self, path: str) -> None:
         """Initialise weights (not optimizer state or step) from a sesemi checkpoint or a backbone state dict."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path, "run.pretrained_checkpoint")
         if "state_dict" in state:
             missing, unexpected = self.load_state_dict(state["state_dict"], strict=False)
         else:

@@ -242,10 +242,11 @@ class InferenceModel:
         src_dir: str | None = "src",
     ) -> InferenceModel:
         """Rebuild the network from the checkpoint's ``sesemi_config`` and load its (EMA) weights."""
+        from sesemi.checkpoints import load_checkpoint
         from sesemi.module import Classifier
 
         path = resolve_checkpoint(checkpoint)
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         stored = state.get("sesemi_config") if isinstance(state, Mapping) else None
         if not stored or "state_dict" not in state:
             raise ConfigError(

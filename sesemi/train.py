@@ -147,6 +147,7 @@ def _train(cfg: DictConfig, runtime: Runtime) -> dict[str, Any]:
             metrics[mode] = _scalars(results[0])
             metrics["checkpoint"] = ckpt
         metrics["global_step"] = trainer.global_step
+        metrics["classes"] = module.class_results  # last validation's and test's per-class accuracy, confusion matrix
         metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
         metrics["run_dir"] = str(run_dir)
     except RunStopped:

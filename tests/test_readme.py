@@ -23,7 +23,11 @@ DOCS = [ROOT / "README.md", ROOT / "docs" / "methods.md"]
 EXAMPLE = Path(__file__).parent / "workspace_example"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 # Values in the docs' commands that do not fit a 6-step test model, and what the test runs instead.
-TEST_VALUES = {"trainer.max_steps=1200": "trainer.max_steps=12", "threshold=0.9": "threshold=0.0"}
+TEST_VALUES = {
+    "trainer.max_steps=1200": "trainer.max_steps=12",
+    "trainer.max_steps=300": "trainer.max_steps=6",
+    "threshold=0.9": "threshold=0.0",
+}
 
 
 def readme_commands() -> list[str]:

@@ -34,6 +34,31 @@ class ViewDataset(Dataset):
         sample["target"] = target
         return sample
 
+    def targets(self) -> list[int]:
+        """The labels of the subset (-1 where the dataset has none)."""
+        targets = getattr(self.dataset, "targets", None)
+        return [int(targets[i]) for i in self.indices] if targets is not None else [-1] * len(self.indices)
+
+
+class UnlabeledPool(Dataset):
+    """The unlabeled stream's datasets as one: a sample carries its ``index`` in the pool, never its label.
+
+    ``targets`` keeps the true labels aside (-1 where unknown) so the training module can score pseudo-labels
+    without a loss head ever seeing them."""
+
+    def __init__(self, parts: Sequence[ViewDataset]) -> None:
+        self.pool = ConcatDataset(parts)
+        self.targets = torch.tensor([t for part in parts for t in part.targets()], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = self.pool[i]
+        del sample["target"]
+        sample["index"] = i
+        return sample
+
 
 def _targets(dataset: Dataset, key: str) -> list[int]:
     targets = getattr(dataset, "targets", None)
@@ -53,7 +78,8 @@ def batches_per_process(samples: int, batch_size: int, world_size: int = 1) -> i
 
 
 class SemiSupervisedDataModule(LightningDataModule):
-    """Yields ``{"labeled": {...}, "unlabeled": {...}}`` training batches; validation/test ``{"image", "target"}``.
+    """Yields ``{"labeled": {views..., "target"}, "unlabeled": {views..., "index"}}`` training batches (an unlabeled
+    sample's label stays aside, in :meth:`unlabeled_targets`); validation/test ``{"image", "target"}``.
 
     The training set is split (stratified, seeded) into a labeled subset, an unlabeled rest and optionally a held-out
     validation set; ``extra_unlabeled`` datasets join the unlabeled stream. Each stream applies its named views, e.g.
@@ -202,10 +228,18 @@ class SemiSupervisedDataModule(LightningDataModule):
     def has_unlabeled(self) -> bool:
         return self.unlabeled_views is not None
 
-    def unlabeled_dataset(self) -> Dataset:
+    def unlabeled_dataset(self) -> UnlabeledPool:
         parts = [ViewDataset(self.train_set, self.split.unlabeled, self.unlabeled_views)]
         parts += [ViewDataset(extra, None, self.unlabeled_views) for extra in self.extra_unlabeled]
-        return ConcatDataset(parts)
+        return UnlabeledPool(parts)
+
+    def unlabeled_targets(self) -> torch.Tensor | None:
+        """True labels of the unlabeled pool by sample ``index`` (-1 where unknown), or None when none is known (e.g.
+        a folder of unlabeled images): the pseudo-label quality metrics are then off."""
+        if self.unlabeled_views is None:
+            return None
+        targets = self.unlabeled_dataset().targets
+        return targets if bool((targets >= 0).any()) else None
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         return DataLoader(

@@ -1,7 +1,7 @@
 """Loss heads: each is one term of the training objective (see :mod:`sesemi.losses.base`)."""
 
-from sesemi.losses.adaptive import FreeMatchHead, self_adaptive_fairness
-from sesemi.losses.base import LossHead, StepContext, linear_rampup, sigmoid_rampup
+from sesemi.losses.freematch import FreeMatchHead, self_adaptive_fairness
+from sesemi.losses.base import LossHead, PseudoLabels, StepContext, linear_rampup, sigmoid_rampup, sum_across_ranks
 from sesemi.losses.consistency import ConsistencyHead, softmax_kl, softmax_mse
 from sesemi.losses.entropy import EntropyMinimizationHead, prediction_entropy
 from sesemi.losses.fixmatch import FixMatchHead, confident_pseudo_labels
@@ -19,6 +19,7 @@ __all__ = [
     "JigsawHead",
     "LossHead",
     "PseudoLabelHead",
+    "PseudoLabels",
     "RotationHead",
     "StepContext",
     "confident_pseudo_labels",
@@ -32,4 +33,5 @@ __all__ = [
     "sigmoid_rampup",
     "softmax_kl",
     "softmax_mse",
+    "sum_across_ranks",
 ]

@@ -3,19 +3,43 @@
 A loss head is one term of the training objective. At each step the training module builds a :class:`StepContext`
 (the batch, the backbone and classification head, the EMA teacher when there is one, the step) and calls every head;
 the total loss is ``sum(head.weight * head.ramp(step) * head(ctx))``. Adding a method is adding one loss head.
+
+A head that makes pseudo-labels hands them to :meth:`StepContext.report_pseudo_labels`; the training module scores
+them against the unlabeled pool's true labels when those are known (one mechanism for every head, see
+:mod:`sesemi.metrics`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 View = tuple[str, str]
 """A (stream, view) pair naming a batch of images, e.g. ``("unlabeled", "strong")``."""
+
+
+def sum_across_ranks(t: Tensor) -> Tensor:
+    """``t`` summed over all processes when training is distributed (``t`` itself otherwise).
+
+    For heads that keep statistics of the whole (global) batch, such as FreeMatch's thresholds, so every rank holds
+    the same state. Every rank must call it at the same point of its step."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+class PseudoLabels(NamedTuple):
+    """Hard pseudo-labels a head trained on, as reported to :meth:`StepContext.report_pseudo_labels`."""
+
+    labels: Tensor  # [N] int class per sample
+    mask: Tensor  # [N] float, 1 where the loss used the pseudo-label
+    stream: str  # the stream the samples came from; its ``index`` identifies them
 
 
 class StepContext:
@@ -24,6 +48,9 @@ class StepContext:
     ``batch`` maps a stream name (``labeled``, ``unlabeled``) to its views (e.g. ``weak``, ``strong``) and ``target``.
     Student logits for every view the heads declare are computed in one concatenated forward pass (as FixMatch
     does, so batch-norm statistics cover labeled and unlabeled data together); other views are computed on demand.
+    ``teacher`` is the EMA copy of the network (a module with ``backbone`` and ``head``, like
+    :class:`sesemi.Classifier`); its features and logits are computed once per view, without gradients.
+    Unlabeled samples carry their ``index`` in the unlabeled pool (:meth:`indices`), never their label.
     """
 
     def __init__(
@@ -44,9 +71,12 @@ class StepContext:
         self._declared = [v for v in dict.fromkeys(declared_views) if v[0] in batch]
         self._features: dict[View, Tensor] = {}
         self._logits: dict[View, Tensor] = {}
+        self._teacher_features: dict[View, Tensor] = {}
         self._teacher_logits: dict[View, Tensor] = {}
         self._log = log
         self.metrics: dict[str, Tensor] = {}
+        self.class_metrics: dict[str, Tensor] = {}
+        self.pseudo_labels: dict[str, PseudoLabels] = {}
         self.scope = ""
 
     def images(self, stream: str, view: str) -> Tensor:
@@ -61,6 +91,10 @@ class StepContext:
 
     def targets(self, stream: str = "labeled") -> Tensor:
         return self.batch[stream]["target"]
+
+    def indices(self, stream: str = "unlabeled") -> Tensor:
+        """Each sample's index in its stream's dataset, e.g. for a memory bank keyed by unlabeled sample."""
+        return self.batch[stream]["index"]
 
     def features(self, stream: str, view: str) -> Tensor:
         """Student backbone features of a view, differentiable."""
@@ -80,14 +114,28 @@ class StepContext:
         return self._logits[key]
 
     @torch.no_grad()
-    def teacher_logits(self, stream: str, view: str) -> Tensor:
-        """Class logits of the EMA teacher (the training module's EMA model), without gradients."""
+    def teacher_features(self, stream: str, view: str) -> Tensor:
+        """Backbone features of the EMA teacher (the training module's EMA model), without gradients."""
         if self.teacher is None:
             raise RuntimeError("this loss head needs an EMA teacher: set ema.decay (e.g. ema.decay=0.999)")
         key = (stream, view)
+        if key not in self._teacher_features:
+            self._teacher_features[key] = self.teacher.backbone(self.images(stream, view))
+        return self._teacher_features[key]
+
+    @torch.no_grad()
+    def teacher_logits(self, stream: str, view: str) -> Tensor:
+        """Class logits of the EMA teacher, without gradients."""
+        key = (stream, view)
         if key not in self._teacher_logits:
-            self._teacher_logits[key] = self.teacher(self.images(stream, view))
+            features = self.teacher_features(stream, view)
+            self._teacher_logits[key] = self.teacher.head(features)
         return self._teacher_logits[key]
+
+    @property
+    def logging(self) -> bool:
+        """Whether this step's logs reach the loggers; a head can skip computing what it would only log."""
+        return self._log is not None
 
     def log(self, name: str, value: Tensor) -> None:
         """Log a scalar under the calling head's config key, e.g. ``mask_ratio`` of head ``fixmatch`` as
@@ -97,6 +145,18 @@ class StepContext:
         self.metrics[name] = value
         if self._log is not None:
             self._log(name, value)
+
+    def log_per_class(self, name: str, values: Tensor) -> None:
+        """Log one value per class (e.g. FreeMatch's class thresholds); the training module names each curve by
+        its class, ``<head>_<name>/<class name>``. Only kept on steps that log."""
+        if self._log is not None:
+            self.class_metrics[f"{self.scope}_{name}" if self.scope else name] = values.detach().clone()
+
+    def report_pseudo_labels(self, labels: Tensor, mask: Tensor, stream: str = "unlabeled") -> None:
+        """Hand the hard pseudo-labels this head trains on (``mask``: 1 where the loss used them) to the training
+        module, which logs their precision and recall against the true labels when the data module knows them.
+        Keeps references only: free when nothing is logged."""
+        self.pseudo_labels[self.scope] = PseudoLabels(labels, mask, stream)
 
     def _forward_declared(self) -> None:
         images = [self.images(*v) for v in self._declared]

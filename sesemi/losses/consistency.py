@@ -83,4 +83,6 @@ class ConsistencyHead(LossHead):
 
     def forward(self, ctx: StepContext) -> Tensor:
         target = self.target_logits(ctx)
+        if ctx.logging:  # the target's argmax is the implicit pseudo-label; every sample is used
+            ctx.report_pseudo_labels(target.argmax(-1), torch.ones(len(target), device=target.device), self.stream)
         return DIVERGENCES[self.divergence](ctx.logits(self.stream, self.student_view), target)

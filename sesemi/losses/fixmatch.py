@@ -37,6 +37,7 @@ class FixMatchHead(LossHead):
         labels, mask = confident_pseudo_labels(
             ctx.logits(self.stream, self.weak_view), self.threshold, self.temperature
         )
+        ctx.report_pseudo_labels(labels, mask, self.stream)
         ctx.log("mask_ratio", mask.mean())
         loss = F.cross_entropy(ctx.logits(self.stream, self.strong_view), labels, reduction="none")
         return (loss * mask).mean()

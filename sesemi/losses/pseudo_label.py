@@ -37,5 +37,6 @@ class PseudoLabelHead(LossHead):
     def forward(self, ctx: StepContext) -> Tensor:
         logits = ctx.logits(self.stream, self.view)
         labels, mask = confident_pseudo_labels(logits, self.threshold)  # detached: targets carry no gradient
+        ctx.report_pseudo_labels(labels, mask, self.stream)
         ctx.log("mask_ratio", mask.mean())
         return masked_cross_entropy(logits, labels, mask)

@@ -60,12 +60,12 @@ def test_mean_teacher_uses_the_ema_and_only_the_student_gets_gradients():
     images = torch.randn(6, 4)
 
     # The EMA starts as a copy of the student: same images, same weights -> no inconsistency.
-    loss = head(_ctx(head, images, images.clone(), student.backbone, student.head, ema))
+    loss = head(_ctx(head, images, images.clone(), student.backbone, student.head, ema.module))
     assert loss.item() == pytest.approx(0.0, abs=1e-8)
 
     with torch.no_grad():
         ema.module.head.weight.add_(torch.randn_like(ema.module.head.weight))
-    loss = head(_ctx(head, images, images.clone(), student.backbone, student.head, ema))
+    loss = head(_ctx(head, images, images.clone(), student.backbone, student.head, ema.module))
     assert loss.item() > 1e-4  # changing only the EMA weights changed the loss
     loss.backward()
     assert student.head.weight.grad is not None and student.head.weight.grad.abs().sum() > 0
@@ -77,8 +77,8 @@ def test_mean_teacher_target_comes_from_the_teacher_view():
     ema = EMA(student, decay=0.99)
     head = ConsistencyHead(mode="mean_teacher", views=("weak", "weak2"))
     images = torch.randn(6, 4)
-    same = head(_ctx(head, images, images.clone(), student.backbone, student.head, ema))
-    other = head(_ctx(head, images, images + 1.0, student.backbone, student.head, ema))
+    same = head(_ctx(head, images, images.clone(), student.backbone, student.head, ema.module))
+    other = head(_ctx(head, images, images + 1.0, student.backbone, student.head, ema.module))
     assert same.item() == pytest.approx(0.0, abs=1e-8) and other.item() > 1e-4
 
 

@@ -11,26 +11,18 @@ FreeMatch's self-adaptive thresholding (SAT) derives the threshold from the mode
 
 A weak-view prediction is a hard pseudo-label for the strong view when its confidence reaches ``tau(argmax)``. The
 optional self-adaptive fairness term (SAF) discourages the confident predictions from collapsing onto a few classes.
-The statistics are buffers, so they are checkpointed; under DDP they are computed over the global batch.
+The statistics are buffers, so they are checkpointed; under DDP they are computed over the global batch. The class
+thresholds are logged as one curve per class (``freematch_threshold/<class>``).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from sesemi.losses.base import LossHead, StepContext
+from sesemi.losses.base import LossHead, StepContext, sum_across_ranks
 from sesemi.losses.pseudo_label import masked_cross_entropy
-
-
-def _sum_across_ranks(t: Tensor) -> Tensor:
-    """Sum ``t`` over all processes when running distributed (a no-op otherwise)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 def _inverse_or_zero(t: Tensor) -> Tensor:
@@ -109,7 +101,7 @@ class FreeMatchHead(LossHead):
                 probs.new_tensor([len(probs)]),
             ]
         )
-        stats = _sum_across_ranks(stats)
+        stats = sum_across_ranks(stats)
         count = stats[-1].clamp_min(1.0)
         m = self.momentum
         self.global_threshold.mul_(m).add_(stats[0] / count, alpha=1 - m)
@@ -123,8 +115,10 @@ class FreeMatchHead(LossHead):
         mask = (confidence >= self.class_thresholds()[labels]).float()
         strong_logits = ctx.logits(self.stream, self.strong_view)
         loss = masked_cross_entropy(strong_logits, labels, mask)
+        ctx.report_pseudo_labels(labels, mask, self.stream)
         ctx.log("mask_ratio", mask.mean())
         ctx.log("global_threshold", self.global_threshold)
+        ctx.log_per_class("threshold", self.class_thresholds())
         if self.fairness_weight:
             fairness = self_adaptive_fairness(strong_logits, mask, self.class_probs, self.label_hist)
             ctx.log("fairness", fairness)
