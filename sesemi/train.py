@@ -138,17 +138,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def summary_line(metrics: dict[str, Any]) -> str:
-    if "objective" in metrics:
-        obj = metrics["objective"]
-        text = f"{obj['name']} = {obj['value']:.4f} (best, {obj['mode']})"
-        if "test" in metrics:
-            text += ", " + ", ".join(f"{k} = {v:.4f}" for k, v in metrics["test"].items() if k.endswith("acc"))
-        return text
-    mode = metrics["mode"]
-    return ", ".join(f"{k} = {v:.4f}" for k, v in metrics[mode].items())
-
-
 def objective_value(metrics: dict[str, Any]) -> float:
     if "objective" in metrics:
         return float(metrics["objective"]["value"])
@@ -162,7 +151,11 @@ def main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
     from pytorch_lightning.utilities import rank_zero_info
 
-    single_run = HydraConfig.get().mode == RunMode.RUN
+    from sesemi import console
+
+    console.quiet_library_noise()
+    hydra_cfg = HydraConfig.get()
+    single_run = hydra_cfg.mode == RunMode.RUN
     rank_zero_info(f"sesemi: run dir {cfg.run.output_dir}")
     try:
         metrics = train(cfg)
@@ -171,7 +164,7 @@ def main(cfg: DictConfig) -> float:
             raise  # the sweeper records the failed job
         print(f"sesemi: error: {err}\nsesemi: run dir (status failed): {cfg.run.output_dir}", file=sys.stderr)
         sys.exit(2)
-    rank_zero_info(f"sesemi: done. {summary_line(metrics)}\nsesemi: run dir {metrics['run_dir']}")
+    rank_zero_info(console.final_lines(cfg, metrics, hydra_cfg.runtime.choices))
     return objective_value(metrics)
 
 
