@@ -10,12 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
-import sesemi.configs
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+import sesemi.configs
 import sesemi.train
 from sesemi.builders import build_module, instantiate_key
 from sesemi.datasets import DatasetNotFoundError

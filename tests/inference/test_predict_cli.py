@@ -11,7 +11,7 @@ import torch
 from conftest import read_json, run_cli, run_dirs
 
 from sesemi.datasets import Digits, UnlabeledImages
-from sesemi.predict import InferenceModel, tta_views
+from sesemi.inference import InferenceModel, tta_views
 
 CLASSES = [str(d) for d in range(10)]
 

@@ -11,8 +11,8 @@ import yaml
 from conftest import read_json, run_cli, run_dirs
 
 from sesemi.datasets import Digits, ImageFolder
-from sesemi.predict import InferenceModel, image_folder
-from sesemi.pseudo_label import class_folder_names
+from sesemi.inference import InferenceModel, image_folder
+from sesemi.inference.noisy_student import class_folder_names
 
 CLASSES = [str(d) for d in range(10)]
 
