@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import read_json, run_cli, run_dirs
+from omegaconf import OmegaConf
 
 from sesemi.datasets import Digits, UnlabeledImages
+from sesemi.errors import ConfigError
 from sesemi.inference import InferenceModel, tta_views
+from sesemi.inference.build import instantiate
+from sesemi.inference.model import available_cores, default_workers
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -156,3 +160,45 @@ def test_predict_errors_are_one_line_with_the_fix(trained, tmp_path: Path):
     assert bad_tta.returncode == 2 and "tta" in bad_tta.stderr
     for proc in (missing, neither, no_images, bad_tta):
         assert "Traceback" not in proc.stderr
+
+
+def test_tta_flip_warns_for_a_model_trained_without_flips(trained, tmp_path: Path):
+    root, run_dir, _ = trained
+    flip = predict(
+        root, f"checkpoint={run_dir}", f"images={root / 'images'}", "tta=flip", f"output={tmp_path / 'f.csv'}"
+    )
+    assert "trained without horizontal flips" in flip.stdout + flip.stderr  # digits' augment has no flips
+    crops = predict(root, f"checkpoint={run_dir}", f"images={root / 'images'}", "tta=multicrop")
+    assert "warning" not in (crops.stdout + crops.stderr).lower()
+
+
+def test_dataset_ids_are_file_paths_when_the_dataset_has_files(trained, tmp_path: Path):
+    """An ImageFolder read as a dataset (class sub-folders batch0..2): ids are the paths under its root."""
+    root, run_dir, ids = trained
+    out = tmp_path / "folder.csv"
+    node = f"dataset={{_target_:sesemi.datasets.ImageFolder,root:{root / 'images'},mode:L}}"
+    predict(root, f"checkpoint={run_dir}", node, f"output={out}")
+    rows = read_csv(out)
+    assert sorted(r["id"] for r in rows) == ids
+    assert {r["target"] for r in rows} == {"0", "1", "2"}  # the folder's own labels
+
+
+def test_default_workers_follow_the_machine(trained, tmp_path: Path):
+    """No DataLoader warning about more workers than cores: the default is this machine's cores (at most 8)."""
+    root, run_dir, ids = trained
+    assert default_workers(None) == min(8, available_cores()) and default_workers(3) == 3
+    proc = run_cli(
+        [f"checkpoint={run_dir}", f"images={root / 'images'}", "batch_size=50", f"output={tmp_path / 'w.csv'}"],
+        root,
+        fast=False,
+        module="sesemi.predict",
+    )
+    assert f"wrote {len(ids)} predictions" in proc.stdout
+    assert "worker" not in proc.stderr.lower(), proc.stderr
+
+
+def test_a_missing_user_class_names_the_inference_option_src_dir():
+    cfg = OmegaConf.create({"model": {"backbone": {"_target_": "mylab.nets.Backbone"}}})
+    with pytest.raises(ConfigError) as err:
+        instantiate(cfg, "model.backbone")
+    assert "src_dir" in err.value.fix and "run.src_dir" not in err.value.fix
