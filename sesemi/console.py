@@ -17,6 +17,8 @@ _PYTREE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 # sesemi counts and logs in optimizer steps across epochs (``log_every_n_steps`` applies to the global step), so a
 # short epoch (the 11 batches of the digits default) loses no logs; Lightning's hint assumes per-epoch logging.
 _LOG_INTERVAL = r"The number of training batches \(\d+\) is smaller than the logging interval"
+# `debug=overfit` asks for it; Lightning turns the shuffling off itself, and says so as a warning.
+_OVERFIT_SHUFFLE = r"You requested to overfit but enabled train dataloader shuffling"
 
 
 class _DropLightningNoise(logging.Filter):
@@ -40,6 +42,7 @@ def quiet_library_noise() -> None:
     """Silence the messages above; call once at start-up (the training CLI does)."""
     warnings.filterwarnings("ignore", message=_PYTREE)
     warnings.filterwarnings("ignore", message=_LOG_INTERVAL)
+    warnings.filterwarnings("ignore", message=_OVERFIT_SHUFFLE)
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningNoise) for f in logger.filters):
         logger.addFilter(_DropLightningNoise())
@@ -56,7 +59,7 @@ def stop_reason(cfg: DictConfig, step: int) -> str:
     max_steps = int(trainer.get("max_steps") or -1)
     of = f" of {max_steps}" if max_steps > 0 else ""
     if trainer.get("fast_dev_run"):
-        reason = "fast_dev_run"
+        reason, of = "fast_dev_run", ""
     elif max_steps > 0 and step >= max_steps:
         reason = "max_steps"
     elif trainer.get("max_time"):

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from conftest import FAST, read_json, run_cli, run_dirs
+
+pytestmark = pytest.mark.slow  # real training runs through the CLI (the fast tier is -m "not slow")
 
 
 def test_default_run_writes_a_complete_run_dir(workdir: Path):

@@ -27,7 +27,7 @@ from cluster_testkit import (
     the_sweep_dir,
 )
 
-pytestmark = [pytest.mark.slurm, needs_slurm]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_slurm]
 
 # Test-only: one CPU per task, so that all launches of this module fit the test cluster's 8 CPUs at once.
 SMALL = ["hydra.launcher.cpus_per_task=1"]

@@ -53,6 +53,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_predict_a_folder_writes_one_row_per_image(trained, tmp_path: Path):
     root, run_dir, ids = trained
     out = tmp_path / "preds.csv"
@@ -78,6 +79,7 @@ def test_predict_a_folder_writes_one_row_per_image(trained, tmp_path: Path):
     assert not list(root.glob("outputs")) and not list(root.glob("*.log"))  # Hydra leaves nothing behind
 
 
+@pytest.mark.slow
 def test_default_output_is_in_the_run_dir_and_tta_runs(trained):
     root, run_dir, ids = trained
     plain = predict(
@@ -98,6 +100,7 @@ def test_default_output_is_in_the_run_dir_and_tta_runs(trained):
     assert results["flip"] != results["none"] and results["multicrop"] != results["none"]
 
 
+@pytest.mark.slow
 def test_dataset_val_reproduces_the_runs_validation_accuracy(trained, tmp_path: Path):
     """The EMA weights and the eval transform are the ones validation used: same accuracy to the last digit."""
     root, run_dir, _ = trained
@@ -111,6 +114,7 @@ def test_dataset_val_reproduces_the_runs_validation_accuracy(trained, tmp_path: 
     assert f"accuracy {accuracy:.4f}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_inference_model_uses_the_ema_weights(trained):
     root, run_dir, _ = trained
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -135,6 +139,7 @@ def test_inference_model_uses_the_ema_weights(trained):
     assert torch.equal(tta_views(x, "multicrop")[0], x)  # the centre crop is the image itself
 
 
+@pytest.mark.slow
 def test_predict_errors_are_one_line_with_the_fix(trained, tmp_path: Path):
     root, run_dir, _ = trained
     missing = predict(
@@ -162,6 +167,7 @@ def test_predict_errors_are_one_line_with_the_fix(trained, tmp_path: Path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_tta_flip_warns_for_a_model_trained_without_flips(trained, tmp_path: Path):
     root, run_dir, _ = trained
     flip = predict(
@@ -172,6 +178,7 @@ def test_tta_flip_warns_for_a_model_trained_without_flips(trained, tmp_path: Pat
     assert "warning" not in (crops.stdout + crops.stderr).lower()
 
 
+@pytest.mark.slow
 def test_dataset_ids_are_file_paths_when_the_dataset_has_files(trained, tmp_path: Path):
     """An ImageFolder read as a dataset (class sub-folders batch0..2): ids are the paths under its root."""
     root, run_dir, ids = trained
@@ -183,6 +190,7 @@ def test_dataset_ids_are_file_paths_when_the_dataset_has_files(trained, tmp_path
     assert {r["target"] for r in rows} == {"0", "1", "2"}  # the folder's own labels
 
 
+@pytest.mark.slow
 def test_default_workers_follow_the_machine(trained, tmp_path: Path):
     """No DataLoader warning about more workers than cores: the default is this machine's cores (at most 8)."""
     root, run_dir, ids = trained
