@@ -3,12 +3,17 @@ plus TensorBoard. (docs/cluster.md and docs/sweeps.md commands are run by the cl
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
 import re
 import shlex
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.request
 from pathlib import Path
@@ -24,6 +29,26 @@ EXAMPLE = Path(__file__).parent / "workspace_example"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 # Values in the docs' commands that do not fit a 6-step test model, and what the test runs instead.
 TEST_VALUES = {"trainer.max_steps=1200": "trainer.max_steps=12", "threshold=0.9": "threshold=0.0"}
+
+
+def readme_console() -> list[str]:
+    """The README's pasted console output of a default run."""
+    match = re.search(r"A default run prints.*?```text\n(.*?)```", DOCS[0].read_text(), flags=re.S)
+    assert match, "the README shows a default run's console output"
+    return match.group(1).strip("\n").splitlines()
+
+
+def on_screen(output: str) -> list[str]:
+    """What a terminal shows of captured output: the last carriage-return frame of each line, blank lines dropped."""
+    lines = (line.rsplit("\r", 1)[-1].rstrip() for line in output.split("\n"))
+    return [line for line in lines if line.strip()]
+
+
+def shape(line: str) -> str:
+    """A console line without what changes from run to run: numbers, the run dir's location, the bar's fill."""
+    line = re.sub(r"\S*/runs/", "<dir>/runs/", line)
+    line = re.sub(r"\|[^|]*\|", "|<bar>|", line)
+    return re.sub(r"\d+(\.\d+)?", "N", line)
 
 
 def readme_commands() -> list[str]:
@@ -88,6 +113,43 @@ def test_readme_fashion_mnist_commands_run(workdir: Path):
     for command in commands:
         run_readme_command(command, workdir)
     assert run_dirs(workdir / "runs" / "fmnist_fixmatch")
+
+
+def run_in_a_terminal(args: list[str], cwd: Path, timeout: float = 900) -> str:
+    """Run ``args`` with a 120x40 pseudo-terminal as stdin/stdout/stderr, as a user's shell does; returns what it
+    wrote (the progress bar redraws its line with carriage returns there, as it does on a screen)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, b"".join(chunks).decode(errors="replace")[-4000:]
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+@pytest.mark.slow
+def test_readme_console_output_is_what_a_default_run_prints(workdir: Path):
+    """Line for line, the README's pasted output has the shape of what a real run shows in a terminal (a shorter run:
+    same lines, other numbers), and neither shows a warning."""
+    output = run_in_a_terminal(
+        [sys.executable, "-m", "sesemi.train", "trainer.max_steps=20", "trainer.val_check_interval=10"], workdir
+    )
+    real, pasted = on_screen(output), readme_console()
+    assert [shape(line) for line in real] == [shape(line) for line in pasted], "\n".join(real)
+    for line in real + pasted:
+        assert "warn" not in line.lower(), line
+    assert pasted[-1].startswith("sesemi: run dir ") and "sesemi: done. val/acc = " in "\n".join(pasted)
 
 
 def _free_port() -> int:
