@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -77,20 +78,27 @@ def test_readme_first_line_trains_in_a_fresh_clone(tmp_path: Path):
     subprocess.run(["git", "checkout", "-q", head.stdout.strip()], cwd=clone, check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     try:
-        proc = subprocess.run(
+        # Its own session, so that a timeout stops pip or the training too, not only the shell.
+        proc = subprocess.Popen(
             ["bash", "-c", first],
             cwd=clone,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=3600,
+            start_new_session=True,
         )
-        assert proc.returncode == 0, proc.stdout[-6000:]
+        try:
+            output, _ = proc.communicate(timeout=3600)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert proc.returncode == 0, output[-6000:]
         (run_dir,) = run_dirs(clone / "runs" / "default")
         assert read_json(run_dir / "status.json")["state"] == "completed"
         assert read_json(run_dir / "metrics.json")["global_step"] == 600
-        training = proc.stdout.split("Successfully installed", 1)[-1].split("\n", 1)[-1]  # after pip's output
+        training = output.split("Successfully installed", 1)[-1].split("\n", 1)[-1]  # after pip's output
         assert f"sesemi: run dir {run_dir}" in training
         assert "Warning" not in training, training[-6000:]
     finally:
