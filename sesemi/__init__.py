@@ -40,9 +40,9 @@ _EXPORTS = {
     "ConfigError": "sesemi.errors",
     "train": "sesemi.train",
     # inference
-    "InferenceModel": "sesemi.predict",
+    "InferenceModel": "sesemi.inference",
     "predict_csv": "sesemi.predict",
-    "pseudo_label_folder": "sesemi.pseudo_label",
+    "pseudo_label_folder": "sesemi.inference",
 }
 
 __all__ = sorted(_EXPORTS)

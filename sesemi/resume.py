@@ -174,11 +174,13 @@ def check_not_running(run_dir: Path) -> None:
 def check_checkpoint(module: Any, checkpoint: str, max_steps: int) -> None:
     """The checkpoint loads, its weights fit the built model exactly, and a longer run would still learn: all
     before anything in the run dir changes."""
-    import torch
+    from sesemi.checkpoints import load_checkpoint
 
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = load_checkpoint(checkpoint, "run.resume")
         weights = state["state_dict"]
+    except ConfigError:
+        raise  # pickled objects that could run code: refused with how to convert a trusted file
     except Exception as err:  # a truncated or foreign file: whatever torch/pickle raise
         raise ConfigError(
             "run.resume",

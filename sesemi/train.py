@@ -160,17 +160,6 @@ def _train(cfg: DictConfig, runtime: Runtime) -> dict[str, Any]:
     return metrics
 
 
-def summary_line(metrics: dict[str, Any]) -> str:
-    if "objective" in metrics:
-        obj = metrics["objective"]
-        text = f"{obj['name']} = {obj['value']:.4f} (best, {obj['mode']})"
-        if "test" in metrics:
-            text += ", " + ", ".join(f"{k} = {v:.4f}" for k, v in metrics["test"].items() if k.endswith("acc"))
-        return text
-    mode = metrics["mode"]
-    return ", ".join(f"{k} = {v:.4f}" for k, v in metrics[mode].items())
-
-
 def objective_value(metrics: dict[str, Any]) -> float:
     value = rundir.objective_value(metrics)
     return float("nan") if value is None else value
@@ -200,7 +189,11 @@ def main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
     from pytorch_lightning.utilities import rank_zero_info
 
-    single_run = HydraConfig.get().mode == RunMode.RUN
+    from sesemi import console
+
+    console.quiet_library_noise()
+    hydra_cfg = HydraConfig.get()
+    single_run = hydra_cfg.mode == RunMode.RUN
     if resume.resumed_run_dir(cfg):
         resume.hold_log_files(Path(cfg.run.output_dir))  # the run's log is written only once the resume is accepted
     rank_zero_info(f"sesemi: run dir {cfg.run.output_dir}")
@@ -212,7 +205,7 @@ def main(cfg: DictConfig) -> float:
         state = (rundir.read_status(cfg.run.output_dir) or {}).get("state", "none")
         print(f"sesemi: error: {err}\nsesemi: run dir (status {state}): {cfg.run.output_dir}", file=sys.stderr)
         sys.exit(2)
-    rank_zero_info(f"sesemi: done. {summary_line(metrics)}\nsesemi: run dir {metrics['run_dir']}")
+    rank_zero_info(console.final_lines(cfg, metrics, hydra_cfg.runtime.choices))
     return objective_value(metrics)
 
 

@@ -1,18 +1,24 @@
-"""`pip install .` (a real wheel, not the editable install) finds the built-in configs from any directory."""
+"""Installing sesemi: `pip install .` (a real wheel, not the editable install) finds the built-in configs from any
+directory, and the README's first line works verbatim in a fresh clone."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from conftest import FAST, read_json, run_dirs
 
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.slow
 def test_wheel_carries_configs_and_trains_from_an_empty_directory(tmp_path: Path):
     wheels = tmp_path / "wheels"
     subprocess.run(
@@ -51,3 +57,57 @@ def test_wheel_carries_configs_and_trains_from_an_empty_directory(tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = run_dirs(empty / "runs" / "default")
     assert read_json(run_dir / "status.json")["state"] == "completed"
+
+
+def readme_quickstart() -> list[str]:
+    """The two lines of the README's first code block: install-and-train, and the development setup + tests."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert block, "the README starts with a bash block"
+    return block.group(1).strip().splitlines()
+
+
+@pytest.mark.slow
+def test_readme_first_line_trains_in_a_fresh_clone(tmp_path: Path):
+    """The README's first line, as written, from the root of a fresh clone of this commit with a fresh venv (the
+    torch wheels come from the local package index, ~5.5 GB installed). The clone, venv included, is removed."""
+    first = readme_quickstart()[0]
+    assert first.startswith("python3 -m venv .venv && .venv/bin/pip install ") and "sesemi.train" in first
+    clone = tmp_path / "clone"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    subprocess.run(["git", "clone", "-q", "--no-checkout", ROOT, clone], check=True)
+    subprocess.run(["git", "checkout", "-q", head.stdout.strip()], cwd=clone, check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    try:
+        # Its own session, so that a timeout stops pip or the training too, not only the shell.
+        proc = subprocess.Popen(
+            ["bash", "-c", first],
+            cwd=clone,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = proc.communicate(timeout=3600)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert proc.returncode == 0, output[-6000:]
+        (run_dir,) = run_dirs(clone / "runs" / "default")
+        assert read_json(run_dir / "status.json")["state"] == "completed"
+        assert read_json(run_dir / "metrics.json")["global_step"] == 600
+        training = output.split("Successfully installed", 1)[-1].split("\n", 1)[-1]  # after pip's output
+        assert f"sesemi: run dir {run_dir}" in training
+        assert "Warning" not in training, training[-6000:]
+    finally:
+        shutil.rmtree(clone, ignore_errors=True)
+
+
+def test_readme_second_line_is_what_ci_runs():
+    """The second line (dev setup + the whole suite) is tested by CI itself, .ci/run; this test does not recurse."""
+    second = readme_quickstart()[1]
+    assert second == "scripts/setup_dev.sh && .venv/bin/python -m pytest"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "scripts/setup_dev.sh" in ci and ".venv/bin/python -m pytest" in ci

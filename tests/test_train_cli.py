@@ -16,6 +16,8 @@ import yaml
 from conftest import FAST, read_json, run_cli, run_dirs
 from faults import FAULT, assert_strictly_increasing, children, install_slow, snapshot, tensorboard_steps
 
+pytestmark = pytest.mark.slow  # real training runs through the CLI (the fast tier is -m "not slow")
+
 
 def test_default_run_writes_a_complete_run_dir(workdir: Path):
     proc = run_cli([], workdir)

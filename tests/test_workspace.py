@@ -5,8 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import read_json, run_cli, run_dirs
+
+pytestmark = pytest.mark.slow  # real training runs through the CLI (the fast tier is -m "not slow")
 
 EXAMPLE = Path(__file__).parent / "workspace_example"
 

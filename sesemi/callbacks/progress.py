@@ -1,37 +1,120 @@
-"""The progress bar: Lightning's TQDM bar, showing the training loss without a host-device sync per step."""
+"""The progress bar: one bar for the whole fit, counted in optimizer steps, on Lightning's TQDM bar."""
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
 
 class ProgressBar(TQDMProgressBar):
-    """Lightning's ``TQDMProgressBar`` that also shows ``show`` (default ``train/loss``) from the callback metrics.
+    """Lightning's ``TQDMProgressBar``, with one training bar for the whole run instead of one per epoch.
 
-    Lightning turns every metric logged with ``prog_bar=True`` into a Python number after every training step (an
-    ``.item()``, which waits for the GPU), whether the bar refreshes or not. sesemi logs the training loss without
-    ``prog_bar``, and this bar reads it only when it refreshes, every ``refresh_rate`` steps.
+    sesemi runs are set in steps (``trainer.max_steps``) and validate every ``val_check_interval`` steps across
+    epochs; an epoch is only a pass over the smaller loader (11 steps on the digits default), so the bar counts
+    ``global_step`` of ``max_steps`` with its rate and ETA, and shows the latest value of each metric in ``show``
+    (default the objective and the training loss). Validation inside the fit draws no bar of its own;
+    ``trainer.validate`` and ``trainer.test`` keep Lightning's bars.
+
+    The metrics are read from ``trainer.callback_metrics`` only when the bar refreshes (every ``refresh_rate``
+    steps): Lightning would turn every ``prog_bar=True`` metric into a Python number after each step, a host-device
+    sync on a GPU.
     """
 
     def __init__(
         self,
         refresh_rate: int = 1,
         process_position: int = 0,
-        leave: bool = False,
-        show: Sequence[str] = ("train/loss",),
+        show: Sequence[str] = ("val/acc", "train/loss"),
     ) -> None:
-        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=False)
         self.show = list(show)
+        self._shown_step = -1
+        self._total: int | None = None
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        items = super().get_metrics(trainer, pl_module)
         metrics = trainer.callback_metrics
-        for key in self.show:
-            value = metrics.get(key)
-            if value is not None and key not in items:
-                items[key] = float(value)
-        return items
+        return {key: float(metrics[key]) for key in self.show if metrics.get(key) is not None}
+
+    def _total_steps(self, trainer: pl.Trainer) -> int | None:
+        if trainer.max_steps > 0:
+            return trainer.max_steps
+        per_epoch = self.total_train_batches // max(1, trainer.accumulate_grad_batches)
+        epochs = trainer.max_epochs or -1
+        return epochs * per_epoch if epochs > 0 and math.isfinite(per_epoch) else None
+
+    def init_train_tqdm(self) -> Tqdm:
+        return Tqdm(
+            desc="train",
+            total=self._total,
+            unit="step",
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def on_sanity_check_start(self, *_: Any) -> None:
+        pass  # the sanity check (off by default) draws no bar either
+
+    def on_sanity_check_end(self, *_: Any) -> None:
+        pass
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._total = self._total_steps(trainer)
+        self.train_progress_bar = self.init_train_tqdm()
+        if trainer.global_step:  # a resumed run: start where it stopped; the rate counts this run's steps
+            self.train_progress_bar.initial = trainer.global_step
+            self._show(trainer, pl_module, force=True)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        pass  # one bar for the run: an epoch does not restart it
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        self._show(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pass
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._show(trainer, pl_module, force=True)
+        self.train_progress_bar.close()
+
+    def _show(self, trainer: pl.Trainer, pl_module: pl.LightningModule, force: bool = False) -> None:
+        bar = self.train_progress_bar
+        step = trainer.global_step
+        if bar.disable or not (force or (step != self._shown_step and self._should_update(step, bar.total or 0))):
+            return
+        self._shown_step = step
+        bar.n = step
+        bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+        bar.refresh()
+
+    def _in_fit(self, trainer: pl.Trainer) -> bool:
+        return trainer.state.fn == "fit"
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._in_fit(trainer):
+            super().on_validation_start(trainer, pl_module)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if not self._in_fit(trainer):
+            super().on_validation_batch_start(trainer, *args, **kwargs)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if not self._in_fit(trainer):
+            super().on_validation_batch_end(trainer, *args, **kwargs)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._in_fit(trainer):
+            super().on_validation_end(trainer, pl_module)
+        elif not trainer.sanity_checking:
+            self._show(trainer, pl_module, force=True)  # the new val/acc right away

@@ -6,7 +6,7 @@ pretrained=False)``: timm's own classifier-free mode, returning pooled (pre-logi
 
 timm is never asked for pretrained weights (that would download them from the Hugging Face hub); pass
 ``pretrained_file`` to load a local state dict / checkpoint instead (classifier keys are ignored, a key prefix such
-as ``"backbone.model."`` is found automatically, RGB stem filters are averaged for 1-channel input).
+as ``"backbone.model."`` is found automatically, RGB stem filters are summed for 1-channel input).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import torch
 from torch import Tensor, nn
 
-from sesemi.models.torchvision_backbone import load_backbone_state_dict, load_weights_file
+from sesemi.models.weights import load_backbone_state_dict, load_weights_file
 
 __all__ = ["TimmBackbone"]
 

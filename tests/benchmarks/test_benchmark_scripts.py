@@ -58,6 +58,7 @@ def assert_reproducible(text: str, script: str) -> None:
     assert re.search(rf"```bash\npython benchmarks/{script}[^\n]*\n```", text), text
 
 
+@pytest.mark.slow
 def test_step_overhead(tmp_path: Path):
     result, doc = run_script(
         "step_overhead.py",
@@ -87,6 +88,7 @@ def test_step_overhead(tmp_path: Path):
     assert_reproducible(text, "step_overhead.py")
 
 
+@pytest.mark.slow
 def test_startup(tmp_path: Path):
     result, doc = run_script("startup.py", ["--repeats", "1", "--no-warm", "--no-importtime"], tmp_path)
     assert result["median_to_first_step_s"] > 0 and result["median_import_pl_s"] > 0
@@ -103,6 +105,7 @@ def test_startup(tmp_path: Path):
     assert_reproducible(text, "startup.py")
 
 
+@pytest.mark.slow
 def test_data_pipeline(tmp_path: Path):
     result, doc = run_script(
         "data_pipeline.py",
@@ -134,6 +137,7 @@ def test_data_pipeline(tmp_path: Path):
     assert_reproducible(text, "data_pipeline.py")
 
 
+@pytest.mark.slow
 def test_gpu_throughput_runs_on_cpu(tmp_path: Path):
     result, doc = run_script(
         "gpu_throughput.py",
@@ -160,6 +164,7 @@ def test_gpu_throughput_runs_on_cpu(tmp_path: Path):
     assert_reproducible(text, "gpu_throughput.py")
 
 
+@pytest.mark.slow
 def test_memory(tmp_path: Path):
     result, doc = run_script("memory.py", ["--steps", "2", "trainer.val_check_interval=1"], tmp_path)
     default, ddp = result["runs"]["default CPU run"], result["runs"]["2-process CPU DDP"]
@@ -173,6 +178,7 @@ def test_memory(tmp_path: Path):
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
     reason=f"Fashion-MNIST is not installed at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)",
@@ -209,142 +215,3 @@ def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
     text = doc.read_text()
     assert text.count("## P1: step overhead") == 1 and "second version" in text and "| 1 | 2 |" not in text
     assert "Intro by hand." in text and "<!-- sweep:start -->\nsweep table\n<!-- sweep:end -->" in text
-
-
-# The optimisations the benchmarks led to change no numbers.
-
-
-def test_digits_split_is_scikit_learns():
-    import numpy as np
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from sesemi.datasets import Digits
-
-    digits = load_digits()
-    images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)
-    train_idx, test_idx = train_test_split(
-        np.arange(len(images)), test_size=0.25, stratify=digits.target, random_state=0
-    )
-    for split, idx in (("train", np.sort(train_idx)), ("test", np.sort(test_idx))):
-        ds = Digits(split=split)
-        assert np.array_equal(ds.images, images[idx]) and ds.targets == digits.target[idx].tolist()
-
-
-@pytest.mark.parametrize(
-    ("mode", "mean", "std"),
-    [
-        ("L", [0.3], [0.4]),
-        ("RGB", [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]),
-        ("RGB", [0.5], [0.25]),
-        ("L", [0.1, 0.2, 0.3], [0.3, 0.3, 0.3]),
-        ("RGBA", [0.5] * 4, [0.2] * 4),
-    ],
-)
-def test_fused_normalized_tensor_matches_torchvision(mode: str, mean: list[float], std: list[float]):
-    import numpy as np
-    import torch
-    from PIL import Image
-    from torchvision.transforms import v2
-
-    from sesemi.data import to_normalized_tensor
-
-    reference = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    fused = to_normalized_tensor(mean, std)
-    rng = np.random.default_rng(0)
-    shape = {"L": (9, 7), "RGB": (9, 7, 3), "RGBA": (9, 7, 4)}[mode]
-    for _ in range(5):
-        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
-        a, b = reference(image), fused(image)
-        assert type(a) is type(b) and a.shape == b.shape and torch.equal(a, b)
-    tensor = v2.ToImage()(image)
-    assert torch.equal(reference(tensor), fused(tensor))
-
-
-def test_ema_cached_tensor_lists_track_the_model():
-    import copy
-
-    import torch
-
-    from sesemi.ema import EMA
-    from sesemi.models import LinearHead, SmallCNN
-    from sesemi.module import Classifier
-
-    torch.manual_seed(0)
-    backbone = SmallCNN(1, 8, 2)
-    model = Classifier(backbone, LinearHead(backbone.out_features, 10))
-    ema = EMA(model, 0.9)
-    reference = copy.deepcopy(ema.module)
-
-    def reference_update(n: int) -> None:
-        decay = min(0.9, (1 + n) / (10 + n))
-        with torch.no_grad():
-            for r, m in zip([*reference.parameters(), *reference.buffers()], [*model.parameters(), *model.buffers()]):
-                r.lerp_(m, 1 - decay) if r.is_floating_point() else r.copy_(m)
-
-    x = torch.randn(4, 1, 8, 8)
-    for n in range(1, 5):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p))
-        model(x)  # batch-norm statistics move too
-        if n == 3:  # a parameter object replaced between updates
-            model.head.fc.weight = torch.nn.Parameter(torch.randn_like(model.head.fc.weight))
-        ema.update(model)
-        reference_update(n)
-        for a, b in zip(ema.module.state_dict().values(), reference.state_dict().values()):
-            assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("mode", ["L", "RGB"])
-@pytest.mark.parametrize("padding_mode", ["constant", "edge", "reflect", "symmetric"])
-def test_fast_crop_flip_and_erasing_match_torchvision(mode: str, padding_mode: str):
-    """Same pixels and the same random numbers drawn (so runs are reproduced exactly), also on error paths."""
-    import numpy as np
-    import torch
-    from PIL import Image
-    from torchvision.transforms import v2
-
-    from sesemi.data.transforms import cutout, fast, to_normalized_tensor
-
-    rng = np.random.default_rng(0)
-    case = 0
-    for (h, w), size, padding, pad_if_needed in [
-        ((8, 8), 8, 1, False),
-        ((7, 9), 8, None, True),
-        ((7, 9), (6, 5), (1, 2), False),
-        ((8, 8), 8, None, False),
-        ((32, 32), 32, 4, False),
-        ((5, 5), 8, (0, 1, 2, 3), True),
-        ((5, 5), 8, None, False),
-    ]:
-        t = v2.RandomCrop(size, padding=padding, padding_mode=padding_mode, pad_if_needed=pad_if_needed)
-        for _ in range(4):
-            case += 1
-            image = Image.fromarray(rng.integers(0, 256, (h, w) if mode == "L" else (h, w, 3), dtype=np.uint8), mode)
-            results = []
-            for transform in (t, fast(t)):
-                torch.manual_seed(case)
-                try:
-                    out = np.asarray(transform(image))
-                except ValueError as err:
-                    out = type(err)
-                results.append((out, torch.rand(1).item()))
-            (a, ra), (b, rb) = results
-            assert ra == rb
-            assert a is b if isinstance(a, type) else np.array_equal(a, b)
-    for t, make_input in (
-        (v2.RandomHorizontalFlip(), lambda im: im),
-        (cutout(0.5), to_normalized_tensor([0.5] * len(mode), [0.25] * len(mode))),
-    ):
-        for i in range(20):
-            image = make_input(
-                Image.fromarray(rng.integers(0, 256, (8, 8, 3)[: 2 if mode == "L" else 3], dtype=np.uint8), mode)
-            )
-            outs = []
-            for transform in (t, fast(t)):
-                torch.manual_seed(i)
-                outs.append(
-                    (np.asarray(transform(image.clone() if hasattr(image, "clone") else image)), torch.rand(1).item())
-                )
-            assert np.array_equal(outs[0][0], outs[1][0]) and outs[0][1] == outs[1][1]

@@ -18,6 +18,8 @@ from cluster_testkit import (
 )
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow  # real training runs through the CLI (the fast tier is -m "not slow")
+
 
 def test_dry_run_prints_the_jobs_resources_and_sbatch_script_and_submits_nothing(workdir: Path):
     # The first command, with the dry run on (no SLURM needed).

@@ -32,7 +32,7 @@ from cluster_testkit import (
 from conftest import run_cli
 from faults import FAULT, assert_strictly_increasing, tensorboard_steps
 
-pytestmark = [pytest.mark.slurm, needs_slurm]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_slurm]
 
 # Test-only: one CPU per task, so that all launches of this module fit the test cluster's 8 CPUs at once.
 SMALL = ["hydra.launcher.cpus_per_task=1"]

@@ -10,12 +10,13 @@ import re
 from pathlib import Path
 
 import pytest
-import sesemi.configs
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from PIL import Image
 
+import sesemi.configs
 import sesemi.train
 from sesemi.builders import build_module, instantiate_key
 from sesemi.datasets import DatasetNotFoundError
@@ -167,7 +168,20 @@ DATA = {
 
 
 def test_every_data_config_is_covered():
-    assert set(options("data")) == {"digits", *DATA}
+    assert set(options("data")) == {"base", "digits", *DATA}
+
+
+def test_dataset_configs_extend_the_base_config(tmp_path: Path):
+    """Each dataset config sets only its datasets and what differs; the rest comes from data/base.yaml."""
+    base = OmegaConf.load(CONFIGS / "data" / "base.yaml")
+    for name in ("digits", *DATA):
+        own = OmegaConf.load(CONFIGS / "data" / f"{name}.yaml")
+        assert list(own.defaults) == ["base", "_self_"], name
+        assert set(own) - {"defaults"} < set(base), name
+        cfg = compose_train([f"data={name}"], tmp_path)
+        assert list(cfg.data) == list(base), name  # every data module argument, in the base's order
+    with pytest.raises(MissingMandatoryValue, match=r"full_key: data\.train"):  # not an option by itself
+        OmegaConf.to_container(compose_train(["data=base"], tmp_path).data, throw_on_missing=True)
 
 
 @pytest.mark.parametrize("data", sorted(DATA))

@@ -18,6 +18,7 @@ SHORT = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
     reason=f"Fashion-MNIST is not installed at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)",

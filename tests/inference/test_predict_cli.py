@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import read_json, run_cli, run_dirs
+from omegaconf import OmegaConf
 
 from sesemi.datasets import Digits, UnlabeledImages
-from sesemi.predict import InferenceModel, tta_views
+from sesemi.errors import ConfigError
+from sesemi.inference import InferenceModel, tta_views
+from sesemi.inference.build import instantiate
+from sesemi.inference.model import available_cores, default_workers
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -49,6 +53,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_predict_a_folder_writes_one_row_per_image(trained, tmp_path: Path):
     root, run_dir, ids = trained
     out = tmp_path / "preds.csv"
@@ -74,6 +79,7 @@ def test_predict_a_folder_writes_one_row_per_image(trained, tmp_path: Path):
     assert not list(root.glob("outputs")) and not list(root.glob("*.log"))  # Hydra leaves nothing behind
 
 
+@pytest.mark.slow
 def test_default_output_is_in_the_run_dir_and_tta_runs(trained):
     root, run_dir, ids = trained
     plain = predict(
@@ -94,6 +100,7 @@ def test_default_output_is_in_the_run_dir_and_tta_runs(trained):
     assert results["flip"] != results["none"] and results["multicrop"] != results["none"]
 
 
+@pytest.mark.slow
 def test_dataset_val_reproduces_the_runs_validation_accuracy(trained, tmp_path: Path):
     """The EMA weights and the eval transform are the ones validation used: same accuracy to the last digit."""
     root, run_dir, _ = trained
@@ -107,6 +114,7 @@ def test_dataset_val_reproduces_the_runs_validation_accuracy(trained, tmp_path: 
     assert f"accuracy {accuracy:.4f}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_inference_model_uses_the_ema_weights(trained):
     root, run_dir, _ = trained
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -131,6 +139,7 @@ def test_inference_model_uses_the_ema_weights(trained):
     assert torch.equal(tta_views(x, "multicrop")[0], x)  # the centre crop is the image itself
 
 
+@pytest.mark.slow
 def test_predict_errors_are_one_line_with_the_fix(trained, tmp_path: Path):
     root, run_dir, _ = trained
     missing = predict(
@@ -156,3 +165,48 @@ def test_predict_errors_are_one_line_with_the_fix(trained, tmp_path: Path):
     assert bad_tta.returncode == 2 and "tta" in bad_tta.stderr
     for proc in (missing, neither, no_images, bad_tta):
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_tta_flip_warns_for_a_model_trained_without_flips(trained, tmp_path: Path):
+    root, run_dir, _ = trained
+    flip = predict(
+        root, f"checkpoint={run_dir}", f"images={root / 'images'}", "tta=flip", f"output={tmp_path / 'f.csv'}"
+    )
+    assert "trained without horizontal flips" in flip.stdout + flip.stderr  # digits' augment has no flips
+    crops = predict(root, f"checkpoint={run_dir}", f"images={root / 'images'}", "tta=multicrop")
+    assert "warning" not in (crops.stdout + crops.stderr).lower()
+
+
+@pytest.mark.slow
+def test_dataset_ids_are_file_paths_when_the_dataset_has_files(trained, tmp_path: Path):
+    """An ImageFolder read as a dataset (class sub-folders batch0..2): ids are the paths under its root."""
+    root, run_dir, ids = trained
+    out = tmp_path / "folder.csv"
+    node = f"dataset={{_target_:sesemi.datasets.ImageFolder,root:{root / 'images'},mode:L}}"
+    predict(root, f"checkpoint={run_dir}", node, f"output={out}")
+    rows = read_csv(out)
+    assert sorted(r["id"] for r in rows) == ids
+    assert {r["target"] for r in rows} == {"0", "1", "2"}  # the folder's own labels
+
+
+@pytest.mark.slow
+def test_default_workers_follow_the_machine(trained, tmp_path: Path):
+    """No DataLoader warning about more workers than cores: the default is this machine's cores (at most 8)."""
+    root, run_dir, ids = trained
+    assert default_workers(None) == min(8, available_cores()) and default_workers(3) == 3
+    proc = run_cli(
+        [f"checkpoint={run_dir}", f"images={root / 'images'}", "batch_size=50", f"output={tmp_path / 'w.csv'}"],
+        root,
+        fast=False,
+        module="sesemi.predict",
+    )
+    assert f"wrote {len(ids)} predictions" in proc.stdout
+    assert "worker" not in proc.stderr.lower(), proc.stderr
+
+
+def test_a_missing_user_class_names_the_inference_option_src_dir():
+    cfg = OmegaConf.create({"model": {"backbone": {"_target_": "mylab.nets.Backbone"}}})
+    with pytest.raises(ConfigError) as err:
+        instantiate(cfg, "model.backbone")
+    assert "src_dir" in err.value.fix and "run.src_dir" not in err.value.fix

@@ -11,8 +11,8 @@ import yaml
 from conftest import read_json, run_cli, run_dirs
 
 from sesemi.datasets import Digits, ImageFolder
-from sesemi.predict import InferenceModel, image_folder
-from sesemi.pseudo_label import class_folder_names
+from sesemi.inference import InferenceModel, image_folder
+from sesemi.inference.noisy_student import class_folder_names
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -47,6 +47,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_pseudo_labels_train_a_student(teacher):
     root, run_dir, images = teacher
     out = root / "pseudo_all"
@@ -97,6 +98,7 @@ def test_pseudo_labels_train_a_student(teacher):
     assert config["data"]["labels_per_class"] is None
 
 
+@pytest.mark.slow
 def test_threshold_and_max_per_class_select_the_confident(teacher):
     root, run_dir, images = teacher
     model = InferenceModel.from_checkpoint(run_dir, device="cpu")

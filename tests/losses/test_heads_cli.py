@@ -9,6 +9,8 @@ import pytest
 import yaml
 from conftest import read_json, run_cli, run_dirs
 
+pytestmark = pytest.mark.slow  # real training runs through the CLI (the fast tier is -m "not slow")
+
 # method config -> the loss heads it must log (CrossEntropyHead is "supervised" everywhere)
 METHODS = {
     "supervised": ["supervised"],

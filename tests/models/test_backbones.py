@@ -11,12 +11,8 @@ import torchvision
 from torch import nn
 
 from sesemi.models.resnet_cifar import CifarResNet, resnet18_cifar, resnet50_cifar
-from sesemi.models.torchvision_backbone import (
-    TorchvisionBackbone,
-    adapt_conv_weight,
-    load_backbone_state_dict,
-    torch_hub_checkpoint_path,
-)
+from sesemi.models.torchvision_backbone import TorchvisionBackbone, torch_hub_checkpoint_path
+from sesemi.models.weights import adapt_conv_weight, load_backbone_state_dict
 from sesemi.models.wide_resnet import WideResNet, wrn_28_2, wrn_28_8
 
 
@@ -191,7 +187,7 @@ def test_torchvision_local_state_dict(tmp_path):
 
     gray = TorchvisionBackbone("resnet18", in_channels=1, weights=path)
     assert gray.model.conv1.weight.shape == (64, 1, 7, 7)
-    torch.testing.assert_close(gray.model.conv1.weight, ref.conv1.weight.mean(dim=1, keepdim=True))
+    torch.testing.assert_close(gray.model.conv1.weight, ref.conv1.weight.sum(dim=1, keepdim=True))
     torch.testing.assert_close(gray.model.layer4[1].bn2.running_var, ref.layer4[1].bn2.running_var)
 
 
@@ -244,7 +240,7 @@ def test_torchvision_weights_enum_from_hub_cache(tmp_path, monkeypatch):
     backbone = TorchvisionBackbone("resnet18", weights="ResNet18_Weights.IMAGENET1K_V1")
     torch.testing.assert_close(backbone.model.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
     gray = TorchvisionBackbone("resnet18", in_channels=1, weights="DEFAULT")
-    torch.testing.assert_close(gray.model.conv1.weight, ref.conv1.weight.mean(dim=1, keepdim=True))
+    torch.testing.assert_close(gray.model.conv1.weight, ref.conv1.weight.sum(dim=1, keepdim=True))
     assert gray.out_features == 512
     with torch.no_grad():
         _check_contract(gray, 1, 64, backward=False)
@@ -263,7 +259,7 @@ def test_torchvision_unknown_model_name():
 
 def test_weight_helpers():
     w = torch.randn(8, 3, 3, 3)
-    torch.testing.assert_close(adapt_conv_weight(w, 1), w.mean(1, keepdim=True))
+    torch.testing.assert_close(adapt_conv_weight(w, 1), w.sum(1, keepdim=True))
     assert adapt_conv_weight(w, 4).shape == (8, 4, 3, 3)
     w6 = adapt_conv_weight(w, 6)
     torch.testing.assert_close(w6.sum(1), w.sum(1))  # same response to a constant image
@@ -272,6 +268,19 @@ def test_weight_helpers():
     assert adapt_conv_weight(w, 3) is w
     with pytest.raises(ValueError, match="None of the"):
         load_backbone_state_dict(nn.Linear(2, 2), {"foo.bar": torch.zeros(1)})
+
+
+def test_a_grayscale_stem_responds_as_the_rgb_stem_to_the_same_image_in_colour():
+    """Summing the pretrained RGB filters (timm's rule) keeps the activation scale that later layers were trained
+    on: a 1-channel conv on a grayscale image equals the 3-channel conv on that image repeated over RGB. Averaging
+    (the old rule) gave a third of it."""
+    rgb = nn.Conv2d(3, 8, 3, padding=1)
+    gray = nn.Conv2d(1, 8, 3, padding=1)
+    with torch.no_grad():
+        gray.weight.copy_(adapt_conv_weight(rgb.weight, 1))
+        gray.bias.copy_(rgb.bias)
+    image = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(gray(image), rgb(image.expand(-1, 3, -1, -1)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -317,7 +326,7 @@ def test_timm_pretrained_file_and_errors(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(rgb(x), ref(x))
     gray = TimmBackbone("resnet18", in_channels=1, pretrained_file=path)
-    torch.testing.assert_close(gray.model.conv1.weight, ref.conv1.weight.mean(dim=1, keepdim=True))
+    torch.testing.assert_close(gray.model.conv1.weight, ref.conv1.weight.sum(dim=1, keepdim=True))
 
     with pytest.raises(ValueError, match="resnet18"):
         TimmBackbone("resnet181")

@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from conftest import FAST, read_json, run_cli
 from optuna.trial import TrialState
 
 from sesemi.sweep.report import build, render
 from sesemi.sweep.storage import make_storage
+
+pytestmark = pytest.mark.slow  # real training runs through the CLI (the fast tier is -m "not slow")
 
 ASYNC = [
     "-m",

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from sesemi.sweep.storage import make_storage
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 URL = "postgresql://sesemi@127.0.0.1:5432/sesemi_optuna"  # no password: it comes from $SESEMI_STORAGE_PASSWORD
 PASSWORD = "sesemi"

@@ -18,6 +18,7 @@ from sesemi.sweep.storage import make_storage
 
 pytestmark = [
     pytest.mark.slurm,
+    pytest.mark.slow,
     pytest.mark.skipif(shutil.which("sinfo") is None, reason="no SLURM client (scripts/slurm_cluster.sh start)"),
 ]
 
