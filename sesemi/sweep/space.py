@@ -75,11 +75,13 @@ def check(
             key = _key_of(err, keys) or "hydra.sweeper.params"
             swept = key in distributions
             problem = " ".join(str(err).split())
-            if len(problem) > 300:
+            if problem.startswith("Could not override"):
+                problem = "is not a key of the composed config"
+            elif len(problem) > 300:
                 problem = problem[:297] + "..."
             raise ConfigError(
                 key,
-                f"does not fit the composed config ({'swept' if swept else 'fixed'} by this sweep): {problem}",
+                f"({'swept' if swept else 'fixed'} by this sweep) {problem}",
                 "correct the key in the search space (hydra.sweeper.params of the hparams_search config, or the "
                 "command line); a key the config lacks needs a leading + (+key=...)",
             ) from err

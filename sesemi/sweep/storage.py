@@ -138,8 +138,16 @@ def storage_resolver(spec: str | None = None, sweep_dir: str | None = None) -> A
     return make_storage(spec or None, sweep_dir)
 
 
+def direction_resolver(objective_mode: str) -> str:
+    """``${sesemi.direction:${run.objective_mode}}``: max -> maximize, min -> minimize (hydra/sweeper=optuna)."""
+    return {"max": "maximize", "min": "minimize"}.get(str(objective_mode), str(objective_mode))
+
+
 def register() -> None:
+    """The resolvers of the sweeper configs, for Hydra's own ``hydra/sweeper=optuna`` too."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("sesemi.optuna_storage"):
         OmegaConf.register_resolver("sesemi.optuna_storage", storage_resolver)
+    if not OmegaConf.has_resolver("sesemi.direction"):
+        OmegaConf.register_new_resolver("sesemi.direction", direction_resolver)

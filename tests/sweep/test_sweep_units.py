@@ -192,3 +192,66 @@ def test_report_of_a_moved_sweep_dir_without_run_dirs(tmp_path: Path):
     text = render(report)
     assert "study s (value, maximize): 3 trials, 3 complete" in text
     assert "checkpoint: -" in text and (sweep / "report" / "trials.csv").is_file()
+
+
+def _settings(seed: int | None = 0, target: str = "optuna.samplers.TPESampler"):
+    from sesemi.sweep.runner import SweepSettings
+
+    return SweepSettings(
+        study_name="s",
+        storage=None,
+        sweep_dir="",
+        session="x",
+        n_trials=4,
+        sampler={"_target_": target, "seed": seed},
+        distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+    )
+
+
+def _draw(study: optuna.Study, settings) -> list[float]:
+    from sesemi.sweep.runner import take_trial
+
+    drawn = []
+    while (trial := take_trial(study, settings)) is not None:
+        drawn.append(study_lib.suggest(trial, settings.distributions)["x"])
+        study.tell(trial, drawn[-1])
+    return drawn
+
+
+@pytest.mark.parametrize("target", ["optuna.samplers.TPESampler", "optuna.samplers.RandomSampler"])
+def test_resumed_sweeps_never_redraw_and_a_seed_reproduces(tmp_path: Path, target: str):
+    """Each sweep command (and each worker) loads a fresh sampler with the same seed: seeding it from the trial
+    number, not from the command, is what keeps a resumed sweep from drawing its first parameters again."""
+    settings = _settings(target=target)
+    runs = []
+    for name in ("a", "b"):  # two studies, the same seed and history: the same draws
+        study = journal_study(tmp_path / name)
+        drawn = []
+        for budget in (2, 4, 6):  # three commands on one study, each with a new sampler object
+            study_lib.top_up(study, budget)
+            drawn += _draw(study, settings)
+        runs.append(drawn)
+    assert len(runs[0]) == 6 and len(set(runs[0])) == 6, runs[0]
+    assert runs[0] == runs[1]
+
+
+def test_waiting_trials_of_an_old_search_space_are_dropped_not_counted(tmp_path: Path):
+    study = journal_study(tmp_path)
+    study.enqueue_trial({"optimizer.lrr": 0.1}, user_attrs={"retry_history": [0]})  # a retry with a misspelt key
+    study.enqueue_trial({"optimizer.lr": 0.1})
+    assert study_lib.drop_stale_waiting(study, {"optimizer.lr"}) == [0]
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL and "optimizer.lrr" in trials[0].user_attrs["error"]
+    assert study_lib.top_up(study, 2) == 1  # the dropped one gives its place back
+
+
+def test_short_axis_names():
+    from sesemi.sweep.report import short_names
+
+    keys = ["method.loss_heads.fixmatch.threshold", "method.loss_heads.fixmatch.weight", "optimizer.weight_decay"]
+    assert short_names([*keys, "model.backbone.weight"]) == {
+        keys[0]: "threshold",
+        keys[1]: "fixmatch.weight",
+        keys[2]: "weight_decay",
+        "model.backbone.weight": "backbone.weight",
+    }
