@@ -85,3 +85,27 @@ def check(
                 "correct the key in the search space (hydra.sweeper.params of the hparams_search config, or the "
                 "command line); a key the config lacks needs a leading + (+key=...)",
             ) from err
+
+
+def direction(config: DictConfig, given: Any) -> str:
+    """The study's direction: ``hydra.sweeper.direction``, or (null) the one ``run.objective_mode`` implies."""
+    from omegaconf import OmegaConf
+
+    mode = OmegaConf.select(config, "run.objective_mode")
+    implied = {"max": "maximize", "min": "minimize"}.get(str(mode)) if mode is not None else None
+    if OmegaConf.is_config(given) or isinstance(given, (list, tuple)):
+        raise ConfigError(
+            "hydra.sweeper.direction", "lists several directions", "sesemi sweeps optimise one objective (run.objective)"
+        )
+    if hasattr(given, "name"):
+        given = given.name
+    if given is None:
+        return implied or "maximize"
+    given = str(given)
+    if implied and given != implied:
+        raise ConfigError(
+            "hydra.sweeper.direction",
+            f"is {given} but run.objective_mode={mode} ({OmegaConf.select(config, 'run.objective')})",
+            f"set hydra.sweeper.direction={implied}, or leave it null to follow run.objective_mode",
+        )
+    return given

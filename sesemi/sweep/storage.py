@@ -99,6 +99,25 @@ def has_password(spec: Any) -> bool:
     return make_url(str(spec)).password is not None
 
 
+def checked_spec(spec: Any) -> str | None:
+    """``hydra.sweeper.storage`` as sesemi's sweeper takes it: a path or URL, and no password in it."""
+    from sesemi.errors import ConfigError
+
+    if spec is not None and not isinstance(spec, str):
+        raise ConfigError(
+            "hydra.sweeper.storage",
+            "is an object; sesemi's sweeper takes a journal file path or a database URL",
+            "give the path or URL itself (the ${sesemi.optuna_storage:...} resolver is for hydra/sweeper=optuna)",
+        )
+    if has_password(spec):
+        raise ConfigError(
+            "hydra.sweeper.storage",
+            f"{mask(spec)} holds a password, which Hydra would write into every trial's .hydra/hydra.yaml",
+            f"remove it from the URL and export {PASSWORD_ENV} (or PGPASSWORD for PostgreSQL)",
+        )
+    return spec
+
+
 def make_storage(spec: str | None, sweep_dir: str | os.PathLike | None = None) -> Any:
     """An Optuna storage object for a spec (see the module docstring)."""
     import optuna
@@ -150,4 +169,4 @@ def register() -> None:
     if not OmegaConf.has_resolver("sesemi.optuna_storage"):
         OmegaConf.register_resolver("sesemi.optuna_storage", storage_resolver)
     if not OmegaConf.has_resolver("sesemi.direction"):
-        OmegaConf.register_new_resolver("sesemi.direction", direction_resolver)
+        OmegaConf.register_resolver("sesemi.direction", direction_resolver)

@@ -245,6 +245,30 @@ def check_failures(study: optuna.Study, session: str, n_trials: int, max_failure
     return None
 
 
+def record_command(study: optuna.Study, command: dict[str, Any], new_study: bool) -> list[dict[str, Any]]:
+    """Append a sweep command's settings (``search_space``, ``fixed``, ...) to the study's list and return the list;
+    a command whose settings differ from the previous one's says so."""
+    commands = [] if new_study else list(study.user_attrs.get(COMMANDS, []))
+    if commands:
+        last = commands[-1]
+        changes = [
+            f"{what} {key}: {last[what].get(key, '-')} -> {command[what].get(key, '-')}"
+            for what in ("search_space", "fixed")
+            for key in sorted({*last[what], *command[what]})
+            if last[what].get(key) != command[what].get(key)
+        ]
+        if changes:
+            log.warning(
+                "this sweep command differs from the study's previous one (%s); its trials are kept and the sampler "
+                "learns from all of them. Each command's settings are in sweep.json ('commands'). Changes: %s",
+                last["session"],
+                "; ".join(changes),
+            )
+    commands.append(command)
+    study.set_user_attr(COMMANDS, commands)
+    return commands
+
+
 class Heartbeat:
     """Writes a trial's heartbeat every ``interval`` seconds from a daemon thread, while in the ``with`` block."""
 

@@ -132,27 +132,6 @@ class OptunaSweeper(Sweeper):
         self.job_dir_override = "hydra.sweep.dir=" + _quote(str(self.sweep_dir))
 
     # ----------------------------------------------------------------------------------------------------------------
-    def _direction(self) -> str:
-        mode = OmegaConf.select(self.config, "run.objective_mode")
-        implied = {"max": "maximize", "min": "minimize"}.get(str(mode)) if mode is not None else None
-        direction = self.direction
-        if OmegaConf.is_config(direction) or isinstance(direction, (list, tuple)):
-            raise ValueError("sesemi sweeps optimise one objective (run.objective): give one direction")
-        if hasattr(direction, "name"):
-            direction = direction.name
-        if direction is None:
-            return implied or "maximize"
-        direction = str(direction)
-        if implied and direction != implied:
-            from sesemi.errors import ConfigError
-
-            raise ConfigError(
-                "hydra.sweeper.direction",
-                f"is {direction} but run.objective_mode={mode} ({OmegaConf.select(self.config, 'run.objective')})",
-                f"set hydra.sweeper.direction={implied}, or leave it null to follow run.objective_mode",
-            )
-        return direction
-
     def _settings(self, arguments: list[str], session: str, storage_spec: Any) -> Any:
         from sesemi.sweep import space
         from sesemi.sweep.runner import SweepSettings
@@ -185,26 +164,6 @@ class OptunaSweeper(Sweeper):
             grid_space=grid,
         )
 
-    def _storage_spec(self) -> Any:
-        from sesemi.errors import ConfigError
-        from sesemi.sweep import storage as storage_lib
-
-        spec = self.storage
-        if spec is not None and not isinstance(spec, str):
-            raise ConfigError(
-                "hydra.sweeper.storage",
-                "is an object; sesemi's sweeper takes a journal file path or a database URL",
-                "give the path or URL itself (the ${sesemi.optuna_storage:...} resolver is for hydra/sweeper=optuna)",
-            )
-        if storage_lib.has_password(spec):
-            raise ConfigError(
-                "hydra.sweeper.storage",
-                f"{storage_lib.mask(spec)} holds a password, which Hydra would write into every trial's "
-                ".hydra/hydra.yaml",
-                f"remove it from the URL and export {storage_lib.PASSWORD_ENV} (or PGPASSWORD for PostgreSQL)",
-            )
-        return spec
-
     def sweep(self, arguments: list[str]) -> None:
         """Run the sweep; a configuration error or an aborted sweep is one ``sesemi: error:`` line and exit 2 / 1."""
         from sesemi.errors import ConfigError
@@ -229,11 +188,11 @@ class OptunaSweeper(Sweeper):
         if not self.study_name:
             self.study_name = self.sweep_dir.name
         session = f"{time.strftime('%Y%m%d_%H%M%S')}-{os.getpid()}"
-        spec = self._storage_spec()
+        spec = storage_lib.checked_spec(self.storage)
         settings = self._settings(arguments, session, spec)
         self.task.settings = settings
         self.settings = settings
-        direction = self._direction()
+        direction = space.direction(self.config, self.direction)
         if self.mode == "async":
             devices, nodes = (
                 OmegaConf.select(self.config, "run.devices"),
@@ -291,7 +250,20 @@ class OptunaSweeper(Sweeper):
             "direction": direction,
             "objective": objective,
         }
-        commands = self._record_command(study, session, settings, new_study)
+        commands = study_lib.record_command(
+            study,
+            {
+                "session": session,
+                "mode": self.mode,
+                "n_trials": self.n_trials,
+                "search_space": {k: str(v) for k, v in settings.distributions.items()},
+                "fixed": {
+                    **{k: str(v) for k, v in settings.fixed_params.items()},
+                    **dict(o.split("=", 1) for o in settings.fixed_overrides[:-1] if "=" in o),
+                },
+            },
+            new_study,
+        )
         if new_study:
             study.set_user_attr(study_lib.SWEEP, info)
         study.set_user_attr(study_lib.SESSION, session)
@@ -327,41 +299,6 @@ class OptunaSweeper(Sweeper):
             self._sweep_async()
         self._check_abort()
         self._finish()
-
-    def _record_command(self, study: Any, session: str, settings: Any, new_study: bool) -> list[dict[str, Any]]:
-        """Append this command's search space and fixed overrides to the study's list; say so when they changed."""
-        from sesemi.sweep import study as study_lib
-
-        command = {
-            "session": session,
-            "mode": self.mode,
-            "n_trials": self.n_trials,
-            "search_space": {k: str(v) for k, v in settings.distributions.items()},
-            "fixed": {
-                **{k: str(v) for k, v in settings.fixed_params.items()},
-                **{o.split("=", 1)[0]: o.split("=", 1)[1] for o in settings.fixed_overrides[:-1] if "=" in o},
-            },
-        }
-        commands = [] if new_study else list(study.user_attrs.get(study_lib.COMMANDS, []))
-        if commands:
-            last = commands[-1]
-            changes = [
-                f"{what} {key}: {last[what].get(key, '-')} -> {command[what].get(key, '-')}"
-                for what in ("search_space", "fixed")
-                for key in sorted({*last[what], *command[what]})
-                if last[what].get(key) != command[what].get(key)
-            ]
-            if changes:
-                log.warning(
-                    "this sweep command differs from the study's previous one (%s); its trials are kept and the "
-                    "sampler learns from all of them. Each command's settings are in sweep.json ('commands'). "
-                    "Changes: %s",
-                    last["session"],
-                    "; ".join(changes),
-                )
-        commands.append(command)
-        study.set_user_attr(study_lib.COMMANDS, commands)
-        return commands
 
     # ----------------------------------------------------------------------------------------------------------------
     def _local_processes(self) -> bool:

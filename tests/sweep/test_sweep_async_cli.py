@@ -169,7 +169,7 @@ def test_killed_worker_is_replaced_at_once_and_its_trial_retried(workdir: Path):
 
     # The dead worker was reaped and a replacement launched within a heartbeat interval (trials were waiting).
     dead = victim.user_attrs["worker"].split("@")[0]
-    (ended,) = [line for line in text.splitlines() if f"worker {dead} ended after 0 trial(s): lost" in line]
+    (ended,) = [line for line in text.splitlines() if f"worker {dead} ended after 1 trial(s): lost" in line]
     (replacement,) = [line for line in text.splitlines() if "local job w2 (pid" in line]
     assert _log_time(replacement) - killed_at < heartbeat, (ended, replacement)
 
