@@ -281,7 +281,12 @@ def _plots(study: optuna.Study, out: Path, skipped: dict[str, str]) -> dict[str,
                 # the objective, then the parameters in sorted order.
                 keys = sorted({p for t in plotted.trials for p in t.params})
                 names = short_names(keys)
-                fig.update_xaxes(ticktext=[objective, *(names[k] for k in keys)])
+                labels = [objective, *(names[k] for k in keys)]
+                fig.update_xaxes(ticktext=labels)
+                for trace in fig.data:  # the hover texts: one [label, value] per axis
+                    if trace.customdata is not None and all(len(row) == 2 for row in trace.customdata):
+                        if len(trace.customdata) == len(labels):
+                            trace.customdata = [[label, row[1]] for label, row in zip(labels, trace.customdata)]
                 fig.update_layout(title=f"Parallel coordinates (pruned trials: their best reported {objective})")
             elif name == "intermediate_values":
                 fig = vis.plot_intermediate_values(study)
