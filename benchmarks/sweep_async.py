@@ -363,6 +363,13 @@ def main(argv: list[str] | None = None) -> None:
             f"average before -> after each sweep in the last column), torch {info['torch']}, one thread per trial "
             "process."
         )
+        loads = [r[key] for r in data["runs"] for key in ("load_before", "load_after")]
+        if loads and max(loads) > 2 * info["cpu_count"]:
+            setup += (
+                f" **Noisy measurement**: the machine was heavily shared while this ran (load average up to "
+                f"{max(loads)} on {info['cpu_count']} CPUs, from other sessions' tests and sweeps); every mode ran "
+                "slower and unevenly, so the ratios are rougher than on a quiet machine."
+            )
         body = "\n\n".join([setup, summary, *notes, table, reproduce(data["command"])])
         write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", SECTION, HEADING, body)
 

@@ -1,10 +1,13 @@
 """The Lightning callback a sweep adds to each trial: report, prune, and log the trial's hyperparameters.
 
 At every validation it reports ``run.objective`` to the Optuna trial (step = optimizer step) and asks the study's
-pruner whether to stop; a pruned trial ends with :class:`optuna.TrialPruned`. A ``run.objective`` that was never
-logged is a :class:`~sesemi.errors.ConfigError` at the first validation of the first trial, and a NaN objective
-fails the trial right away. On fit start the trial's sampled parameters go to TensorBoard's HParams dashboard, so
-``tensorboard --logdir <sweep dir>`` shows all trials of a sweep side by side.
+pruner whether to stop; a pruned trial stops training as a run that reached its end does (``trainer.should_stop``:
+its checkpoints, ``metrics.json`` and ``status.json`` are written as usual, no traceback), and the runner records it
+PRUNED. A ``run.objective`` that was never logged is a :class:`~sesemi.errors.ConfigError` at the first validation of
+the first trial, and a NaN objective fails the trial right away. On fit start the trial's sampled parameters go to
+TensorBoard's HParams dashboard, so ``tensorboard --logdir <sweep dir>`` shows all trials of a sweep side by side;
+the session's status is written when training ends (success, or failure for a pruned or crashed trial; a killed
+trial keeps none).
 
 The callback takes its trial from the sweep runner (:func:`active_trial`); outside a sweep it does nothing, so a
 trial's saved config can be re-run as a plain run.
@@ -20,6 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sesemi.errors import ConfigError
+from sesemi.sweep import stop
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class TrialContext:
     reports: int = 0
     last_step: int | None = None
     last_value: float | None = None
+    pruned: str | None = None  # why the pruner stopped it
 
 
 _ACTIVE: TrialContext | None = None
@@ -52,6 +57,18 @@ def _hparam_value(value: Any) -> Any:
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
+def _write_hparams(trainer: pl.Trainer, summaries: list[Any]) -> None:
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            # torch's SummaryWriter.add_hparams would open a second run dir; the summaries go to the run's own file.
+            writer = logger.experiment._get_file_writer()
+            for summary in summaries:
+                writer.add_summary(summary)
+            writer.flush()
+
+
 class OptunaTrialCallback(pl.Callback):
     def __init__(self) -> None:
         self.context = active_trial()
@@ -59,18 +76,39 @@ class OptunaTrialCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.context is None or trainer.global_rank != 0:
             return
-        from pytorch_lightning.loggers import TensorBoardLogger
+        from torch.utils.tensorboard.summary import hparams
 
         params = {"trial": self.context.trial.number, **{k: _hparam_value(v) for k, v in self.context.params.items()}}
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                from torch.utils.tensorboard.summary import hparams
+        # Only the HParams start summaries: the metric's values are the scalars the run logs anyway; the end
+        # summary (the session's status) is written when the trial ends.
+        experiment, session_start, _ = hparams(params, {self.context.monitor: 0.0})
+        _write_hparams(trainer, [experiment, session_start])
 
-                # Only the HParams summaries: the metric's values are the scalars the run logs anyway.
-                writer = logger.experiment._get_file_writer()
-                for summary in hparams(params, {self.context.monitor: 0.0}):
-                    writer.add_summary(summary)
-                writer.flush()
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.context is not None and trainer.global_rank == 0:
+            self._end_session(trainer, "STATUS_FAILURE" if self.context.pruned else "STATUS_SUCCESS")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.context is not None and trainer.global_rank == 0:
+            self._end_session(trainer, "STATUS_FAILURE")
+
+    def _end_session(self, trainer: pl.Trainer, status: str) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.plugins.hparams.api_pb2 import Status
+        from tensorboard.plugins.hparams.metadata import PLUGIN_DATA_VERSION, PLUGIN_NAME, SESSION_END_INFO_TAG
+        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+
+        content = HParamsPluginData(
+            session_end_info=SessionEndInfo(status=Status.Value(status)), version=PLUGIN_DATA_VERSION
+        )
+        metadata = SummaryMetadata(
+            plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content.SerializeToString())
+        )
+        _write_hparams(trainer, [Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=metadata)])])
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        if self.context is not None:
+            stop.watch()  # after Lightning and the preemption callback installed their SIGTERM handlers
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.context is None or trainer.sanity_checking:
@@ -104,6 +142,6 @@ class OptunaTrialCallback(pl.Callback):
         if 0 < trainer.max_steps <= step:
             return  # the trial has finished its training: it completes, a verdict now would only hide its result
         if trial.should_prune():
-            import optuna
-
-            raise optuna.TrialPruned(f"pruned at step {step} with {monitor} = {value:.4f}")
+            self.context.pruned = f"pruned at step {step} with {monitor} = {value:.4f}"
+            log.info("trial %d: %s", trial.number, self.context.pruned)
+            trainer.should_stop = True

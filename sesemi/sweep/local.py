@@ -47,7 +47,6 @@ class LocalProcesses:
         job_overrides: Sequence[Sequence[str]],
         initial_job_idx: int,
         names: Sequence[str] | None = None,
-        poll: Any = None,
     ) -> list[str | None]:
         """Run the jobs concurrently and wait for all; returns per job None (ran) or why it did not."""
         import cloudpickle
@@ -80,9 +79,7 @@ class LocalProcesses:
             self.procs[names[i]] = proc
             started.append((path, proc))
             log.info("local job %s (pid %d): %s", names[i], proc.pid, " ".join(overrides))
-        while any(proc.poll() is None for _, proc in started):
-            if poll is not None:
-                poll()
+        while [proc.poll() for _, proc in started].count(None):  # poll() every one: it also reaps the ended
             time.sleep(0.5)
         errors: list[str | None] = []
         for path, proc in started:
@@ -103,6 +100,7 @@ def _main(path: str) -> int:
     from omegaconf import open_dict
 
     import sesemi.train  # noqa: F401  (the resolvers of the built-in configs)
+    from sesemi.compat.hydra import job_error
 
     payload = cloudpickle.loads(Path(path).read_bytes())
     Singleton.set_state(payload["singleton_state"])
@@ -121,7 +119,7 @@ def _main(path: str) -> int:
     )
     error = None
     if ret.status == JobStatus.FAILED:
-        err = ret._return_value
+        err = job_error(ret)
         error = f"{type(err).__name__}: {err}"
     Path(path).with_suffix(".result").write_text(json.dumps({"error": error}))
     return 0

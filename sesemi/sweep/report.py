@@ -6,7 +6,9 @@ pruned), the best trial with its checkpoint, and writes into ``<sweep dir>/repor
 - ``trials.csv``: the table, with start/end times, worker, host and error;
 - ``optimization_history.html``, ``param_importances.html``, ``parallel_coordinate.html`` and, when trials
   reported intermediate values (pruning), ``intermediate_values.html`` (Optuna's plotly figures; ``plotly.min.js``
-  is written once next to them, so they open offline).
+  is written once next to them, so they open offline). A pruned trial appears in the history and the parallel
+  coordinates with the best value it reported, marked as pruned; axes are labelled with the shortest unambiguous
+  end of each parameter's key.
 
 A database password is taken from ``$SESEMI_STORAGE_PASSWORD`` (or ``$PGPASSWORD``), as for the sweep.
 """
@@ -26,8 +28,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sesemi import rundir
+from sesemi.errors import ConfigError
 from sesemi.sweep import storage as storage_lib
-from sesemi.sweep.study import RUN_DIR, retried_numbers
+from sesemi.sweep.study import RUN_DIR, SWEEP, retried_numbers, retry_history
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 
@@ -45,8 +48,26 @@ class Report:
     skipped: dict[str, str]
 
 
-def _system_attrs(study: optuna.Study) -> dict[str, Any]:
-    return study._storage.get_study_system_attrs(study._study_id)
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's shortest end that no other key shares (``optimizer.lr`` -> ``lr``)."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            end = ".".join(parts[-n:])
+            if sum(k == end or k.endswith("." + end) for k in keys) == 1:
+                names[key] = end
+                break
+        else:
+            names[key] = key
+    return names
+
+
+def best_reported(t: FrozenTrial, maximize: bool) -> float | None:
+    """The best value a trial reported at its validations (a pruned trial's best, for the plots)."""
+    if not t.intermediate_values:
+        return None
+    return (max if maximize else min)(t.intermediate_values.values())
 
 
 def open_study(target: str, study_name: str | None = None) -> tuple[optuna.Study, Path | None]:
@@ -76,7 +97,7 @@ def open_study(target: str, study_name: str | None = None) -> tuple[optuna.Study
         study_name = names[0]
     study = optuna.load_study(study_name=study_name, storage=storage)
     if sweep_dir is None:
-        recorded = _system_attrs(study).get("sesemi:sweep", {}).get("sweep_dir")
+        recorded = study.user_attrs.get(SWEEP, {}).get("sweep_dir")
         if recorded and Path(recorded).is_dir():
             sweep_dir = Path(recorded)
     return study, sweep_dir
@@ -90,13 +111,16 @@ def _duration(t: FrozenTrial) -> float | None:
 
 def _note(t: FrozenTrial, retried: set[int], retried_by: dict[int, int]) -> str:
     notes = []
-    if t.system_attrs.get("retry_history"):
-        notes.append(f"retry of trial {t.system_attrs['retry_history'][-1]}")
+    if retry_history(t):
+        notes.append(f"retry of trial {retry_history(t)[-1]}")
     if t.state == TrialState.PRUNED:
         last = max(t.intermediate_values) if t.intermediate_values else None
         notes.append(f"pruned at step {last}" if last is not None else "pruned")
     if t.state == TrialState.FAIL:
         notes.append(str(t.user_attrs.get("error", "failed")))
+        if t.intermediate_values:  # not a result: where it was when it stopped
+            step = max(t.intermediate_values)
+            notes.append(f"last reported {t.intermediate_values[step]:.4g} at step {step}")
         if t.number in retried:
             notes.append(f"retried as trial {retried_by.get(t.number)}")
     return "; ".join(notes)
@@ -110,7 +134,7 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
     study, sweep_dir = open_study(target, study_name)
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    retried_by = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    retried_by = {retry_history(t)[-1]: t.number for t in trials if retry_history(t)}
     params: list[str] = []
     for t in trials:
         params += [p for p in t.params if p not in params]
@@ -120,9 +144,14 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
             {
                 "trial": t.number,
                 "state": t.state.name,
+                # A pruned trial's last reported value (where the pruner stopped it); a failed or lost one has none.
                 "value": t.value
                 if t.value is not None
-                else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
+                else (
+                    t.intermediate_values[max(t.intermediate_values)]
+                    if t.state == TrialState.PRUNED and t.intermediate_values
+                    else None
+                ),
                 "duration_s": _duration(t),
                 **{p: t.params.get(p) for p in params},
                 "run_dir": t.user_attrs.get(RUN_DIR),
@@ -160,20 +189,100 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
     )
 
 
+def _with_pruned(study: optuna.Study) -> tuple[optuna.Study, str]:
+    """An in-memory copy of the finished trials, pruned ones COMPLETE with their best reported value and every trial
+    with a ``state`` parameter (complete / pruned), for the figures that plot complete trials only."""
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    copy = optuna.create_study(direction=study.direction)
+    state = "state"
+    while any(state in t.params for t in study.get_trials(deepcopy=False)):
+        state = "_" + state
+    kinds = optuna.distributions.CategoricalDistribution(["complete", "pruned"])
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        value = t.value if t.state == TrialState.COMPLETE else best_reported(t, maximize)
+        if value is None:
+            continue
+        copy.add_trial(
+            optuna.trial.create_trial(
+                params={**t.params, state: t.state.name.lower()},
+                distributions={**t.distributions, state: kinds},
+                value=value,
+            )
+        )
+    return copy, state
+
+
+def _history(study: optuna.Study, objective: str) -> Any:
+    import plotly.graph_objects as go
+
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pruned = [
+        (t.number, best_reported(t, maximize))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        if t.intermediate_values
+    ]
+    fig = go.Figure()
+    fig.add_scatter(x=[t.number for t in complete], y=[t.value for t in complete], mode="markers", name="complete")
+    if pruned:
+        fig.add_scatter(
+            x=[n for n, _ in pruned],
+            y=[v for _, v in pruned],
+            mode="markers",
+            marker={"symbol": "x", "color": "#aaa"},
+            name="pruned (its best reported value)",
+        )
+    best, line = None, []
+    for t in complete:
+        best = t.value if best is None else (max if maximize else min)(best, t.value)
+        line.append(best)
+    fig.add_scatter(x=[t.number for t in complete], y=line, mode="lines", name="best complete so far")
+    fig.update_layout(
+        title=f"Optimization history ({objective}, {study.direction.name.lower()})",
+        xaxis_title="trial",
+        yaxis_title=objective,
+    )
+    return fig
+
+
 def _plots(study: optuna.Study, out: Path, skipped: dict[str, str]) -> dict[str, Path]:
     import optuna.visualization as vis
 
+    objective = study.user_attrs.get(SWEEP, {}).get("objective", "value")
     written = {}
+    plotted, state = _with_pruned(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     for name in PLOTS:
         if name == "intermediate_values" and not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
             skipped[name] = "no trial reported intermediate values"
             continue
-        if name != "intermediate_values" and len(complete) < (2 if name == "param_importances" else 1):
-            skipped[name] = f"needs {'two' if name == 'param_importances' else 'one'} complete trial(s)"
+        if name == "param_importances" and len(complete) < 2:
+            skipped[name] = "needs two complete trials"
+            continue
+        if name in ("optimization_history", "parallel_coordinate") and not plotted.trials:
+            skipped[name] = "needs one complete or pruned trial"
             continue
         try:
-            fig = getattr(vis, f"plot_{name}")(study)
+            if name == "optimization_history":
+                fig = _history(study, objective)
+            elif name == "parallel_coordinate":
+                fig = vis.plot_parallel_coordinate(plotted, target_name=objective)
+                # Optuna cuts labels to 20 characters (two keys under method.loss_heads look alike): its axes are
+                # the objective, then the parameters in sorted order.
+                keys = sorted({p for t in plotted.trials for p in t.params})
+                names = short_names(keys)
+                labels = [objective, *(names[k] for k in keys)]
+                fig.update_xaxes(ticktext=labels)
+                for trace in fig.data:  # the hover texts: one [label, value] per axis
+                    if trace.customdata is not None and all(len(row) == 2 for row in trace.customdata):
+                        if len(trace.customdata) == len(labels):
+                            trace.customdata = [[label, row[1]] for label, row in zip(labels, trace.customdata)]
+                fig.update_layout(title=f"Parallel coordinates (pruned trials: their best reported {objective})")
+            elif name == "intermediate_values":
+                fig = vis.plot_intermediate_values(study)
+                fig.update_layout(showlegend=True, xaxis_title="step", yaxis_title=objective)
+            else:
+                fig = getattr(vis, f"plot_{name}")(study, target_name=objective)
         except Exception as err:  # noqa: BLE001 - e.g. importances of a parameter that never varied
             skipped[name] = f"{type(err).__name__}: {err}"
             continue
@@ -221,7 +330,7 @@ def render(report: Report) -> str:
     for r in table:
         lines.append("  ".join(c.ljust(w) if i < len(r) - 1 else c for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     study = report.study
-    info = _system_attrs(study).get("sesemi:sweep", {})
+    info = study.user_attrs.get(SWEEP, {})
     counts: dict[str, int] = {}
     for row in report.rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
@@ -254,7 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true", help="only the table and the CSV")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    report = build(args.target, args.study, args.out, plots=not args.no_plots)
+    try:
+        report = build(args.target, args.study, args.out, plots=not args.no_plots)
+    except ConfigError as err:  # e.g. the database refused the connection: no password in the environment
+        print(f"sesemi: error: {err}", file=sys.stderr)
+        return 2
     print(render(report))
     return 0
 

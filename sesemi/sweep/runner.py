@@ -26,7 +26,10 @@ from omegaconf import DictConfig, open_dict
 from optuna.trial import TrialState
 
 from sesemi import resolvers
+from sesemi.compat import hydra as hydra_compat
+from sesemi.compat import optuna as compat
 from sesemi.errors import ConfigError
+from sesemi.sweep import stop
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep import study as study_lib
 from sesemi.sweep.callback import TrialContext, set_active_trial
@@ -74,12 +77,26 @@ def _instantiate(node: dict[str, Any]) -> Any:
     return instantiate(node, _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS)
 
 
-def build_sampler(settings: SweepSettings, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+# Samplers that keep their place in a sequence in the study itself: their seed is the sequence's, never varied.
+_STUDY_SEQUENCED = ("QMCSampler",)
+
+
+def sampler_for_trial(settings: SweepSettings, number: int | None = None) -> optuna.samplers.BaseSampler:
+    """The sampler that draws trial ``number``'s parameters.
+
+    A seeded sampler is seeded from ``(sampler.seed, trial number)``: trial numbers are never reused in a study, so a
+    resumed sweep, a second sweep command and every worker (replacements included) draw new parameters, and the same
+    seed with the same history draws the same ones. (Seeding each sweep command or worker with ``sampler.seed`` alone
+    repeats the first draws after every resume.)
+    """
     if not settings.sampler:
         return optuna.samplers.TPESampler()
     node = dict(settings.sampler)
-    if seed_offset and node.get("seed") is not None:
-        node["seed"] = int(node["seed"]) + seed_offset  # workers on one study must not draw the same numbers
+    target = str(node.get("_target_", ""))
+    if number is not None and node.get("seed") is not None and not target.endswith(_STUDY_SEQUENCED):
+        import numpy as np
+
+        node["seed"] = int(np.random.SeedSequence([int(node["seed"]), number]).generate_state(1)[0])
     sampler = _instantiate(node)
     if isinstance(sampler, functools.partial):
         if settings.grid_space is None:
@@ -92,13 +109,19 @@ def build_pruner(settings: SweepSettings) -> optuna.pruners.BasePruner:
     return _instantiate(dict(settings.pruner)) if settings.pruner else optuna.pruners.NopPruner()
 
 
-def load_study(settings: SweepSettings, *, seed_offset: int = 0, sample: bool = True) -> optuna.Study:
+def load_study(settings: SweepSettings) -> optuna.Study:
+    """The sweep's study (its sampler is replaced per trial, see :func:`sampler_for_trial`)."""
     return optuna.load_study(
         study_name=settings.study_name,
         storage=storage_lib.make_storage(settings.storage, settings.sweep_dir),
-        sampler=build_sampler(settings, seed_offset) if sample else optuna.samplers.RandomSampler(),
+        sampler=sampler_for_trial(settings),
         pruner=build_pruner(settings),
     )
+
+
+def take_trial(study: optuna.Study, settings: SweepSettings) -> optuna.Trial | None:
+    """The next waiting trial of the study, its parameters to be drawn by its own sampler; None when none waits."""
+    return study_lib.pop_trial(study, functools.partial(sampler_for_trial, settings))
 
 
 def trial_overrides(settings: SweepSettings, trial: optuna.Trial, config: DictConfig | None) -> list[str]:
@@ -137,6 +160,15 @@ def _mark_run_dir(run_dir: str, **fields: Any) -> None:
         RunRecord(run_dir).update(**fields)
 
 
+def _interrupted(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, why: str, run_dir: str) -> None:
+    """The trial was stopped from outside (Ctrl-C, SIGTERM): FAIL with the reason, its run dir too, retried now."""
+    reason = f"interrupted: {why}"
+    frozen = compat.frozen(study, compat.trial_id(trial))
+    if study_lib.fail_trial(study, compat.trial_id(trial), reason):
+        study_lib.mark_run_dir_failed(run_dir, reason)
+        study_lib.retry(study, frozen, settings.max_retries)
+
+
 def run_trial(
     study: optuna.Study,
     trial: optuna.Trial,
@@ -148,7 +180,8 @@ def run_trial(
     """Run one trial in this process and record its outcome in the study; returns the value (None if not COMPLETE).
 
     Exceptions of the training are recorded (FAIL with the error), not raised: the sweep goes on. An interrupt
-    (Ctrl-C, SIGTERM) marks the trial FAIL, enqueues its retry and is re-raised.
+    (Ctrl-C, SIGTERM) marks the trial FAIL, enqueues its retry and is re-raised; so does any error of a trial whose
+    process got SIGTERM (e.g. its data loader workers were terminated first).
     """
     from pytorch_lightning.utilities import rank_zero_only
 
@@ -156,7 +189,6 @@ def run_trial(
         # A multi-process trial (submitit tasks): only rank 0 talks to the study; the others just train.
         return float(task_function(cfg))
     run_dir = str(cfg.run.output_dir)
-    storage = study._storage
     for key, value in {
         study_lib.RUN_DIR: run_dir,
         "session": settings.session,
@@ -165,7 +197,7 @@ def run_trial(
         "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }.items():
-        storage.set_trial_user_attr(trial._trial_id, key, value)
+        trial.set_user_attr(key, value)
     context = TrialContext(trial=trial, monitor=str(cfg.run.objective), params=dict(trial.params))
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
@@ -177,17 +209,17 @@ def run_trial(
     outcome: tuple[TrialState, Any] | None = None
     started = time.perf_counter()
     try:
-        with study_lib.Heartbeat(storage, [trial._trial_id], settings.heartbeat_interval):
+        with study_lib.Heartbeat(study, [compat.trial_id(trial)], settings.heartbeat_interval):
             try:
                 value = float(task_function(cfg))
-                outcome = (TrialState.COMPLETE, value)
-            except optuna.TrialPruned as err:
-                outcome = (TrialState.PRUNED, err)
+                outcome = (TrialState.PRUNED, context.pruned) if context.pruned else (TrialState.COMPLETE, value)
             except Exception as err:  # noqa: BLE001 - a crashing trial is recorded, the sweep goes on
+                if stop.received():
+                    raise KeyboardInterrupt(f"SIGTERM; then {_describe(err)}") from err
                 outcome = (TrialState.FAIL, err)
-    except BaseException as err:  # interrupted (Ctrl-C, SIGTERM of a preempted job): retry it later
-        study_lib.fail_trial(study, trial._trial_id, f"interrupted: {_describe(err)}")
-        study_lib.retry(study, study._storage.get_trial(trial._trial_id), settings.max_retries)
+    except BaseException as err:  # interrupted (Ctrl-C, SIGTERM of a preempted or cancelled job): retry it now
+        why = "SIGTERM (scancel, preemption or time limit)" if stop.received() else _describe(err)
+        _interrupted(study, trial, settings, why, run_dir)
         raise
     finally:
         set_active_trial(None)
@@ -200,15 +232,15 @@ def run_trial(
         log.info("trial %d complete: %s = %.5g (%.0fs)", trial.number, cfg.run.objective, result, seconds)
         return result
     if state == TrialState.PRUNED:
-        storage.set_trial_user_attr(trial._trial_id, "pruned", str(result))
+        trial.set_user_attr("pruned", result)
         study.tell(trial, state=TrialState.PRUNED)
-        _mark_run_dir(run_dir, state="pruned", error=None, pruned=str(result))
+        _mark_run_dir(run_dir, state="pruned", pruned=result)
         log.info("trial %d pruned: %s (%.0fs)", trial.number, result, seconds)
         return None
     fatal = isinstance(result, ConfigError) and not _related(result.key, list(trial.params))
     study_lib.fail_trial(
         study,
-        trial._trial_id,
+        compat.trial_id(trial),
         _describe(result),
         fatal=fatal,
         traceback="".join(traceback.format_exception(result)),
@@ -242,9 +274,10 @@ class SweepTask:
     def run_trial_job(self, cfg: DictConfig, number: int) -> float | None:
         """Synchronous mode: the sweeper took the trial and sampled it; this job runs it and tells the result."""
         settings = self.settings
-        study = load_study(settings, sample=False)
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        state = study._storage.get_trial(trial_id).state
+        stop.watch()
+        study = load_study(settings)
+        trial_id = compat.trial_id_of_number(study, number)
+        state = compat.frozen(study, trial_id).state
         if state != TrialState.RUNNING:
             # A requeued job (SLURM preemption) whose trial was given up meanwhile: its retry runs elsewhere.
             log.warning("trial %d is %s already: this job has nothing to run", number, state.name)
@@ -257,19 +290,15 @@ def _trial_job(study: optuna.Study, trial: optuna.Trial, task: SweepTask, worker
     return run_trial(study, trial, cfg, task.task_function, task.settings, worker)
 
 
-def run_worker(task: SweepTask, index: int) -> int:
-    """Asynchronous mode: take trials one after the other until none is waiting; returns how many it ran."""
-    from hydra.core.hydra_config import HydraConfig
+def worker_subdir(session: str, index: int) -> str:
+    return f"workers/{session}/w{index}"
+
+
+def _take_trials(task: SweepTask, name: str, worker_hydra: Any) -> int:
     from hydra.core.utils import JobStatus, configure_log, run_job
 
-    from sesemi.rundir import RunRecord
-
     settings = task.settings
-    worker_hydra = HydraConfig.get()
-    record = RunRecord(worker_hydra.runtime.output_dir)  # the worker's own dir gets a status like any job's
-    record.start()
-    study = load_study(settings, seed_offset=index)
-    name = f"w{index}@{socket.gethostname()}:{os.getpid()}"
+    study = load_study(settings)
     log.info("worker %s on study %s (%s)", name, settings.study_name, storage_lib.mask(settings.storage))
     ran = 0
     while True:
@@ -277,16 +306,19 @@ def run_worker(task: SweepTask, index: int) -> int:
         if reason:
             log.error("worker %s stops: %s", name, reason)
             break
+        if stop.received():
+            log.warning("worker %s stops: it got SIGTERM", name)
+            break
         study_lib.reap_stale(study, settings.grace_period, settings.max_retries)
-        trial = study_lib.pop_trial(study)
+        trial = take_trial(study, settings)
         if trial is None:
             break
         ran += 1
-        study._storage.set_trial_user_attr(trial._trial_id, "session", settings.session)
+        trial.set_user_attr("session", settings.session)
         try:
             overrides = trial_overrides(settings, trial, task.config)
         except Exception as err:  # noqa: BLE001 - the search space itself is broken: stop the sweep
-            study_lib.fail_trial(study, trial._trial_id, f"search space: {_describe(err)}", fatal=True)
+            study_lib.fail_trial(study, compat.trial_id(trial), f"search space: {_describe(err)}", fatal=True)
             study_lib.set_abort(study, settings.session, f"the search space is broken: {_describe(err)}")
             continue
         try:
@@ -295,7 +327,7 @@ def run_worker(task: SweepTask, index: int) -> int:
                 config.hydra.job.id = trial_subdir(trial.number)
                 config.hydra.job.num = trial.number
         except Exception as err:  # noqa: BLE001 - a sampled value the config cannot take
-            study_lib.fail_trial(study, trial._trial_id, f"config: {_describe(err)}")
+            study_lib.fail_trial(study, compat.trial_id(trial), f"config: {_describe(err)}")
             log.error("trial %d: its config could not be composed: %s", trial.number, err)
         else:
             ret = run_job(
@@ -305,8 +337,9 @@ def run_worker(task: SweepTask, index: int) -> int:
                 job_dir_key="hydra.sweep.dir",
                 job_subdir_key="hydra.sweep.subdir",
             )
-            if ret.status == JobStatus.FAILED and study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                study_lib.fail_trial(study, trial._trial_id, _describe(ret._return_value))
+            error = hydra_compat.job_error(ret)
+            if ret.status == JobStatus.FAILED and compat.frozen(study, compat.trial_id(trial)).state == TrialState.RUNNING:
+                study_lib.fail_trial(study, compat.trial_id(trial), _describe(error))
             configure_log(
                 worker_hydra.job_logging,
                 worker_hydra.verbose,
@@ -315,6 +348,29 @@ def run_worker(task: SweepTask, index: int) -> int:
         reason = study_lib.check_failures(study, settings.session, settings.n_trials, settings.max_failure_rate)
         if reason:
             study_lib.set_abort(study, settings.session, reason)
+    return ran
+
+
+def run_worker(task: SweepTask, index: int) -> int:
+    """Asynchronous mode: take trials one after the other until none is waiting; returns how many it ran.
+
+    A worker that got SIGTERM takes no new trial (its running trial was failed and retried, see :mod:`.stop`).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from sesemi.rundir import RunRecord
+
+    settings = task.settings
+    stop.watch()
+    worker_hydra = HydraConfig.get()
+    record = RunRecord(worker_hydra.runtime.output_dir)  # the worker's own dir gets a status like any job's
+    record.start()
+    name = f"w{index}@{socket.gethostname()}:{os.getpid()}"
+    try:
+        ran = _take_trials(task, name, worker_hydra)
+    except BaseException as err:  # SIGTERM, Ctrl-C: the worker's dir must not say running
+        record.fail(err)
+        raise
     log.info("worker %s done: %d trials", name, ran)
     record.complete({"worker": name, "trials": ran, "session": settings.session})
     return ran

@@ -7,9 +7,10 @@ A storage *spec* is the string a user writes in ``hydra.sweeper.storage``:
   it; no server to run.
 - ``<path>.journal`` or ``journal:<path>``: a journal file somewhere else (relative paths: to the launch directory).
 - an SQLAlchemy URL (``postgresql://user@host:5432/db``, ``mysql+pymysql://...``, ``sqlite:///file.db``): an RDB
-  storage. Keep the password out of the URL: it is taken from ``$SESEMI_STORAGE_PASSWORD`` (or, for PostgreSQL, from
-  libpq's own ``$PGPASSWORD`` / ``~/.pgpass``) when the process connects, so it is never written into a run dir, a
-  log or a job pickle.
+  storage. The password stays out of the URL (the sweeper refuses a URL that holds one): it is taken from
+  ``$SESEMI_STORAGE_PASSWORD`` (or, for PostgreSQL, from libpq's own ``$PGPASSWORD`` / ``~/.pgpass``) when the
+  process connects, so it is never written into a run dir, a log or a job pickle. A refused connection is one
+  :class:`~sesemi.errors.ConfigError` naming the variable.
 
 ``${sesemi.optuna_storage:<spec>}`` turns a spec into a storage object, for Hydra's own ``hydra/sweeper=optuna``
 (whose ``storage`` is handed to Optuna unchanged).
@@ -98,14 +99,23 @@ def has_password(spec: Any) -> bool:
     return make_url(str(spec)).password is not None
 
 
-def strip_password(spec: Any) -> Any:
-    """The spec without a password (what is handed to workers and written anywhere)."""
-    if not is_rdb(spec):
-        return spec
-    from sqlalchemy.engine import make_url
+def checked_spec(spec: Any) -> str | None:
+    """``hydra.sweeper.storage`` as sesemi's sweeper takes it: a path or URL, and no password in it."""
+    from sesemi.errors import ConfigError
 
-    url = make_url(str(spec))
-    return url._replace(password=None).render_as_string(hide_password=False) if url.password is not None else spec
+    if spec is not None and not isinstance(spec, str):
+        raise ConfigError(
+            "hydra.sweeper.storage",
+            "is an object; sesemi's sweeper takes a journal file path or a database URL",
+            "give the path or URL itself (the ${sesemi.optuna_storage:...} resolver is for hydra/sweeper=optuna)",
+        )
+    if has_password(spec):
+        raise ConfigError(
+            "hydra.sweeper.storage",
+            f"{mask(spec)} holds a password, which Hydra would write into every trial's .hydra/hydra.yaml",
+            f"remove it from the URL and export {PASSWORD_ENV} (or PGPASSWORD for PostgreSQL)",
+        )
+    return spec
 
 
 def make_storage(spec: str | None, sweep_dir: str | os.PathLike | None = None) -> Any:
@@ -116,11 +126,30 @@ def make_storage(spec: str | None, sweep_dir: str | os.PathLike | None = None) -
         return spec  # already a storage object
     path = journal_path(spec, sweep_dir)
     if path is None:
-        return optuna.storages.RDBStorage(_url_with_password(str(spec)), engine_kwargs={"pool_pre_ping": True})
+        import sqlalchemy.exc
+
+        try:
+            return optuna.storages.RDBStorage(_url_with_password(str(spec)), engine_kwargs={"pool_pre_ping": True})
+        except sqlalchemy.exc.OperationalError as err:
+            raise _connection_error(spec, err) from None
     from optuna.storages.journal import JournalFileBackend
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _connection_error(spec: str, err: Exception) -> Exception:
+    from sesemi.errors import ConfigError
+
+    reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+    if "password" in reason.lower():
+        fix = (
+            f"export {PASSWORD_ENV}=<the password> (or PGPASSWORD, or a ~/.pgpass entry) in the shell that runs "
+            "the sweep; SLURM jobs inherit it"
+        )
+    else:
+        fix = "check that the database server runs and that the URL names the right host, port and database"
+    return ConfigError("hydra.sweeper.storage", f"{mask(spec)}: the database refused the connection ({reason})", fix)
 
 
 def storage_resolver(spec: str | None = None, sweep_dir: str | None = None) -> Any:
@@ -128,8 +157,16 @@ def storage_resolver(spec: str | None = None, sweep_dir: str | None = None) -> A
     return make_storage(spec or None, sweep_dir)
 
 
+def direction_resolver(objective_mode: str) -> str:
+    """``${sesemi.direction:${run.objective_mode}}``: max -> maximize, min -> minimize (hydra/sweeper=optuna)."""
+    return {"max": "maximize", "min": "minimize"}.get(str(objective_mode), str(objective_mode))
+
+
 def register() -> None:
+    """The resolvers of the sweeper configs, for Hydra's own ``hydra/sweeper=optuna`` too."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("sesemi.optuna_storage"):
         OmegaConf.register_resolver("sesemi.optuna_storage", storage_resolver)
+    if not OmegaConf.has_resolver("sesemi.direction"):
+        OmegaConf.register_resolver("sesemi.direction", direction_resolver)

@@ -7,7 +7,7 @@ with *tickets*: waiting trials without parameters. Workers only ever take a wait
 trial (tickets and retries) and never create one, so N workers on several nodes run exactly the budget: the
 sampler fills in the parameters when a worker takes the ticket.
 
-Liveness: the process running a trial writes a heartbeat (a system attribute, with any storage) every
+Liveness: the process running a trial writes a heartbeat (a user attribute, with any storage) every
 ``heartbeat_interval`` seconds; a running trial whose heartbeat is older than ``grace_period`` lost its worker
 (killed, preempted, out of memory). Whoever notices (any worker before taking a trial, the sweeper while it waits)
 marks it FAIL with that reason and enqueues a retry with the same parameters, up to ``max_retries`` times; the
@@ -19,44 +19,53 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from sesemi.compat import optuna as compat
+
 log = logging.getLogger(__name__)
 
+# Trial user attributes (Optuna's public per-trial store; the report shows some of them).
 HEARTBEAT = "sesemi:heartbeat"
 FATAL = "sesemi:fatal"
 TRACEBACK = "sesemi:traceback"
+TICKET = "sesemi:ticket"
+RETRY_HISTORY = "retry_history"
+RUN_DIR = "run_dir"
+# Study user attributes.
 ABORT = "sesemi:abort"
 SESSION = "sesemi:session"
-RUN_DIR = "run_dir"
-TICKET = "sesemi:ticket"
+SWEEP = "sesemi:sweep"
+COMMANDS = "sesemi:commands"
+
+
+def retry_history(trial: FrozenTrial) -> list[int]:
+    return list(trial.user_attrs.get(RETRY_HISTORY, ()))
 
 
 def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
-    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    return {n for t in trials for n in retry_history(t)}
 
 
 def is_ticket(trial: FrozenTrial) -> bool:
     """A waiting trial the sweeper added to fill the budget (its parameters are sampled when a worker takes it)."""
-    return trial.state == TrialState.WAITING and bool(trial.system_attrs.get(TICKET))
+    return trial.state == TrialState.WAITING and bool(trial.user_attrs.get(TICKET))
 
 
-def add_ticket(study: optuna.Study, system_attrs: dict[str, Any] | None = None) -> int:
-    """Add a waiting trial without parameters; returns its number."""
-    template = optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={TICKET: True, **(system_attrs or {})})
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    return study._storage.get_trial_number_from_id(trial_id)
+def add_ticket(study: optuna.Study, user_attrs: dict[str, Any] | None = None) -> None:
+    """Add a waiting trial without parameters."""
+    study.enqueue_trial({}, user_attrs={TICKET: True, **(user_attrs or {})})
 
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trials that count against the budget."""
     retried = retried_numbers(trials)
-    return [t for t in trials if t.number not in retried and not t.system_attrs.get(FATAL)]
+    return [t for t in trials if t.number not in retried and not t.user_attrs.get(FATAL)]
 
 
 def top_up(study: optuna.Study, n_trials: int) -> int:
@@ -75,16 +84,20 @@ def running(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
-def pop_trial(study: optuna.Study) -> optuna.Trial | None:
+def pop_trial(
+    study: optuna.Study, sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None
+) -> optuna.Trial | None:
     """Take the oldest waiting trial (a ticket or a retry) and mark it running; None when there is none.
 
-    ``study.ask()`` without its fallback of creating a new trial: only the sweeper adds trials (as tickets).
+    ``sampler_for(number)``: the sampler that draws this trial's parameters (see
+    :func:`sesemi.sweep.runner.sampler_for_trial`); it is set before the trial object exists, because a trial asks
+    the study's sampler for its relative parameters when it is created.
     """
-    if hasattr(study, "_thread_local"):
-        study._thread_local.cached_all_trials = None
-    trial_id = study._pop_waiting_trial_id()
+    trial_id = compat.pop_waiting(study)
     if trial_id is None:
         return None
+    if sampler_for is not None:
+        study.sampler = sampler_for(compat.frozen(study, trial_id).number)
     return optuna.Trial(study, trial_id)
 
 
@@ -97,58 +110,71 @@ def suggest(trial: optuna.Trial, distributions: Mapping[str, BaseDistribution]) 
             trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
         elif isinstance(dist, CategoricalDistribution):
             trial.suggest_categorical(name, dist.choices)
-        else:  # pragma: no cover - every Hydra sweep maps to one of the three
-            trial._suggest(name, dist)
+        else:  # every Hydra sweep maps to one of the three
+            raise TypeError(f"{name}: unsupported distribution {dist!r}")
     return dict(trial.params)
 
 
 def heartbeat_age(trial: FrozenTrial, now: float | None = None) -> float:
     now = time.time() if now is None else now
     start = trial.datetime_start.timestamp() if trial.datetime_start else now
-    return now - max(float(trial.system_attrs.get(HEARTBEAT, 0.0)), start)
+    return now - max(float(trial.user_attrs.get(HEARTBEAT, 0.0)), start)
 
 
 def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int | None) -> int | None:
     """Enqueue a retry of ``trial`` with the same parameters; returns its number (None: retries used up)."""
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    history = [*retry_history(trial), trial.number]
     if max_retries is not None and len(history) > max_retries:
         log.warning("trial %d was lost and will not be retried: %d retries used up", trial.number, max_retries)
         return None
-    retry_attrs = {"failed_trial": history[0], "retry_history": history}
-    if not trial.params:  # lost before its parameters were sampled: a fresh ticket
-        number = add_ticket(study, retry_attrs)
-    else:
-        template = optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=trial.params,
-            distributions=trial.distributions,
-            # fixed_params: what samplers (the grid's) expect of a trial whose parameters are given
-            system_attrs={**retry_attrs, "fixed_params": dict(trial.params)},
-        )
-        trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-        number = study._storage.get_trial_number_from_id(trial_id)
+    attrs = {"failed_trial": history[0], RETRY_HISTORY: history}
+    if trial.params:
+        study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+    else:  # lost before its parameters were sampled: a fresh ticket
+        add_ticket(study, attrs)
+    number = max(t.number for t in waiting(study) if retry_history(t) == history)
     log.warning("trial %d was lost; retried as trial %s", trial.number, number)
     return number
 
 
+def mark_run_dir_failed(run_dir: str | None, reason: str) -> None:
+    """A trial the study gave up on: its run dir must not keep saying ``running``."""
+    from sesemi.rundir import RunRecord, read_status
+
+    if not run_dir:
+        return
+    try:
+        status = read_status(run_dir)
+        if status is not None and status.get("state") in ("running", "requeued"):
+            RunRecord(run_dir).fail(RuntimeError(reason))
+    except OSError:
+        pass
+
+
 def fail_trial(study: optuna.Study, trial_id: int, error: str, *, fatal: bool = False, traceback: str = "") -> bool:
     """Record a trial FAIL with its error; False when it was already finished by someone else."""
-    storage = study._storage
     try:
-        storage.set_trial_user_attr(trial_id, "error", error[:2000])
+        compat.set_trial_attr(study, trial_id, "error", error[:2000])
         if traceback:
-            storage.set_trial_system_attr(trial_id, TRACEBACK, traceback[-6000:])
+            compat.set_trial_attr(study, trial_id, TRACEBACK, traceback[-6000:])
         if fatal:
-            storage.set_trial_system_attr(trial_id, FATAL, True)
-        return bool(storage.set_trial_state_values(trial_id, state=TrialState.FAIL))
+            compat.set_trial_attr(study, trial_id, FATAL, True)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
+    return compat.finish(study, trial_id, TrialState.FAIL)
+
+
+def give_up(study: optuna.Study, trial: FrozenTrial, reason: str, max_retries: int | None) -> int | None:
+    """Fail a trial whose process is gone (or was stopped), mark its run dir, and retry it; returns the retry's
+    number (None: someone else gave it up first, or retries are used up)."""
+    if not fail_trial(study, compat.trial_id(trial), reason):
+        return None
+    mark_run_dir_failed(trial.user_attrs.get(RUN_DIR), reason)
+    return retry(study, trial, max_retries)
 
 
 def reap_stale(study: optuna.Study, grace_period: float, max_retries: int | None) -> list[int]:
     """Fail and retry the running trials whose worker stopped sending heartbeats; returns their numbers."""
-    from sesemi.rundir import RunRecord, is_run_dir
-
     reaped = []
     now = time.time()
     for trial in running(study):
@@ -156,26 +182,35 @@ def reap_stale(study: optuna.Study, grace_period: float, max_retries: int | None
         if age <= grace_period:
             continue
         reason = f"lost: no heartbeat for {age:.0f}s (its worker was killed, preempted or ran out of memory)"
-        if not fail_trial(study, trial._trial_id, reason):
-            continue
-        reaped.append(trial.number)
-        run_dir = trial.user_attrs.get(RUN_DIR)
-        if run_dir:
-            try:
-                if is_run_dir(run_dir):
-                    RunRecord(run_dir).fail(RuntimeError(reason))
-            except OSError:
-                pass
-        retry(study, trial, max_retries)
+        if fail_trial(study, compat.trial_id(trial), reason):
+            reaped.append(trial.number)
+            mark_run_dir_failed(trial.user_attrs.get(RUN_DIR), reason)
+            retry(study, trial, max_retries)
     return reaped
 
 
+def drop_stale_waiting(study: optuna.Study, keys: set[str]) -> list[int]:
+    """Waiting trials (retries, enqueued parameter sets) with parameters outside the sweep's keys: an earlier sweep
+    command's search space, e.g. a misspelt key since fixed. They are failed as not counted, so they replay nothing
+    and the budget gets their places back; returns their numbers."""
+    dropped = []
+    for trial in waiting(study):
+        unknown = sorted(set(compat.enqueued_params(trial)) - keys)
+        if not unknown:
+            continue
+        reason = f"dropped: its parameters {unknown} are not in this sweep's search space"
+        if not fail_trial(study, compat.trial_id(trial), reason, fatal=True):
+            continue
+        dropped.append(trial.number)
+    return dropped
+
+
 def set_abort(study: optuna.Study, session: str, reason: str) -> None:
-    study._storage.set_study_system_attr(study._study_id, ABORT, {"session": session, "reason": reason})
+    study.set_user_attr(ABORT, {"session": session, "reason": reason})
 
 
 def abort_reason(study: optuna.Study, session: str) -> str | None:
-    abort = study._storage.get_study_system_attrs(study._study_id).get(ABORT)
+    abort = study.user_attrs.get(ABORT)
     if abort and abort.get("session") == session:
         return abort.get("reason")
     return None
@@ -194,7 +229,7 @@ def check_failures(study: optuna.Study, session: str, n_trials: int, max_failure
     """The reason to stop the sweep, if any: a fatal configuration error, or too many failed trials."""
     trials = study.get_trials(deepcopy=False)
     failed = session_failures(trials, session)
-    fatal = [t for t in failed if t.system_attrs.get(FATAL)]
+    fatal = [t for t in failed if t.user_attrs.get(FATAL)]
     if fatal:
         t = fatal[0]
         return (
@@ -210,11 +245,35 @@ def check_failures(study: optuna.Study, session: str, n_trials: int, max_failure
     return None
 
 
+def record_command(study: optuna.Study, command: dict[str, Any], new_study: bool) -> list[dict[str, Any]]:
+    """Append a sweep command's settings (``search_space``, ``fixed``, ...) to the study's list and return the list;
+    a command whose settings differ from the previous one's says so."""
+    commands = [] if new_study else list(study.user_attrs.get(COMMANDS, []))
+    if commands:
+        last = commands[-1]
+        changes = [
+            f"{what} {key}: {last[what].get(key, '-')} -> {command[what].get(key, '-')}"
+            for what in ("search_space", "fixed")
+            for key in sorted({*last[what], *command[what]})
+            if last[what].get(key) != command[what].get(key)
+        ]
+        if changes:
+            log.warning(
+                "this sweep command differs from the study's previous one (%s); its trials are kept and the sampler "
+                "learns from all of them. Each command's settings are in sweep.json ('commands'). Changes: %s",
+                last["session"],
+                "; ".join(changes),
+            )
+    commands.append(command)
+    study.set_user_attr(COMMANDS, commands)
+    return commands
+
+
 class Heartbeat:
     """Writes a trial's heartbeat every ``interval`` seconds from a daemon thread, while in the ``with`` block."""
 
-    def __init__(self, storage: Any, trial_ids: Iterable[int], interval: float) -> None:
-        self.storage = storage
+    def __init__(self, study: optuna.Study, trial_ids: Iterable[int], interval: float) -> None:
+        self.study = study
         self.trial_ids = list(trial_ids)
         self.interval = interval
         self._stop = threading.Event()
@@ -223,7 +282,7 @@ class Heartbeat:
     def beat(self) -> None:
         for trial_id in list(self.trial_ids):
             try:
-                self.storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+                compat.set_trial_attr(self.study, trial_id, HEARTBEAT, time.time())
             except optuna.exceptions.UpdateFinishedTrialError:
                 self.trial_ids.remove(trial_id)
             except Exception as err:  # noqa: BLE001 - a storage hiccup must not kill the trial

@@ -7,8 +7,12 @@ every trial as a normal run dir ``<sweep dir>/trial_NNNN`` (NNNN = the Optuna tr
   resumable: re-running the command continues the study in its storage, the budget counts the old trials and
   trial dirs are never reused.
 - ``mode: async``: ``workers`` (default ``n_jobs``) worker jobs through the configured launcher (local processes,
-  SLURM jobs), each taking the next trial as soon as its last one ended; trials report every validation and are
-  pruned by ``hydra/sweeper/pruner`` (median, successive_halving, hyperband, ...).
+  SLURM jobs), each taking the next trial as soon as its last one ended, a worker that ended early replaced while
+  trials wait (:mod:`sesemi.sweep.workers`); trials report every validation and are pruned by
+  ``hydra/sweeper/pruner`` (median, successive_halving, hyperband, ...).
+- the search space and fixed overrides are checked on the composed config before the study is touched
+  (:mod:`sesemi.sweep.space`); each trial's sampler is seeded from the trial's number, so a resumed sweep never
+  draws its earlier parameters again (:func:`sesemi.sweep.runner.sampler_for_trial`).
 - failure tolerance: a crashing trial is recorded FAIL with its error and the sweep goes on until more than
   ``max_failure_rate * n_trials`` trials of this run failed; a configuration error that every trial would hit
   (``run.objective`` not logged, a bad path) stops the sweep at the first trial.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,62 +55,6 @@ def _quote(value: str) -> str:
 
 def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-class _Progress:
-    """While jobs run: every ``interval`` seconds, fail and retry lost trials, and log the trials that finished."""
-
-    def __init__(self, sweeper: OptunaSweeper) -> None:
-        import threading
-
-        self.sweeper = sweeper
-        self.seen: set[int] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sesemi-sweep-progress", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.sweeper.poll_interval):
-            try:
-                self.poll()
-            except Exception as err:  # noqa: BLE001 - progress lines must never break the sweep
-                log.debug("progress: %s", err)
-
-    def poll(self) -> None:
-        from sesemi.sweep import study as study_lib
-
-        sweeper = self.sweeper
-        study_lib.reap_stale(sweeper.study, sweeper.grace_period, sweeper.max_retries)
-        trials = sweeper.study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state.is_finished()]
-        for t in done:
-            if t.number in self.seen:
-                continue
-            self.seen.add(t.number)
-            if t.state.name == "COMPLETE":
-                what = f"{sweeper.objective} = {t.value:.5g}"
-            elif t.state.name == "PRUNED":
-                what = t.user_attrs.get("pruned", "pruned")
-            else:
-                what = t.user_attrs.get("error", "failed")
-            log.info(
-                "trial %d %s: %s (%s); %d finished, %d waiting, %d running",
-                t.number,
-                t.state.name,
-                what,
-                t.user_attrs.get("worker", "-"),
-                len(done),
-                sum(1 for x in trials if x.state.name == "WAITING"),
-                sum(1 for x in trials if x.state.name == "RUNNING"),
-            )
-
-    def __enter__(self) -> _Progress:  # noqa: PYI034
-        self.seen = {t.number for t in self.sweeper.study.get_trials(deepcopy=False) if t.state.is_finished()}
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 class OptunaSweeper(Sweeper):
@@ -183,42 +132,13 @@ class OptunaSweeper(Sweeper):
         self.job_dir_override = "hydra.sweep.dir=" + _quote(str(self.sweep_dir))
 
     # ----------------------------------------------------------------------------------------------------------------
-    def _direction(self) -> str:
-        mode = OmegaConf.select(self.config, "run.objective_mode")
-        implied = {"max": "maximize", "min": "minimize"}.get(str(mode)) if mode is not None else None
-        direction = self.direction
-        if OmegaConf.is_config(direction) or isinstance(direction, (list, tuple)):
-            raise ValueError("sesemi sweeps optimise one objective (run.objective): give one direction")
-        if hasattr(direction, "name"):
-            direction = direction.name
-        if direction is None:
-            return implied or "maximize"
-        direction = str(direction)
-        if implied and direction != implied:
-            from sesemi.errors import ConfigError
-
-            raise ConfigError(
-                "hydra.sweeper.direction",
-                f"is {direction} but run.objective_mode={mode} ({OmegaConf.select(self.config, 'run.objective')})",
-                f"set hydra.sweeper.direction={implied}, or leave it null to follow run.objective_mode",
-            )
-        return direction
-
     def _settings(self, arguments: list[str], session: str, storage_spec: Any) -> Any:
-        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
+        from sesemi.sweep import space
         from sesemi.sweep.runner import SweepSettings
 
-        params = [f"{k!s}={v}" for k, v in (self.params or {}).items()] + list(arguments)
-        distributions, fixed_params, fixed_overrides = create_params_from_overrides(params)
-        for name in fixed_params:
-            distributions.pop(name, None)
-        grid = None
-        sampler_target = str((self.sampler_cfg or {}).get("_target_", ""))
-        if sampler_target.endswith("GridSampler"):
-            from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-
-            grid = {n: OptunaSweeperImpl._to_grid_sampler_choices(d) for n, d in distributions.items()}
+        distributions, fixed_params, fixed_overrides = space.parse(self.params, arguments)
+        grid = space.grid(self.sampler_cfg, distributions)
+        if grid is not None:
             size = 1
             for values in grid.values():
                 size *= len(values)
@@ -244,44 +164,35 @@ class OptunaSweeper(Sweeper):
             grid_space=grid,
         )
 
-    def _storage_spec(self) -> Any:
-        from sesemi.sweep import storage as storage_lib
-
-        spec = self.storage
-        if spec is not None and not isinstance(spec, str):
-            raise ValueError(
-                "hydra.sweeper.storage must be a journal file path or a database URL for sesemi's sweeper "
-                "(the ${sesemi.optuna_storage:...} resolver is for hydra/sweeper=optuna)"
-            )
-        if storage_lib.has_password(spec):
-            from sqlalchemy.engine import make_url
-
-            log.warning(
-                "the storage URL holds a password: it is written into every run dir's .hydra/hydra.yaml. "
-                "Leave it out of the URL and export %s (or PGPASSWORD for PostgreSQL) instead",
-                storage_lib.PASSWORD_ENV,
-            )
-            os.environ.setdefault(storage_lib.PASSWORD_ENV, make_url(spec).password)
-            spec = storage_lib.strip_password(spec)
-        return spec
-
-    # ----------------------------------------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> None:
+        """Run the sweep; a configuration error or an aborted sweep is one ``sesemi: error:`` line and exit 2 / 1."""
+        from sesemi.errors import ConfigError
+
+        try:
+            self._sweep(arguments)
+        except ConfigError as err:
+            print(f"sesemi: error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        except SweepAborted as err:
+            print(f"sesemi: error: the sweep stopped: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+
+    def _sweep(self, arguments: list[str]) -> None:
         import optuna
 
+        from sesemi.sweep import space
         from sesemi.sweep import storage as storage_lib
         from sesemi.sweep import study as study_lib
-        from sesemi.sweep.runner import build_pruner, build_sampler
+        from sesemi.sweep.runner import build_pruner, sampler_for_trial
 
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
         if not self.study_name:
             self.study_name = self.sweep_dir.name
         session = f"{time.strftime('%Y%m%d_%H%M%S')}-{os.getpid()}"
-        spec = self._storage_spec()
+        spec = storage_lib.checked_spec(self.storage)
         settings = self._settings(arguments, session, spec)
         self.task.settings = settings
         self.settings = settings
-        direction = self._direction()
+        direction = space.direction(self.config, self.direction)
         if self.mode == "async":
             devices, nodes = (
                 OmegaConf.select(self.config, "run.devices"),
@@ -296,20 +207,37 @@ class OptunaSweeper(Sweeper):
                     "use run.devices=1 with hydra/sweeper=optuna_async, or hydra/sweeper=optuna_sync for "
                     "multi-device trials",
                 )
-
-        storage = storage_lib.make_storage(spec, self.sweep_dir)
+        # Before the study is touched: a key that does not compose stops here, with nothing run or left waiting.
+        space.check(
+            self.hydra_context,
+            self.config,
+            settings.distributions,
+            settings.fixed_params,
+            settings.fixed_overrides,
+            self.enqueue_trials,
+        )
+        self.dry_run = bool(OmegaConf.select(self.config, "hydra.launcher.dry_run", default=False))
+        if self.dry_run:  # the launcher prints its plan and submits nothing: the study stays as it is
+            storage: Any = optuna.storages.InMemoryStorage()
+        else:
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+            storage = storage_lib.make_storage(spec, self.sweep_dir)
         self.study = study = optuna.create_study(
             study_name=self.study_name,
             storage=storage,
-            sampler=build_sampler(settings),
+            sampler=sampler_for_trial(settings),
             pruner=build_pruner(settings),
             direction=direction,
             load_if_exists=True,
         )
         if study.direction.name.lower() != direction:
-            raise ValueError(
-                f"study {self.study_name!r} in {storage_lib.mask(spec)} was created to {study.direction.name.lower()}, "
-                f"not {direction}: use another hydra.sweeper.study_name"
+            from sesemi.errors import ConfigError
+
+            raise ConfigError(
+                "hydra.sweeper.study_name",
+                f"study {self.study_name!r} in {storage_lib.mask(spec)} was created to "
+                f"{study.direction.name.lower()}, not {direction}",
+                "use another hydra.sweeper.study_name",
             )
         trials = study.get_trials(deepcopy=False)
         new_study = not trials
@@ -321,27 +249,42 @@ class OptunaSweeper(Sweeper):
             "sweep_dir": str(self.sweep_dir),
             "direction": direction,
             "objective": objective,
-            "mode": self.mode,
-            "n_trials": self.n_trials,
-            "search_space": {k: str(v) for k, v in settings.distributions.items()},
-            "fixed_params": settings.fixed_params,
         }
-        study._storage.set_study_system_attr(study._study_id, study_lib.SESSION, session)
-        if new_study:
-            study._storage.set_study_system_attr(study._study_id, "sesemi:sweep", info)
-        (self.sweep_dir / "sweep.json").write_text(
-            json.dumps({**info, "journal": journal is not None}, indent=2, default=str) + "\n"
+        commands = study_lib.record_command(
+            study,
+            {
+                "session": session,
+                "mode": self.mode,
+                "n_trials": self.n_trials,
+                "search_space": {k: str(v) for k, v in settings.distributions.items()},
+                "fixed": {
+                    **{k: str(v) for k, v in settings.fixed_params.items()},
+                    **dict(o.split("=", 1) for o in settings.fixed_overrides[:-1] if "=" in o),
+                },
+            },
+            new_study,
         )
+        if new_study:
+            study.set_user_attr(study_lib.SWEEP, info)
+        study.set_user_attr(study_lib.SESSION, session)
+        if not self.dry_run:
+            (self.sweep_dir / "sweep.json").write_text(
+                json.dumps({**info, "journal": journal is not None, "commands": commands}, indent=2, default=str)
+                + "\n"
+            )
         if new_study:
             for params in self.enqueue_trials:
                 study.enqueue_trial(dict(params))
+        dropped = study_lib.drop_stale_waiting(study, {*settings.distributions, *settings.fixed_params})
+        if dropped:
+            log.warning("waiting trials %s hold parameters this sweep does not have: dropped, not counted", dropped)
         study_lib.reap_stale(study, self.grace_period, self.max_retries)
         added = study_lib.top_up(study, self.n_trials)
         counted = study_lib.counted(study.get_trials(deepcopy=False))
         log.info(
             "study %s (%s, %s %s): %d of n_trials=%d trials exist%s, %d to run; sweep dir %s",
             self.study_name,
-            storage_lib.mask(spec),
+            "dry run, in memory" if self.dry_run else storage_lib.mask(spec),
             direction,
             objective,
             len(counted) - added,
@@ -358,29 +301,28 @@ class OptunaSweeper(Sweeper):
         self._finish()
 
     # ----------------------------------------------------------------------------------------------------------------
-    def _parallel_local(self, parallel: int) -> bool:
-        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+    def _local_processes(self) -> bool:
+        """Hydra's basic launcher runs jobs one after the other in this process: parallel jobs become processes."""
+        parallel = self.workers if self.mode == "async" else self.n_jobs
+        target = str(OmegaConf.select(self.config, "hydra.launcher._target_", default=""))
+        return parallel > 1 and target.endswith(".BasicLauncher")
 
-        return parallel > 1 and isinstance(self.launcher, BasicLauncher)
+    def _progress(self) -> Any:
+        from sesemi.sweep.progress import Progress
 
-    def _launch(
-        self, overrides: list[list[str]], initial_job_idx: int, names: list[str], poll: Any
-    ) -> list[str | None]:
-        """Launch jobs and wait (logging the trials as they finish); per job None (it ran) or why not."""
-        with _Progress(self):
-            return self._launch_jobs(overrides, initial_job_idx, names, poll)
+        return Progress(self.study, self.objective, self.poll_interval, self.grace_period, self.max_retries)
 
-    def _launch_jobs(
-        self, overrides: list[list[str]], initial_job_idx: int, names: list[str], poll: Any
-    ) -> list[str | None]:
-        if self._parallel_local(len(overrides)):
+    def _launch(self, overrides: list[list[str]], initial_job_idx: int, names: list[str]) -> list[str | None]:
+        """Launch jobs and wait for them; per job None (it ran) or why not."""
+        from sesemi.compat import hydra as hydra_compat
+
+        if self._local_processes():
             from sesemi.sweep.local import LocalProcesses
 
             runner = LocalProcesses(
                 self.hydra_context, self.config, self.task, self.sweep_dir / ".jobs" / self.settings.session
             )
-            self.local = runner
-            return runner.launch(overrides, initial_job_idx, names, poll=poll)
+            return runner.launch(overrides, initial_job_idx, names)
         try:
             returns = self.launcher.launch(overrides, initial_job_idx=initial_job_idx)
         except Exception as err:  # noqa: BLE001 - e.g. a SLURM job killed: submitit raises for the whole batch
@@ -388,11 +330,8 @@ class OptunaSweeper(Sweeper):
             return [f"lost: {type(err).__name__}: {str(err)[:500]}"] * len(overrides)
         errors: list[str | None] = []
         for ret in returns:
-            if ret.status.name == "FAILED":
-                err = ret._return_value
-                errors.append(f"{type(err).__name__}: {err}")
-            else:
-                errors.append(None)
+            error = hydra_compat.job_error(ret)
+            errors.append(None if error is None else f"{type(error).__name__}: {error}")
         return errors
 
     def _check_abort(self) -> None:
@@ -412,22 +351,25 @@ class OptunaSweeper(Sweeper):
         study_lib.reap_stale(self.study, self.grace_period, self.max_retries)
         if study_lib.waiting(self.study):
             return True
-        others = study_lib.running(self.study)
+        others = [t.number for t in study_lib.running(self.study)]
         if not others:
             return False
-        log.info(
-            "waiting for %d running trial(s) %s (another process's, or lost: failed and retried after "
-            "grace_period=%.0fs)",
-            len(others),
-            [t.number for t in others],
-            self.grace_period,
-        )
+        if others != getattr(self, "_waited_for", None):  # said once per set of trials, not at every poll
+            self._waited_for = others
+            log.info(
+                "waiting for %d running trial(s) %s (another process's, or lost: failed and retried after "
+                "grace_period=%.0fs)",
+                len(others),
+                others,
+                self.grace_period,
+            )
         time.sleep(max(1.0, min(self.poll_interval, self.grace_period / 2)))
         return True
 
     def _sweep_sync(self) -> None:
+        from sesemi.compat import optuna as compat
         from sesemi.sweep import study as study_lib
-        from sesemi.sweep.runner import TRIAL_ENV, trial_overrides, trial_subdir
+        from sesemi.sweep.runner import TRIAL_ENV, take_trial, trial_overrides, trial_subdir
 
         settings, study = self.settings, self.study
         while True:
@@ -435,81 +377,78 @@ class OptunaSweeper(Sweeper):
             study_lib.reap_stale(study, self.grace_period, self.max_retries)
             batch = []
             while len(batch) < self.n_jobs:
-                trial = study_lib.pop_trial(study)
+                trial = take_trial(study, settings)
                 if trial is None:
                     break
-                study._storage.set_trial_user_attr(trial._trial_id, "session", settings.session)
+                trial.set_user_attr("session", settings.session)
                 try:
                     overrides = trial_overrides(settings, trial, self.config)
                 except Exception as err:  # noqa: BLE001 - the search space itself is broken: stop
                     study_lib.fail_trial(
-                        study, trial._trial_id, f"search space: {type(err).__name__}: {err}", fatal=True
+                        study, compat.trial_id(trial), f"search space: {type(err).__name__}: {err}", fatal=True
                     )
                     self._check_abort()
                     continue
                 batch.append((trial, [*overrides, f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}"]))
             if not batch:
-                if self._wait_for_others():
-                    continue
-                break
-            ids = [t._trial_id for t, _ in batch]
+                if self.dry_run or not self._wait_for_others():
+                    break
+                continue
             for trial, _ in batch:
-                study._storage.set_trial_user_attr(
-                    trial._trial_id, study_lib.RUN_DIR, str(self.sweep_dir / trial_subdir(trial.number))
-                )
+                trial.set_user_attr(study_lib.RUN_DIR, str(self.sweep_dir / trial_subdir(trial.number)))
             # The sweeper beats for its trials while they wait in a queue; the trial jobs beat too once they run.
-            with study_lib.Heartbeat(study._storage, ids, self.heartbeat_interval):
-                errors = self._launch(
-                    [o for _, o in batch], batch[0][0].number, [trial_subdir(t.number) for t, _ in batch], poll=None
-                )
+            with study_lib.Heartbeat(study, [compat.trial_id(t) for t, _ in batch], self.heartbeat_interval):
+                with self._progress():
+                    errors = self._launch(
+                        [o for _, o in batch], batch[0][0].number, [trial_subdir(t.number) for t, _ in batch]
+                    )
             for (trial, _), error in zip(batch, errors):
-                frozen = study._storage.get_trial(trial._trial_id)
+                frozen = compat.frozen(study, compat.trial_id(trial))
                 if frozen.state.name != "RUNNING":
                     continue
                 if error is None or error.startswith("lost"):
-                    reason = error or "lost: the trial job ended without recording a result"
-                    if study_lib.fail_trial(study, trial._trial_id, reason):
-                        study_lib.retry(study, frozen, self.max_retries)
+                    study_lib.give_up(
+                        study,
+                        frozen,
+                        error or "lost: the trial job ended without recording a result",
+                        self.max_retries,
+                    )
                 else:
-                    study_lib.fail_trial(study, trial._trial_id, error)
+                    study_lib.fail_trial(study, compat.trial_id(trial), error)
+                    study_lib.mark_run_dir_failed(frozen.user_attrs.get(study_lib.RUN_DIR), error)
+
+    def _worker_overrides(self, index: int) -> list[str]:
+        from sesemi.sweep.runner import WORKER_ENV, worker_subdir
+
+        return [
+            *(f"{key}={value}" for key, value in self.settings.fixed_params.items()),
+            *self.settings.fixed_overrides,
+            f"hydra.sweep.subdir={worker_subdir(self.settings.session, index)}",
+            f"++hydra.job.env_set.{WORKER_ENV}={index}",
+        ]
 
     def _sweep_async(self) -> None:
         from sesemi.sweep import study as study_lib
-        from sesemi.sweep.runner import WORKER_ENV
+        from sesemi.sweep.runner import worker_subdir
+        from sesemi.sweep.workers import WorkerPool
 
-        study = self.study
-        rounds = 0
-        stalled = 0
-        while True:
-            self._check_abort()
-            study_lib.reap_stale(study, self.grace_period, self.max_retries)
-            pending = len(study_lib.waiting(study))
-            if not pending:
-                if self._wait_for_others():
-                    continue
-                break
-            n = min(self.workers, pending)
-            finished_before = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-            names = [f"r{rounds}_w{k}" for k in range(n)]
-            overrides = [
-                [
-                    *(f"{key}={value}" for key, value in self.settings.fixed_params.items()),
-                    *self.settings.fixed_overrides,
-                    f"hydra.sweep.subdir=workers/{self.settings.session}/{name}",
-                    f"++hydra.job.env_set.{WORKER_ENV}={k}",
-                ]
-                for k, name in enumerate(names)
-            ]
-            log.info("round %d: %d worker(s) for %d waiting trial(s)", rounds, n, pending)
-            errors = self._launch(overrides, 0, names, poll=None)
-            for name, error in zip(names, errors):
-                if error:
-                    log.warning("worker %s: %s", name, error)
-            rounds += 1
-            finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-            stalled = stalled + 1 if finished == finished_before else 0
-            if stalled >= 2:
-                self._finish(aborted=f"workers ended twice without finishing a trial: {errors}")
+        slots = min(self.workers, len(study_lib.waiting(self.study)))
+        if self.dry_run:  # the launcher's plan of the first workers; it ends the command
+            self._launch([self._worker_overrides(k) for k in range(max(1, slots))], 0, [])
+            return
+        log.info("%d worker(s) for %d waiting trial(s)", slots, len(study_lib.waiting(self.study)))
+        pool = WorkerPool(
+            self.study,
+            self.settings.session,
+            slots,
+            launch=lambda index: self._launch([self._worker_overrides(index)], index, [f"w{index}"])[0],
+            worker_dir=lambda index: str(self.sweep_dir / worker_subdir(self.settings.session, index)),
+            poll_interval=self.poll_interval,
+            grace_period=self.grace_period,
+            max_retries=self.max_retries,
+        )
+        with self._progress():
+            pool.run()
 
     # ----------------------------------------------------------------------------------------------------------------
     def _finish(self, aborted: str | None = None) -> None:

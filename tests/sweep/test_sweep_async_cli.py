@@ -1,4 +1,5 @@
-"""The asynchronous sweeper through the real CLI: 2 workers on one study, pruning, and a worker killed mid-trial."""
+"""The asynchronous sweeper through the real CLI: 2 workers on one study, pruning, a resumed sweep that draws no
+parameter set twice, and a worker killed mid-trial that is replaced at once."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def by_worker(trials: list[optuna.trial.FrozenTrial]) -> dict[str, list[optuna.t
     return workers
 
 
+@pytest.mark.slow
 def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
     proc = run_cli(
         [
@@ -56,7 +58,7 @@ def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
         ],
         workdir,
     )
-    assert "round 0: 2 worker(s) for 5 waiting trial(s)" in proc.stdout + proc.stderr
+    assert "2 worker(s) for 5 waiting trial(s)" in proc.stdout + proc.stderr
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
     trials = load(sweep).get_trials()
     states = [t.state for t in trials]
@@ -65,8 +67,11 @@ def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
     for t in trials:
         status = read_json(sweep / f"trial_{t.number:04d}" / "status.json")
         if t.state == TrialState.PRUNED:
-            assert status["state"] == "pruned"
+            # stopped like a run that reached its end: no traceback, and its metrics record
+            assert status["state"] == "pruned" and not status.get("traceback") and not status.get("error")
             assert max(t.intermediate_values) < 9 and "pruned at step" in t.user_attrs["pruned"]
+            metrics = read_json(sweep / f"trial_{t.number:04d}" / "metrics.json")
+            assert metrics["objective"]["value"] == max(t.intermediate_values.values())
         else:
             assert t.state == TrialState.COMPLETE and status["state"] == "completed"
             assert sorted(t.intermediate_values) == [3, 6, 9]
@@ -82,31 +87,71 @@ def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
     (first, *_), (second, *_) = workers.values()
     assert abs((first.datetime_start - second.datetime_start).total_seconds()) < 30  # in flight together
 
-    report = render(build(str(sweep), plots=False))  # what `python -m sesemi.sweep_report` prints
+    report = render(build(str(sweep)))  # what `python -m sesemi.sweep_report` prints
     assert re.search(r"^\d+\s+PRUNED\s.*pruned at step [36]$", report, re.MULTILINE), report
+    # The plots show pruned trials (their best reported value, marked), with readable axis labels and a legend.
+    history = (sweep / "report" / "optimization_history.html").read_text()
+    assert "pruned (its best reported value)" in history
+    coordinates = (sweep / "report" / "parallel_coordinate.html").read_text()
+    assert '"threshold"' in coordinates and '"width"' in coordinates and "method.loss_heads..." not in coordinates
+    assert '"showlegend":true' in (sweep / "report" / "intermediate_values.html").read_text().replace(" ", "")
+
+    # TensorBoard's HParams status: success for a complete trial, failure for a pruned one.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    for t in trials:
+        events = EventAccumulator(str(sweep / f"trial_{t.number:04d}" / "tensorboard"))
+        events.Reload()
+        content = events.PluginTagToContent("hparams")["_hparams_/session_end_info"]
+        status = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info.status
+        assert status == (api_pb2.STATUS_SUCCESS if t.state == TrialState.COMPLETE else api_pb2.STATUS_FAILURE)
 
 
-def test_killed_worker_trial_is_retried_and_no_dir_is_reused(workdir: Path):
+@pytest.mark.slow
+def test_resumed_async_sweep_draws_no_parameter_set_twice(workdir: Path):
+    """The same command three times with a growing budget (the built-in search's seed: 0 each time)."""
+    for budget in (2, 4, 6):
+        proc = run_cli([*ASYNC, "hydra.sweeper.n_trials=%d" % budget, "hydra/sweeper/pruner=none"], workdir)
+        assert f"{budget - 2} of n_trials={budget} trials exist" in proc.stdout + proc.stderr
+    trials = load(workdir / "runs" / "sweeps" / "digits_fixmatch").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    drawn = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(drawn)) == 6, drawn
+
+
+def _log_time(line: str) -> float:
+    """The time of a Hydra log line ``[2026-12-01 14:57:19,123][...]``."""
+    from datetime import datetime
+
+    return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_at_once_and_its_trial_retried(workdir: Path):
+    heartbeat, grace = 3, 12
     args = [
-        *FAST,
-        *ASYNC,
-        "hydra.sweeper.n_trials=3",
+        *ASYNC,  # loader workers on (the default data settings): a fault test
+        "hydra.sweeper.n_trials=5",
         "trainer.max_steps=12",
         "trainer.val_check_interval=6",
         "hydra/sweeper/pruner=none",
-        "hydra.sweeper.heartbeat_interval=1",
-        "hydra.sweeper.grace_period=4",
+        f"hydra.sweeper.heartbeat_interval={heartbeat}",
+        f"hydra.sweeper.grace_period={grace}",
     ]
     log = open(workdir / "sweep.log", "w")  # noqa: SIM115 - the sweep's output while it runs
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sesemi.train", *args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "sesemi.train", *FAST, "data.num_workers=2", *args],
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
     victim = None
-    deadline = time.time() + 240
+    deadline = time.time() + 300
     try:
         while victim is None and time.time() < deadline and proc.poll() is None:
-            time.sleep(1)
+            time.sleep(0.5)
             if not (sweep / "sweep.json").is_file():
                 continue
             for t in load(sweep).get_trials(states=(TrialState.RUNNING,)):
@@ -115,7 +160,8 @@ def test_killed_worker_trial_is_retried_and_no_dir_is_reused(workdir: Path):
                     break
         assert victim is not None, (workdir / "sweep.log").read_text()[-3000:]
         os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # the worker process, mid-trial
-        rc = proc.wait(timeout=300)
+        killed_at = time.time()
+        rc = proc.wait(timeout=400)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -123,18 +169,30 @@ def test_killed_worker_trial_is_retried_and_no_dir_is_reused(workdir: Path):
     text = (workdir / "sweep.log").read_text()
     assert rc == 0, text[-4000:]
 
+    # The dead worker was reaped and a replacement launched within a heartbeat interval (trials were waiting).
+    dead = victim.user_attrs["worker"].split("@")[0]
+    (ended,) = [line for line in text.splitlines() if f"worker {dead} ended after 1 trial(s): lost" in line]
+    (replacement,) = [line for line in text.splitlines() if "local job w2 (pid" in line]
+    assert _log_time(replacement) - killed_at < heartbeat, (ended, replacement)
+
     trials = load(sweep).get_trials()
     lost = trials[victim.number]
     assert lost.state == TrialState.FAIL and "no heartbeat" in lost.user_attrs["error"]
-    (retry,) = [t for t in trials if t.system_attrs.get("retry_history") == [victim.number]]
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_history") == [victim.number]]
     assert retry.state == TrialState.COMPLETE and retry.params == victim.params
     others = [t for t in trials if t.number not in (victim.number, retry.number)]
-    assert len(others) == 2 and all(t.state == TrialState.COMPLETE for t in others)  # the budget of 3 was run
+    assert len(others) == 4 and all(t.state == TrialState.COMPLETE for t in others)  # the budget of 5 was run
     assert read_json(Path(lost.user_attrs["run_dir"]) / "status.json")["state"] == "failed"
+    # After the kill, two workers ran side by side again: the survivor and the replacement.
+    after = [t for t in trials if t.datetime_start.timestamp() > killed_at]
+    assert len({t.user_attrs["worker"].split("@")[0] for t in after}) == 2, [t.user_attrs["worker"] for t in after]
+    worker_dirs = {d.name: read_json(d / "status.json")["state"] for d in (sweep / "workers").glob("*/w*")}
+    assert worker_dirs[dead] == "failed" and sorted(worker_dirs) == ["w0", "w1", "w2"], worker_dirs
     # Every trial has a dir of its own, holding its own parameters: nothing was overwritten.
     dirs = sorted(sweep.glob("trial_*"))
     assert [d.name for d in dirs] == [f"trial_{t.number:04d}" for t in trials]
     for t in trials:
         overrides = yaml.safe_load((sweep / f"trial_{t.number:04d}" / ".hydra" / "overrides.yaml").read_text())
         assert f"optimizer.lr={t.params['optimizer.lr']}" in overrides
-        assert len(read_json(sweep / f"trial_{t.number:04d}" / "status.json")["attempts"]) == 1
+        status = read_json(sweep / f"trial_{t.number:04d}" / "status.json")
+        assert len(status["attempts"]) == 1 and status["state"] == ("failed" if t is lost else "completed")

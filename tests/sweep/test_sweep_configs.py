@@ -40,3 +40,15 @@ def test_search_space_composes_and_names_real_keys(name: str, sweeper: str):
     for key in distributions:  # a swept key must exist: Hydra refuses overrides of unknown keys in every trial
         assert OmegaConf.select(cfg, key, default=MISSING) is not MISSING, f"{name}: {key} is not in the config"
     assert cfg.run.objective == "val/acc" and cfg.run.objective_mode == "max"
+
+
+def test_hydras_own_optuna_sweeper_follows_the_objective_mode():
+    """hydra/sweeper=optuna is the plugin's sweeper; only its direction defaults to run.objective_mode's."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module("sesemi.configs"):
+        cfg = compose("train", overrides=["hydra/sweeper=optuna"], return_hydra_config=True)
+        low = compose("train", overrides=["hydra/sweeper=optuna", "run.objective_mode=min"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert cfg.run.objective_mode == "max" and cfg.hydra.sweeper.direction == "maximize"
+    assert low.hydra.sweeper.direction == "minimize"
+    assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.TPESampler"

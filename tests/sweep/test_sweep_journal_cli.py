@@ -123,16 +123,53 @@ def test_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(workdir: Path):
     assert re.search(rf"^{failed.number}\s+FAIL\s.*negative dimension", report, re.MULTILINE), report
 
 
-def test_wrong_objective_fails_clearly_at_the_first_trial(workdir: Path):
+@pytest.mark.slow
+def test_wrong_objective_stops_at_the_first_trial_and_costs_no_budget(workdir: Path):
     proc = run_cli([*SWEEP, "hydra.sweeper.n_trials=3", "run.objective=val/accuracy"], workdir, check=False)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sesemi: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert (
         "run.objective: 'val/accuracy' is not logged by this run; its validation metrics are ['val/acc', 'val/loss']"
-        in output(proc)
+        in errors[0]
     )
     trials = load(workdir / "runs" / "sweeps" / "digits_fixmatch").get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
     assert "'val/accuracy' is not logged" in trials[0].user_attrs["error"]
+
+    # Fixed, the same command runs the whole budget: the failed trial was not counted, nothing replays it.
+    proc = run_cli([*SWEEP, "hydra.sweeper.n_trials=3"], workdir)
+    assert "2 of n_trials=3 trials exist (resumed), 3 to run" in output(proc)
+    trials = load(workdir / "runs" / "sweeps" / "digits_fixmatch").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+
+
+@pytest.mark.slow
+def test_misspelt_search_space_key_stops_before_any_trial(workdir: Path):
+    """One line naming the key, exit 2, no study, no trial; the corrected command then runs the whole budget."""
+    args = [*SWEEP, "hydra.sweeper.n_trials=2"]
+    proc = run_cli([*args, "optimizer.lrr=tag(log,interval(0.01,0.1))"], workdir, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("sesemi: error: optimizer.lrr: (swept by this sweep)")
+    assert "Traceback" not in proc.stderr and not (workdir / "runs").exists()
+    # A fixed override on the command line is Hydra's to check, before the sweeper starts.
+    proc = run_cli([*SWEEP, "hydra.sweeper.n_trials=2", "method.loss_heads.fixmatch.wieght=2.0"], workdir, check=False)
+    assert proc.returncode != 0 and "Key 'wieght' is not in struct" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (workdir / "runs").exists()
+
+    run_cli([*args, "optimizer.lr=tag(log,interval(0.01,0.1))"], workdir)
+    trials = load(workdir / "runs" / "sweeps" / "digits_fixmatch").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(0.01 <= t.params["optimizer.lr"] <= 0.1 for t in trials)
+
+
+def test_a_launcher_dry_run_leaves_no_study(workdir: Path):
+    proc = run_cli(
+        [*SWEEP, "hydra.sweeper.n_trials=2", "hydra/launcher=slurm_cpu", "hydra.launcher.dry_run=true"], workdir
+    )
+    assert "dry run, in memory" in output(proc)
+    sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
+    assert not (sweep / "optuna.journal").exists() and not (sweep / "sweep.json").exists()
 
 
 def test_killed_sweep_resumes_and_retries_its_lost_trial(workdir: Path):

@@ -73,3 +73,21 @@ def test_sweep_on_postgresql(workdir: Path, storage: optuna.storages.RDBStorage)
     finally:
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_password_in_the_url_is_refused_and_a_missing_one_is_named(workdir: Path, storage, monkeypatch):
+    monkeypatch.delenv("SESEMI_STORAGE_PASSWORD", raising=False)
+    sweep = ["-m", "hparams_search=digits_fixmatch", "hydra.sweeper.n_jobs=1", "hydra.sweeper.n_trials=1"]
+    with_password = URL.replace("sesemi@", f"sesemi:{PASSWORD}@")
+    proc = run_cli([*sweep, f"hydra.sweeper.storage='{with_password}'"], workdir, check=False)
+    assert proc.returncode == 2 and not (workdir / "runs").exists()
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("sesemi: error:")]
+    assert "hydra.sweeper.storage: postgresql://sesemi:***@" in line and "export SESEMI_STORAGE_PASSWORD" in line
+    assert f":{PASSWORD}@" not in proc.stdout + proc.stderr
+
+    proc = run_cli([*sweep, f"hydra.sweeper.storage='{URL}'"], workdir, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("sesemi: error:")]
+    assert "the database refused the connection" in line and "export SESEMI_STORAGE_PASSWORD=" in line
+    report = run_cli([URL, "--no-plots"], workdir, fast=False, module="sesemi.sweep_report", check=False)
+    assert report.returncode == 2 and "export SESEMI_STORAGE_PASSWORD=" in report.stderr

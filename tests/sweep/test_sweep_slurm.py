@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -36,6 +37,7 @@ def load(sweep_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name=info["study_name"], storage=make_storage(None, sweep_dir))
 
 
+@pytest.mark.slow
 def test_sweeps_on_slurm(tmp_path: Path):
     launches = {
         "sync": [*SLURM, "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2"],
@@ -73,6 +75,72 @@ def test_sweeps_on_slurm(tmp_path: Path):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert len({t.user_attrs["slurm_job_id"] for t in trials}) == 2
     assert len({t.user_attrs["worker"] for t in trials}) == 2
-    workers = sorted((sweep / "workers").glob("*/r0_w*"))
+    workers = sorted((sweep / "workers").glob("*/w*"))
     assert len(workers) == 2 and all(read_json(w / "status.json")["state"] == "completed" for w in workers)
     assert sum(read_json(w / "metrics.json")["trials"] for w in workers) == 4
+
+
+@pytest.mark.slow
+def test_scancelled_worker_takes_no_new_trial_and_its_trial_is_retried(tmp_path: Path):
+    """``scancel`` of an asynchronous worker's job mid-trial (SIGTERM to every process of the job, SIGKILL after
+    KillWait): the trial is failed as interrupted and retried right away; the dying worker takes no other trial."""
+    args = [
+        *FAST,
+        "data.num_workers=2",  # loader workers on (the default data settings): a fault test
+        *SLURM,
+        "hydra/sweeper=optuna_async",
+        "hydra.sweeper.workers=2",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=6",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.heartbeat_interval=3",
+        "hydra.sweeper.grace_period=60",  # longer than the test needs: the retry must not wait for a lost heartbeat
+    ]
+    log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - the sweep's output while it runs
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sesemi.train", *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+    )
+    sweep = tmp_path / "runs" / "sweeps" / "digits_fixmatch"
+    victim = None
+    deadline = time.time() + 400
+    try:
+        while victim is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if not (sweep / "sweep.json").is_file():
+                continue
+            for t in load(sweep).get_trials(states=(TrialState.RUNNING,)):
+                run_dir = Path(t.user_attrs.get("run_dir", "/nonexistent"))
+                if t.user_attrs.get("slurm_job_id") and (run_dir / "tensorboard").is_dir():  # training
+                    victim = t
+                    break
+        assert victim is not None, (tmp_path / "sweep.log").read_text()[-3000:]
+        job = victim.user_attrs["slurm_job_id"]
+        subprocess.run(["scancel", job], check=True)
+        cancelled_at = time.time()
+        rc = proc.wait(timeout=540)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    text = (tmp_path / "sweep.log").read_text()
+    assert rc == 0, text[-4000:]
+
+    trials = load(sweep).get_trials()
+    lost = trials[victim.number]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["error"].startswith("interrupted: SIGTERM"), lost.user_attrs
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_history") == [victim.number]]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert lost.datetime_complete.timestamp() - cancelled_at < 60  # given up at once, not after grace_period
+    assert not [
+        t.number
+        for t in trials
+        if t.user_attrs.get("slurm_job_id") == job
+        and t.number != victim.number
+        and t.datetime_start.timestamp() > cancelled_at
+    ], "the cancelled worker took another trial"
+    counted = [t for t in trials if t.number != victim.number]
+    assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert read_json(Path(lost.user_attrs["run_dir"]) / "status.json")["state"] == "failed"
+    for t in counted:  # every other run dir finished normally
+        assert read_json(Path(t.user_attrs["run_dir"]) / "status.json")["state"] == "completed"

@@ -12,6 +12,7 @@ from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from sesemi.compat import optuna as compat
 from sesemi.errors import ConfigError
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep import study as study_lib
@@ -36,7 +37,6 @@ def test_storage_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     url = "postgresql://sesemi@db:5432/optuna"
     assert storage_lib.is_rdb(url) and storage_lib.journal_path(url, tmp_path) is None
     assert not storage_lib.has_password(url)
-    assert storage_lib.strip_password("postgresql://u:secret@db/o") == "postgresql://u@db/o"
     assert "secret" not in storage_lib.mask("postgresql://u:secret@db/o")
     monkeypatch.setenv(storage_lib.PASSWORD_ENV, "pw")
     assert storage_lib._url_with_password(url).split("://")[1] == "sesemi:pw@db:5432/optuna"
@@ -66,19 +66,19 @@ def test_lost_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path):
     run_dir = tmp_path / "trial_0000"
     run_dir.mkdir()
     (run_dir / "status.json").write_text('{"state": "running", "attempts": []}')
-    study._storage.set_trial_user_attr(trial._trial_id, "run_dir", str(run_dir))
+    trial.set_user_attr("run_dir", str(run_dir))
     # Someone else's running trial with a fresh heartbeat is left alone.
     study_lib.top_up(study, 2)
     other = study_lib.pop_trial(study)
-    with study_lib.Heartbeat(study._storage, [other._trial_id], interval=0.2):
+    with study_lib.Heartbeat(study, [compat.trial_id(other)], interval=0.2):
         time.sleep(1.5)  # trial 0 sends no heartbeat
         assert study_lib.reap_stale(study, grace_period=1.0, max_retries=1) == [0]
     trials = study.get_trials()
     assert trials[0].state == TrialState.FAIL and "no heartbeat" in trials[0].user_attrs["error"]
     assert trials[1].state == TrialState.RUNNING
     retry = trials[2]
-    assert retry.state == TrialState.WAITING and retry.params == trials[0].params
-    assert retry.system_attrs["retry_history"] == [0]
+    assert retry.state == TrialState.WAITING and compat.enqueued_params(retry) == trials[0].params
+    assert retry.user_attrs["retry_history"] == [0]
     assert '"failed"' in (run_dir / "status.json").read_text()
     assert len(study_lib.counted(trials)) == 2  # the retry stands in for the lost trial
     # The retry is taken like a ticket and keeps its parameters.
@@ -88,7 +88,7 @@ def test_lost_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path):
         and study_lib.suggest(again, {"x": optuna.distributions.FloatDistribution(0, 1)}) == trials[0].params
     )
     # Lost again: max_retries=1 is used up.
-    with study_lib.Heartbeat(study._storage, [other._trial_id], interval=0.2):
+    with study_lib.Heartbeat(study, [compat.trial_id(other)], interval=0.2):
         time.sleep(1.5)
         assert study_lib.reap_stale(study, grace_period=1.0, max_retries=1) == [2]
     assert not study_lib.waiting(study)
@@ -99,15 +99,15 @@ def test_failure_rate_and_fatal_errors(tmp_path: Path):
     study_lib.top_up(study, 4)
     for i in range(2):
         trial = study_lib.pop_trial(study)
-        study._storage.set_trial_user_attr(trial._trial_id, "session", "s1")
-        study_lib.fail_trial(study, trial._trial_id, f"boom {i}")
+        trial.set_user_attr("session", "s1")
+        study_lib.fail_trial(study, compat.trial_id(trial), f"boom {i}")
         reason = study_lib.check_failures(study, "s1", n_trials=4, max_failure_rate=0.25)
         assert (reason is None) == (i == 0)
     assert "boom 1" in reason
     assert study_lib.check_failures(study, "s2", n_trials=4, max_failure_rate=0.25) is None  # a new run starts afresh
     trial = study_lib.pop_trial(study)
-    study._storage.set_trial_user_attr(trial._trial_id, "session", "s3")
-    study_lib.fail_trial(study, trial._trial_id, "ConfigError: run.objective", fatal=True)
+    trial.set_user_attr("session", "s3")
+    study_lib.fail_trial(study, compat.trial_id(trial), "ConfigError: run.objective", fatal=True)
     assert "every trial would hit" in study_lib.check_failures(study, "s3", n_trials=4, max_failure_rate=1.0)
     assert trial.number not in [t.number for t in study_lib.counted(study.get_trials())]  # budget given back
 
@@ -144,7 +144,8 @@ def test_pruner_configs_prune_a_bad_trial(tmp_path: Path, name: str):
 def test_callback_reports_and_rejects_an_unlogged_objective(tmp_path: Path):
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5))
     trial = study.ask()
-    set_active_trial(TrialContext(trial=trial, monitor="val/acc", params={}))
+    context = TrialContext(trial=trial, monitor="val/acc", params={})
+    set_active_trial(context)
     try:
         callback = OptunaTrialCallback()
     finally:
@@ -158,6 +159,7 @@ def test_callback_reports_and_rejects_an_unlogged_objective(tmp_path: Path):
             global_rank=0,
             world_size=1,
             max_steps=100,
+            should_stop=False,
         )
 
     callback.on_validation_end(trainer({"val/acc": 0.9, "val/loss": 0.1}, 10), None)
@@ -166,9 +168,14 @@ def test_callback_reports_and_rejects_an_unlogged_objective(tmp_path: Path):
         callback.on_validation_end(trainer({"val/loss": 0.1}, 20), None)
     with pytest.raises(FloatingPointError):
         callback.on_validation_end(trainer({"val/acc": float("nan")}, 30), None)
-    with pytest.raises(optuna.TrialPruned, match="step 40"):
-        callback.on_validation_end(trainer({"val/acc": 0.2}, 40), None)
-    callback.on_validation_end(trainer({"val/acc": 0.2}, 100), None)  # the last step completes, never pruned
+    # Pruned: training stops as at its end (checkpoints, metrics.json), no exception; the runner records PRUNED.
+    at_40 = trainer({"val/acc": 0.2}, 40)
+    callback.on_validation_end(at_40, None)
+    assert at_40.should_stop and context.pruned == "pruned at step 40 with val/acc = 0.2000"
+    context.pruned = None
+    at_100 = trainer({"val/acc": 0.2}, 100)
+    callback.on_validation_end(at_100, None)  # the last step completes, never pruned
+    assert not at_100.should_stop and context.pruned is None
     assert OptunaTrialCallback().context is None  # outside a sweep: does nothing
 
 
@@ -185,3 +192,66 @@ def test_report_of_a_moved_sweep_dir_without_run_dirs(tmp_path: Path):
     text = render(report)
     assert "study s (value, maximize): 3 trials, 3 complete" in text
     assert "checkpoint: -" in text and (sweep / "report" / "trials.csv").is_file()
+
+
+def _settings(seed: int | None = 0, target: str = "optuna.samplers.TPESampler"):
+    from sesemi.sweep.runner import SweepSettings
+
+    return SweepSettings(
+        study_name="s",
+        storage=None,
+        sweep_dir="",
+        session="x",
+        n_trials=4,
+        sampler={"_target_": target, "seed": seed},
+        distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+    )
+
+
+def _draw(study: optuna.Study, settings) -> list[float]:
+    from sesemi.sweep.runner import take_trial
+
+    drawn = []
+    while (trial := take_trial(study, settings)) is not None:
+        drawn.append(study_lib.suggest(trial, settings.distributions)["x"])
+        study.tell(trial, drawn[-1])
+    return drawn
+
+
+@pytest.mark.parametrize("target", ["optuna.samplers.TPESampler", "optuna.samplers.RandomSampler"])
+def test_resumed_sweeps_never_redraw_and_a_seed_reproduces(tmp_path: Path, target: str):
+    """Each sweep command (and each worker) loads a fresh sampler with the same seed: seeding it from the trial
+    number, not from the command, is what keeps a resumed sweep from drawing its first parameters again."""
+    settings = _settings(target=target)
+    runs = []
+    for name in ("a", "b"):  # two studies, the same seed and history: the same draws
+        study = journal_study(tmp_path / name)
+        drawn = []
+        for budget in (2, 4, 6):  # three commands on one study, each with a new sampler object
+            study_lib.top_up(study, budget)
+            drawn += _draw(study, settings)
+        runs.append(drawn)
+    assert len(runs[0]) == 6 and len(set(runs[0])) == 6, runs[0]
+    assert runs[0] == runs[1]
+
+
+def test_waiting_trials_of_an_old_search_space_are_dropped_not_counted(tmp_path: Path):
+    study = journal_study(tmp_path)
+    study.enqueue_trial({"optimizer.lrr": 0.1}, user_attrs={"retry_history": [0]})  # a retry with a misspelt key
+    study.enqueue_trial({"optimizer.lr": 0.1})
+    assert study_lib.drop_stale_waiting(study, {"optimizer.lr"}) == [0]
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL and "optimizer.lrr" in trials[0].user_attrs["error"]
+    assert study_lib.top_up(study, 2) == 1  # the dropped one gives its place back
+
+
+def test_short_axis_names():
+    from sesemi.sweep.report import short_names
+
+    keys = ["method.loss_heads.fixmatch.threshold", "method.loss_heads.fixmatch.weight", "optimizer.weight_decay"]
+    assert short_names([*keys, "model.backbone.weight"]) == {
+        keys[0]: "threshold",
+        keys[1]: "fixmatch.weight",
+        keys[2]: "weight_decay",
+        "model.backbone.weight": "backbone.weight",
+    }

@@ -1,0 +1,49 @@
+"""A worker that got SIGTERM (``scancel``, preemption, a time limit) takes no new trial, and its trial is retried.
+
+SLURM sends SIGTERM to every process of the job and SIGKILL ``KillWait`` seconds later. submitit's own handler only
+logs SIGTERM, and while a trial trains, Lightning and sesemi's preemption callback replace the handler with theirs
+(checkpoint, stop at the end of the step). Whoever handles the signal, the worker must know it got one: the
+handler installed here notes it and calls the one it replaced, and :func:`watch` wraps whichever handler is
+current again (the sweep's trial callback calls it at every step, after the others installed theirs).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+log = logging.getLogger("sesemi.sweep")
+
+_RECEIVED = threading.Event()
+
+
+def received() -> bool:
+    """True once this process got SIGTERM."""
+    return _RECEIVED.is_set()
+
+
+class _Noting:
+    """A SIGTERM handler that notes the signal, then runs the handler it wraps."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not _RECEIVED.is_set():
+            log.warning("sesemi: SIGTERM: this worker takes no new trial; its running trial is retried")
+        _RECEIVED.set()
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous == signal.SIG_DFL:
+            raise SystemExit(128 + signum)
+
+
+def watch() -> None:
+    """Make sure the current SIGTERM handler notes the signal (idempotent; the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if not isinstance(current, _Noting) and current != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _Noting(current))
