@@ -44,7 +44,8 @@ class RunRecord:
         self.status_path = self.dir / STATUS_FILE
         self.metrics_path = self.dir / METRICS_FILE
 
-    def _update(self, **fields: Any) -> None:
+    def update(self, **fields: Any) -> None:
+        """Merge ``fields`` into ``status.json`` (read, update, atomic replace) and stamp ``updated``."""
         status = read_status(self.dir) or {"attempts": []}
         status.update(fields)
         status["updated"] = _now()
@@ -65,16 +66,16 @@ class RunRecord:
                 "previous_state": previous["state"] if previous else None,
             }
         )
-        self._update(state="running", attempts=attempts, restarts=len(attempts) - 1, error=None)
+        self.update(state="running", attempts=attempts, restarts=len(attempts) - 1, error=None)
 
     @rank_zero_only
     def complete(self, metrics: dict[str, Any]) -> None:
         _write_json(self.metrics_path, metrics)
-        self._update(state="completed", ended=_now())
+        self.update(state="completed", ended=_now())
 
     @rank_zero_only
     def fail(self, error: BaseException) -> None:
-        self._update(
+        self.update(
             state="failed",
             ended=_now(),
             error=f"{type(error).__name__}: {error}",
@@ -83,4 +84,4 @@ class RunRecord:
 
     @rank_zero_only
     def requeued(self, reason: str) -> None:
-        self._update(state="requeued", requeue_reason=reason)
+        self.update(state="requeued", requeue_reason=reason)

@@ -96,7 +96,7 @@ def note_resumed(record: Any, ckpt: str) -> None:
     status = read_status(record.dir) or {}
     attempts = status.get("attempts") or [{}]
     attempts[-1]["resumed_from"] = ckpt
-    record._update(attempts=attempts)
+    record.update(attempts=attempts)
     log.info("sesemi: requeued job resumes from %s (restart %d)", ckpt, len(attempts) - 1)
 
 

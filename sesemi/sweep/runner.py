@@ -136,7 +136,7 @@ def _mark_run_dir(run_dir: str, **fields: Any) -> None:
     from sesemi.rundir import RunRecord
 
     if (Path(run_dir) / "status.json").is_file():
-        RunRecord(run_dir)._update(**fields)
+        RunRecord(run_dir).update(**fields)
 
 
 def run_trial(

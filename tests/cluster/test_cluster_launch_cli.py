@@ -34,7 +34,7 @@ def test_dry_run_prints_the_jobs_resources_and_sbatch_script_and_submits_nothing
         "--cpus-per-task=8",
         "--time=240",
         "--signal=USR2@120",
-        "--job-name=sesemi_lr_scan",
+        "--job-name=lr_scan.0-2",
     ):
         assert f"#SBATCH {directive}" in out, directive
     assert "srun --unbuffered" in out and "-m submitit.core._submit" in out

@@ -52,7 +52,7 @@ def test_slurm_launcher_resources_follow_the_run_config():
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "sesemi.cluster.launcher.SlurmLauncher"
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
-    assert launcher.name == "sesemi_scan" and launcher.profile == "gpu" and launcher.dry_run is False
+    assert launcher.name is None and launcher.profile == "gpu" and launcher.dry_run is False and launcher.wait is True
     assert launcher.submitit_folder == ".submitit/%j"  # below the sweep dir; no second sweep dir claimed
     for key in (
         "partition",
