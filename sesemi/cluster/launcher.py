@@ -410,6 +410,7 @@ class _SesemiSubmititLauncher(Launcher):
             jobs.append(job)
         data = {
             "executor": self._EXECUTOR,
+            "profile": self.profile,
             "sweep_dir": str(sweep_dir),
             "launch_dir": os.getcwd(),
             "jobs": sorted(jobs, key=lambda j: j["num"]),
