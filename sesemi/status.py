@@ -110,11 +110,10 @@ def follow(path: str, interval: float, show_all: bool, stale_s: float) -> list[J
             for row in rows:
                 now = (row.state, row.slurm)
                 if seen.get(row.run_dir) != now:
-                    before = seen.get(row.run_dir, ("-", "-"))
-                    step = f" step {row.step}/{row.max_steps}" if row.step is not None else ""
+                    step = f", step {row.step}/{row.max_steps}" if row.step is not None else ""
                     print(
-                        f"{time.strftime('%H:%M:%S')} job {row.name} ({row.job_id or '-'}): {before[0]} -> "
-                        f"{row.state} (SLURM {row.slurm or '-'}){step}",
+                        f"{time.strftime('%H:%M:%S')} job {row.name} ({row.job_id or '-'}): {row.state} "
+                        f"(SLURM {row.slurm or '-'}){step}",
                         flush=True,
                     )
                     seen[row.run_dir] = now

@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +394,7 @@ class _SesemiSubmititLauncher(Launcher):
         current = {p.num for p in plans}
         jobs = [j for j in previous if j["num"] not in current]
         earlier = {j["num"]: j for j in previous if j["num"] in current}
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for p in plans:
             job = {
                 "num": p.num,
@@ -400,6 +402,7 @@ class _SesemiSubmititLauncher(Launcher):
                 "run_dir": str(p.run_dir),
                 "overrides": p.overrides,
                 "params": p.params,
+                "submitted": earlier.get(p.num, {}).get("submitted", now),
             }
             if "previous_job_ids" in earlier.get(p.num, {}):
                 job["previous_job_ids"] = earlier[p.num]["previous_job_ids"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ def resubmit(sweep_dir: Path, rows: list[JobRow], args: Sequence[str]) -> list[J
             paths = job_paths(handle)
             entry["previous_job_ids"] = [*entry.get("previous_job_ids", []), row.job_id]
             entry.update(job_id=str(handle.job_id), stdout=str(paths.stdout), stderr=str(paths.stderr), params=params)
+            entry["submitted"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             entry.pop("error", None)
             entry.pop("job_state", None)
             how = "resumes from its last.ckpt" if overrides[-1].startswith("run.resume=") else "starts over"

@@ -141,10 +141,16 @@ def row_of(
         stderr=str(entry.get("stderr") or ""),
         entry=entry,
     )
-    row.state = derive_state(status, slurm, now, stale_s)
+    attempts = (status or {}).get("attempts") or []
+    submitted = _time(entry.get("submitted"))
+    last_start = _time(attempts[-1].get("started")) if attempts else None
+    if submitted and last_start and last_start < submitted:
+        # The record is an earlier job's (before --resubmit): this job has not started training yet.
+        row.state = derive_state(None, slurm, now, stale_s)
+    else:
+        row.state = derive_state(status, slurm, now, stale_s)
     if status is None:
         return row
-    attempts = status.get("attempts") or []
     progress = status.get("progress") or {}
     row.restarts = int(status.get("restarts") or 0)
     row.step, row.max_steps = progress.get("step"), progress.get("max_steps")

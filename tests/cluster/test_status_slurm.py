@@ -150,11 +150,15 @@ def test_a_detached_sweep_returns_while_its_jobs_pend_and_status_wait_follows_th
     where = os.path.relpath(sweep_dir, tmp_path)
     assert f"follow them:   python -m sesemi.status {where} --wait" in proc.stdout
     assert "Traceback" not in proc.stderr
+    now = status_cli([where], tmp_path)  # while the jobs pend or run
+    assert now.returncode == 1, now.stdout + now.stderr  # not all completed yet
+    assert now.stdout.startswith("job  point ") and now.stdout.splitlines()[-1].startswith("2 jobs: ")
 
     follow = status_cli([where, "--wait", "--interval", "2"], tmp_path)
     assert follow.returncode == 0, follow.stdout + follow.stderr
     assert follow.stdout.splitlines()[-1] == "2 jobs: 2 completed"
-    assert "-> running" in follow.stdout and "-> completed" in follow.stdout  # a line per change (not a TTY)
+    assert ": running (SLURM RUNNING)" in follow.stdout  # a line per change (not a TTY)
+    assert ": completed (SLURM COMPLETED), step 6/6" in follow.stdout
     assert set(sacct(ids).values()) == {"COMPLETED"}
     for job in jobs:
         record = read_json(Path(job["run_dir"]) / "status.json")

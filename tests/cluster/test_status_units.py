@@ -84,7 +84,7 @@ def test_two_hundred_jobs_show_the_counts_first_then_the_rows_that_need_attentio
 
 def test_the_cli_on_a_sweep_dir_a_run_dir_and_a_runs_dir(workdir: Path):
     sweep = _sweep(workdir, ["completed", "completed"])
-    for path in (sweep, sweep / "1", workdir / "runs"):
+    for path in (sweep, sweep / "1", "runs"):
         proc = run_cli([str(path)], workdir, fast=False, module="sesemi.status")
         assert proc.stdout.splitlines()[-1].endswith("completed"), proc.stdout
     (sweep / "1" / "status.json").write_text(json.dumps({"state": "failed", "error": "ValueError: boom"}))
