@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -65,6 +66,7 @@ log = logging.getLogger("sesemi.cluster")
 
 # Keys of sesemi's launcher schemas that are not submitit parameters.
 SESEMI_KEYS = ("_target_", "profile", "dry_run", "wait")
+RUN_KEYS = ("devices", "num_nodes", "accelerator", "strategy")  # the run values checked against the resources
 CLUSTER_EXTRA = "pip install 'sesemi[cluster]'"
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -177,6 +179,8 @@ class _SesemiSubmititLauncher(Launcher):
         self.config: Any = None
         self.hydra_context: Any = None
         self.task_function: Any = None
+        self._compositions: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._references: set[str] | None = None
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         self.config = config
@@ -230,18 +234,62 @@ class _SesemiSubmititLauncher(Launcher):
 
     # -------------------------------------------------------------------------------------------- submit side
     def _plan(self, overrides: Sequence[str], num: int, sweep_dir: Path) -> _JobPlan:
+        """A job's resolved resources, checked run values and run dir, from its composed config.
+
+        Composing a config costs tens of milliseconds (more on a busy login node), and Hydra's sweeper already
+        composes every point once; so points whose overrides differ only in keys that can change none of these
+        (e.g. ``optimizer.lr``, ``run.seed``) share one composition: see :meth:`_relevant`.
+        """
         assert self.hydra_context is not None and self.config is not None
-        config = load_sweep_config(self.hydra_context, self.config, overrides)
-        with open_dict(config.hydra.job):
-            config.hydra.job.num = num
-        params = OmegaConf.to_container(config.hydra.launcher, resolve=True)
-        assert isinstance(params, dict)
-        for key in SESEMI_KEYS:
-            params.pop(key, None)
-        run = {k: OmegaConf.select(config, f"run.{k}") for k in ("devices", "num_nodes", "accelerator", "strategy")}
-        run_dir = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        relevant = self._relevant(overrides)
+        key = None if relevant is None else tuple(relevant)
+        if key is None or key not in self._compositions:
+            config = load_sweep_config(self.hydra_context, self.config, overrides if key is None else relevant)
+            with open_dict(config.hydra.job):
+                config.hydra.job.num = num
+            params = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+            assert isinstance(params, dict)
+            for name in SESEMI_KEYS:
+                params.pop(name, None)
+            run = {k: OmegaConf.select(config, f"run.{k}") for k in RUN_KEYS}
+            subdir = str(OmegaConf.select(config, "hydra.sweep.subdir"))
+            if key is None:
+                return self._checked(num, overrides, params, run, sweep_dir / subdir)
+            self._compositions[key] = (params, run)
+        params, run = self._compositions[key]
+        return self._checked(num, overrides, dict(params), run, sweep_dir / str(num))
+
+    def _checked(
+        self, num: int, overrides: Sequence[str], params: dict[str, Any], run: dict[str, Any], run_dir: Path
+    ) -> _JobPlan:
         problems = check_job(params, run, profile=self.profile, executor=self._EXECUTOR)
         return _JobPlan(num, list(overrides), params, run_dir, problems)
+
+    def _relevant(self, overrides: Sequence[str]) -> list[str] | None:
+        """The overrides of a job that can change its resources, checked run values or run dir; None: any may.
+
+        Those are config group choices, ``hydra.*``, the checked ``run.*`` keys and every key that
+        ``hydra.launcher`` or those run keys interpolate (one level deep). None when the run dir is not simply the
+        job number (``hydra.sweep.subdir`` changed: it may name the overrides).
+        """
+        assert self.config is not None
+        if self._references is None:
+            sweep = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)
+            run = OmegaConf.to_container(self.config.run, resolve=False) if "run" in self.config else {}
+            text = json.dumps(OmegaConf.to_container(self.config.hydra.launcher, resolve=False), default=str)
+            text += json.dumps({k: run.get(k) for k in RUN_KEYS}, default=str)  # type: ignore[union-attr]
+            refs = {f"run.{k}" for k in RUN_KEYS} | set(re.findall(r"\$\{([\w.]+)\}", text))
+            self._references = refs if sweep.get("subdir") == "${hydra.job.num}" else set()  # type: ignore[union-attr]
+        if not self._references:
+            return None
+
+        def matters(override: str) -> bool:
+            name = override.split("=", 1)[0].lstrip("+~").split("@")[0]
+            if name.startswith("hydra") or "." not in name or "/" in name or "@" in override.split("=", 1)[0]:
+                return True
+            return any(name == r or name.startswith(r + ".") or r.startswith(name + ".") for r in self._references)
+
+        return [o for o in overrides if matters(o)]
 
     def _sweep_name(self) -> str:
         """What the sweep's jobs are named after: the Optuna study, else ``run.id``."""
