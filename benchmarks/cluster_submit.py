@@ -126,7 +126,7 @@ def template_run(workdir: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 200])
-    parser.add_argument("--dry-run-sizes", type=int, nargs="+", default=[2000])
+    parser.add_argument("--dry-run-sizes", type=int, nargs="*", default=[])
     args = parser.parse_args(argv)
     info = machine()
     results: list[dict[str, Any]] = []

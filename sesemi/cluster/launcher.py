@@ -280,8 +280,9 @@ class _SesemiSubmititLauncher(Launcher):
             text += json.dumps({k: run.get(k) for k in RUN_KEYS}, default=str)  # type: ignore[union-attr]
             refs = {f"run.{k}" for k in RUN_KEYS} | set(re.findall(r"\$\{([\w.]+)\}", text))
             self._references = refs if sweep.get("subdir") == "${hydra.job.num}" else set()  # type: ignore[union-attr]
-        if not self._references:
-            return None
+        names = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+        if not self._references or any(n.startswith(("hydra.sweep", "hydra.job")) for n in names):
+            return None  # the run dir may depend on the overrides (e.g. an Optuna trial's hydra.sweep.subdir)
 
         def matters(override: str) -> bool:
             name = override.split("=", 1)[0].lstrip("+~").split("@")[0]
@@ -474,10 +475,18 @@ class _SesemiSubmititLauncher(Launcher):
     def _announce(self, sweep_dir: Path, plans: list[_JobPlan]) -> None:
         ids = ", ".join(str(p.handle.job_id) for p in plans[:8]) + (" ..." if len(plans) > 8 else "")
         log.info(
-            f"sesemi: submitted {len(plans)} job(s) [{ids}] ({self._EXECUTOR}); run dirs {sweep_dir}/<job num>; "
+            f"sesemi: submitted {len(plans)} job(s) [{ids}] ({self._EXECUTOR}); run dirs {self._run_dirs(plans)}; "
             f"job logs {self._folder(plans)}/<job id>/. Waiting for them; Ctrl-C here leaves them running, and "
             f"`python -m sesemi.status {os.path.relpath(sweep_dir)}` tells their state at any time."
         )
+
+    @staticmethod
+    def _run_dirs(plans: list[_JobPlan]) -> str:
+        """The jobs' run dirs as they are (a sweeper may name them, e.g. ``trial_7`` or ``workers/<session>/w0``)."""
+        if all(p.run_dir.name == str(p.num) for p in plans):
+            return f"{plans[0].run_dir.parent}/<job num>"
+        shown = ", ".join(os.path.relpath(p.run_dir) for p in plans[:4])
+        return shown + (f" and {len(plans) - 4} more" if len(plans) > 4 else "")
 
     def _announce_detached(self, sweep_dir: Path, plans: list[_JobPlan]) -> None:
         where = os.path.relpath(sweep_dir)

@@ -67,6 +67,19 @@ def test_a_cluster_profile_of_ones_own_in_the_workspace(workdir: Path):
         assert line in proc.stdout, line
 
 
+def test_sbatch_options_on_the_command_line_and_jobs_named_after_the_sweep(workdir: Path):
+    args = ["-m", "hydra/launcher=slurm_cpu", "run.id=scan", "optimizer.lr=0.1,0.2"]
+    proc = run_cli([*args, "hydra.launcher.additional_parameters={mail-type:END}", "hydra.launcher.dry_run=true"], workdir)
+    assert "#SBATCH --mail-type=END" in proc.stdout and "#SBATCH --job-name=scan.0-1" in proc.stdout
+
+
+def test_a_detached_optuna_sweep_is_refused_before_submission(workdir: Path):
+    args = ["-m", "hydra/launcher=slurm_cpu", "hydra/sweeper=optuna_sync", "hydra.launcher.wait=false"]
+    proc = run_cli(args, workdir, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "sesemi: error: hydra.launcher.wait: is false, but this sweeper chooses its next points" in proc.stderr
+
+
 def test_dry_run_splits_a_sweep_over_devices_into_one_submission_per_resource_set(workdir: Path):
     proc = run_cli(DOC_COMMANDS["dry_run_devices"], workdir, fast=False)
     assert "2 job(s) in 2 submission(s)" in proc.stdout
@@ -95,8 +108,9 @@ def test_dry_run_splits_a_sweep_over_devices_into_one_submission_per_resource_se
         ),
         (["hydra/launcher=slurm_cpu", "run.accelerator=gpu"], ["run.accelerator: is gpu on the CPU-only profile"]),
         (["hydra/launcher=local", "run.devices=2", "run.strategy=ddp_spawn"], ["run.strategy: is ddp_spawn"]),
+        (["hydra/launcher=slurm_cpu", "run.devices=auto"], ["run.devices: is 'auto', but a cluster job asks for"]),
     ],
-    ids=["tasks", "nodes", "gpus", "cpu-profile-gpus", "cpu-profile-accelerator", "spawn"],
+    ids=["tasks", "nodes", "gpus", "cpu-profile-gpus", "cpu-profile-accelerator", "spawn", "devices-auto"],
 )
 def test_a_resource_mismatch_is_refused_before_submission_naming_the_keys(workdir: Path, args, expected):
     proc = run_cli(["-m", *args, "optimizer.lr=0.01,0.1"], workdir, fast=False, check=False)

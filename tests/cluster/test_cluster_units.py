@@ -240,3 +240,13 @@ def test_jobs_file_and_summary_accumulate_over_launcher_batches(tmp_path: Path, 
     ]
     out = capsys.readouterr().out
     assert "this batch; all 2 jobs of the sweep are in it" in out and "- job 1 (101) failed: ValueError: boom" in out
+
+
+def test_the_launcher_names_the_run_dirs_the_jobs_really_use(tmp_path: Path):
+    from sesemi.cluster.launcher import SlurmLauncher, _JobPlan
+
+    grid = [_JobPlan(n, [], {}, tmp_path / str(n)) for n in range(3)]
+    assert SlurmLauncher._run_dirs(grid) == f"{tmp_path}/<job num>"
+    workers = [_JobPlan(n, [], {}, tmp_path / "workers" / "s1" / f"w{n}") for n in range(6)]
+    text = SlurmLauncher._run_dirs(workers)
+    assert text.endswith("workers/s1/w3 and 2 more") and "workers/s1/w0, " in text
