@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +103,14 @@ def distinct_run_dirs(workdir: Path, name: str) -> tuple[int, int] | None:
 def time_status(workdir: Path, name: str, template: Path, repeats: int = 3) -> dict[str, Any]:
     """``python -m sesemi.status`` over the sweep, once every run dir holds a finished run's files."""
     (sweep,) = [p.parent for p in workdir.glob(f"runs/{name}/*/jobs.json")]
+    record = json.loads((template / "status.json").read_text())
+    for attempt in record["attempts"]:  # started after its job's submission, as a real run of it would have
+        attempt["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for job in json.loads((sweep / "jobs.json").read_text())["jobs"]:
         run_dir = Path(job["run_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
-        for file in ("status.json", "metrics.json"):
-            shutil.copy(template / file, run_dir / file)
+        (run_dir / "status.json").write_text(json.dumps(record))
+        shutil.copy(template / "metrics.json", run_dir / "metrics.json")
     times = []
     for _ in range(repeats):
         started = time.perf_counter()

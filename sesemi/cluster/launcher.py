@@ -410,8 +410,8 @@ class _SesemiSubmititLauncher(Launcher):
             ]
         else:
             lines = [
-                f"sesemi: interrupted; stopped waiting. The {len(plans)} local job(s) got the interrupt too; "
-                f"what each did is in its run dir below {where}.",
+                f"sesemi: interrupted; stopped waiting. The {len(plans)} local job(s) run in this terminal's "
+                f"process group, so a Ctrl-C there reaches them too; each has its run dir below {where}.",
                 f"  their state: python -m sesemi.status {where}",
             ]
         print("\n" + "\n".join(lines), file=sys.stderr, flush=True)

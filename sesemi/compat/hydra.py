@@ -2,7 +2,7 @@
 
 These live under ``hydra.core`` (not ``hydra._internal``) and are what every Hydra launcher plugin calls (Hydra's
 own basic launcher, hydra-submitit-launcher, hydra-joblib-launcher), but Hydra documents no stable launcher API;
-they are gathered here so that an upstream move breaks one module (tests/cluster/test_compat_hydra.py imports
+they are gathered here so that an upstream move breaks one module (tests/cluster/test_compat_cluster.py uses
 each name).
 
 - ``Singleton.get_state/set_state``: a job in another process (a SLURM task) needs the submitting process's
