@@ -490,10 +490,11 @@ class _SesemiSubmititLauncher(Launcher):
 
     def _announce_detached(self, sweep_dir: Path, plans: list[_JobPlan]) -> None:
         where = os.path.relpath(sweep_dir)
-        arrays = sorted({str(p.handle.job_id).split("_")[0] for p in plans})
+        ids = ", ".join(str(p.handle.job_id) for p in plans[:8])
+        ids += f" and {len(plans) - 8} more" if len(plans) > 8 else ""
         print(
-            f"sesemi: submitted {len(plans)} job(s) to {self._EXECUTOR} (job array(s) {', '.join(arrays)}); "
-            f"not waiting (hydra.launcher.wait=false).\n"
+            f"sesemi: submitted {len(plans)} job(s) to {self._EXECUTOR}: {ids}; not waiting "
+            "(hydra.launcher.wait=false).\n"
             f"  jobs, run dirs and logs: {where}/{summary.JOBS_FILE}\n"
             f"  follow them:   python -m sesemi.status {where} --wait\n"
             f"  resubmit what failed: python -m sesemi.status {where} --resubmit",

@@ -148,6 +148,7 @@ def test_a_detached_sweep_returns_while_its_jobs_pend_and_status_wait_follows_th
     assert [j["overrides"][-1] for j in jobs] == ["optimizer.lr=0.01", "optimizer.lr=0.1"]
     assert [Path(j["run_dir"]) for j in jobs] == [sweep_dir / "0", sweep_dir / "1"]
     where = os.path.relpath(sweep_dir, tmp_path)
+    assert f"sesemi: submitted 2 job(s) to slurm: {ids[0]}, {ids[1]}; not waiting" in proc.stdout
     assert f"follow them:   python -m sesemi.status {where} --wait" in proc.stdout
     assert "Traceback" not in proc.stderr
     now = status_cli([where], tmp_path)  # while the jobs pend or run
