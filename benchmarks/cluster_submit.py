@@ -31,9 +31,26 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOC, _children, RESULTS, command_line, load, machine, markdown_table, median, reproduce, write_json, write_section
+from common import (
+    DOC,
+    RESULTS,
+    _children,
+    command_line,
+    load,
+    machine,
+    markdown_table,
+    median,
+    reproduce,
+    write_json,
+    write_section,
+)
 
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+    ),
+}
 HOLD = "hydra.launcher.additional_parameters={hold:true}"
 COMMON = ["hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1", "trainer.max_steps=6"]
 
@@ -115,15 +132,35 @@ def time_status(workdir: Path, name: str, template: Path, repeats: int = 3) -> d
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "sesemi.status", str(sweep)], cwd=workdir, env=ENV, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sesemi.status", str(sweep)], cwd=workdir, env=ENV, capture_output=True, text=True
+        )
         times.append(time.perf_counter() - started)
-    return {"median_s": round(median(times), 2), "times_s": [round(t, 2) for t in times], "last_line": proc.stdout.splitlines()[-1] if proc.stdout else proc.stderr[-300:]}
+    return {
+        "median_s": round(median(times), 2),
+        "times_s": [round(t, 2) for t in times],
+        "last_line": proc.stdout.splitlines()[-1] if proc.stdout else proc.stderr[-300:],
+    }
 
 
 def template_run(workdir: Path) -> Path:
     """One finished tiny run (its status.json and metrics.json are what every run dir gets)."""
     workdir.mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "sesemi.train", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.num_workers=0", "callbacks.progress_bar=null"], cwd=workdir, env=ENV, capture_output=True, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sesemi.train",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "data.num_workers=0",
+            "callbacks.progress_bar=null",
+        ],
+        cwd=workdir,
+        env=ENV,
+        capture_output=True,
+        check=True,
+    )
     (status,) = workdir.glob("runs/default/*/status.json")
     return status.parent
 
@@ -165,25 +202,31 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps({k: v for k, v in result.items() if k != "output_tail"}), flush=True)
     command = command_line("cluster_submit.py", argv)
     write_json(RESULTS / "cluster_submit.json", {"machine": info, "command": command, "results": results})
-    write_section(DOC, "cluster_submit", "Cluster P1: submitting and following a 200-point sweep", render(results, info, command))
+    write_section(
+        DOC, "cluster_submit", "Cluster P1: submitting and following a 200-point sweep", render(results, info, command)
+    )
 
 
 def _growth(results: list[dict[str, Any]]) -> str:
     """How the submitting side grows with the number of points, from the two measured sizes, to 2,000 on paper."""
     lines = []
     for launcher in ("slurm_cpu", "submitit_slurm"):
-        real = sorted((r for r in results if r["launcher"] == launcher and not r["dry_run"] and r["all_queued_s"]), key=lambda r: r["n"])
+        real = sorted(
+            (r for r in results if r["launcher"] == launcher and not r["dry_run"] and r["all_queued_s"]),
+            key=lambda r: r["n"],
+        )
         if len(real) < 2:
             continue
         small, big = real[0], real[-1]
         dn = big["n"] - small["n"]
         per_s = (big["all_queued_s"] - small["all_queued_s"]) / dn
         per_mib = (big["peak_rss_mib"] - small["peak_rss_mib"]) / dn
-        at = lambda n, base, slope: base + slope * (n - big["n"])  # noqa: E731
+        seconds = big["all_queued_s"] + per_s * (2000 - big["n"])
+        mib = big["peak_rss_mib"] + per_mib * (2000 - big["n"])
         lines.append(
-            f"- `{launcher}`: {per_s:.2f} s and {per_mib:.2f} MiB more per point from {small['n']} to {big['n']} points; "
-            f"2,000 points on paper: about {at(2000, big['all_queued_s'], per_s) / 60:.0f} min to submit and "
-            f"{at(2000, big['peak_rss_mib'], per_mib) / 1024:.1f} GiB at this load."
+            f"- `{launcher}`: {per_s:.2f} s and {per_mib:.2f} MiB more per point from {small['n']} to {big['n']} "
+            f"points; 2,000 points on paper: about {seconds / 60:.0f} min to submit and {mib / 1024:.1f} GiB at this "
+            "load."
         )
     return (
         "Both grow linearly with the number of points, one measured run each, one after the other on a machine at a "
@@ -196,8 +239,7 @@ def _growth(results: list[dict[str, Any]]) -> str:
         "was not profiled. 2,000 points were not submitted: this cluster's MaxArraySize is 1001, so one array of "
         "2,000 is beyond what `sbatch` accepts here with either launcher (raise MaxArraySize or sweep in two halves). "
         "`sesemi.status` reads one `status.json` and one `metrics.json` per job and asks `sacct` once: 0.4-0.5 s for "
-        "20 or 200 jobs, most of it Python's start-up (goal: under 2 s, met).\n\n"
-        + "\n".join(lines)
+        "20 or 200 jobs, most of it Python's start-up (goal: under 2 s, met).\n\n" + "\n".join(lines)
     )
 
 
@@ -207,7 +249,11 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
         if r["dry_run"]:
             what = f"{r['wall_s']} s (dry run: plan only)"
         else:
-            what = f"{r['all_queued_s']} s" if r["all_queued_s"] is not None else f"not all queued ({r['queued']}/{r['n']})"
+            what = (
+                f"{r['all_queued_s']} s"
+                if r["all_queued_s"] is not None
+                else f"not all queued ({r['queued']}/{r['n']})"
+            )
         dirs = r.get("run_dirs")
         status = r.get("status")
         rows.append(
@@ -216,19 +262,32 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
                 r["n"],
                 what,
                 f"{r['peak_rss_mib']} MiB",
-                f"{dirs[1]} for {dirs[0]} jobs" if dirs else "by construction (hydra.sweep.subdir = job num), no record",
+                f"{dirs[1]} for {dirs[0]} jobs"
+                if dirs
+                else "by construction (hydra.sweep.subdir = job num), no record",
                 f"{status['median_s']} s" if status else "-",
                 f"{r['load'][0]} -> {r['load'][1]}",
             ]
         )
-    table = markdown_table(["launcher", "points", "command to all queued", "peak RSS (submitting process)", "distinct run dirs", "sesemi.status", "load"], rows)
-    return f"""{_growth(results)}
-
-Machine: {info['cpu_count']} CPUs shared with other helpers' tests and jobs at the time (load average in the last column: timings are noisy), single-node SLURM 22.05 test cluster (MaxArraySize 1001), Python {info['python']}, torch {info['torch']}. The jobs are submitted held (`--hold`) and cancelled once queued, so none ran.
-
-{table}
-
-{reproduce(command)}"""
+    table = markdown_table(
+        [
+            "launcher",
+            "points",
+            "command to all queued",
+            "peak RSS (submitting process)",
+            "distinct run dirs",
+            "sesemi.status",
+            "load",
+        ],
+        rows,
+    )
+    machine_line = (
+        f"Machine: {info['cpu_count']} CPUs shared with other helpers' tests and jobs at the time (load average in "
+        "the last column: timings are noisy), single-node SLURM 22.05 test cluster (MaxArraySize 1001), Python "
+        f"{info['python']}, torch {info['torch']}. The jobs are submitted held (`--hold`) and cancelled once "
+        "queued, so none ran."
+    )
+    return f"{_growth(results)}\n\n{machine_line}\n\n{table}\n\n{reproduce(command)}"
 
 
 if __name__ == "__main__":

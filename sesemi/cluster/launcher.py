@@ -353,8 +353,7 @@ class _SesemiSubmititLauncher(Launcher):
         """Submit one group of jobs with equal resources as one job array (``extra``: overrides appended)."""
         executor = make_executor(self._EXECUTOR, group[0].params, sweep_dir)
         args = [
-            ([*p.overrides, *extra], "hydra.sweep.dir", p.num, f"job_id_for_{p.num}", singleton_state())
-            for p in group
+            ([*p.overrides, *extra], "hydra.sweep.dir", p.num, f"job_id_for_{p.num}", singleton_state()) for p in group
         ]
         handles = executor.map_array(self, *zip(*args))
         for plan, handle in zip(group, handles):

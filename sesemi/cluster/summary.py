@@ -47,7 +47,7 @@ ENDED = frozenset(
 
 
 def sacct_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """SLURM states (``COMPLETED``, ``FAILED``, ``CANCELLED``, ``TIMEOUT``, ``RUNNING``...) by job id, one sacct call."""
+    """SLURM states (``COMPLETED``, ``CANCELLED``, ``RUNNING``...) by job id, from one sacct call."""
     ids = [str(j) for j in job_ids if j]
     if not ids or shutil.which("sacct") is None:
         return {}

@@ -89,9 +89,7 @@ def find(path: str | os.PathLike) -> Source:
     if (path / STATUS_FILE).is_file():
         return Source([], [path])
     sweeps = sorted(p.parent for p in path.rglob(JOBS_FILE))
-    covered = {
-        Path(j["run_dir"]).resolve() for s in sweeps for j in (_read_json(s / JOBS_FILE) or {}).get("jobs", [])
-    }
+    covered = {Path(j["run_dir"]).resolve() for s in sweeps for j in (_read_json(s / JOBS_FILE) or {}).get("jobs", [])}
     lone = sorted(p.parent for p in path.rglob(STATUS_FILE) if p.parent.resolve() not in covered)
     if not sweeps and not lone:
         raise FileNotFoundError(f"{path}: no sweep dir (jobs.json) or run dir (status.json) below it")
@@ -127,9 +125,7 @@ def derive_state(status: dict[str, Any] | None, slurm: str, now: datetime, stale
     return str(state)
 
 
-def row_of(
-    sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime, stale_s: float = STALE_S
-) -> JobRow:
+def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime, stale_s: float = STALE_S) -> JobRow:
     run_dir = Path(entry["run_dir"])
     status = _read_json(run_dir / STATUS_FILE)
     row = JobRow(

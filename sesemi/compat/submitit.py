@@ -37,4 +37,3 @@ def sbatch_script(executor: Any, n_jobs: int) -> str:
     if n_jobs > 1:
         preview.parameters["map_count"] = n_jobs
     return preview._make_submission_file_text(preview._submitit_command_str, "dry-run")
-

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-BASE_INSTALL = '''
+BASE_INSTALL = """
 import importlib.abc, importlib.metadata as metadata, sys
 
 EXTRA_MODULES = ("hydra_plugins", "submitit", "optuna")
@@ -36,7 +36,7 @@ _distributions = metadata.distributions
 metadata.distributions = lambda **kw: (
     d for d in _distributions(**kw) if d.metadata["Name"].lower().replace("_", "-") not in EXTRA_DISTRIBUTIONS
 )
-'''
+"""
 
 
 @pytest.fixture

@@ -69,7 +69,9 @@ def test_a_cluster_profile_of_ones_own_in_the_workspace(workdir: Path):
 
 def test_sbatch_options_on_the_command_line_and_jobs_named_after_the_sweep(workdir: Path):
     args = ["-m", "hydra/launcher=slurm_cpu", "run.id=scan", "optimizer.lr=0.1,0.2"]
-    proc = run_cli([*args, "hydra.launcher.additional_parameters={mail-type:END}", "hydra.launcher.dry_run=true"], workdir)
+    proc = run_cli(
+        [*args, "hydra.launcher.additional_parameters={mail-type:END}", "hydra.launcher.dry_run=true"], workdir
+    )
     assert "#SBATCH --mail-type=END" in proc.stdout and "#SBATCH --job-name=scan.0-1" in proc.stdout
 
 
