@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("\nsesemi: stopped following; the jobs are not affected.", file=sys.stderr)
             return 130
-    print(render(rows, args.all), end="")
+    if not (args.wait and sys.stdout.isatty()):  # on a terminal the last redraw already shows the table
+        print(render(rows, args.all), end="")
     return 0 if all(r.state == "completed" for r in rows) else 1
 
 

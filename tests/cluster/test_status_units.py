@@ -111,3 +111,20 @@ def test_a_run_keeps_its_progress_in_status_json(workdir: Path):
     assert (progress["step"], progress["max_steps"]) == (6, 6)
     assert 0 <= progress["objective"] <= 1 and progress["steps_per_s"] > 0
     assert datetime.fromisoformat(progress["heartbeat"]) <= datetime.now(timezone.utc)
+
+
+def test_wait_redraws_the_table_in_place_on_a_terminal(workdir: Path):
+    """``--wait`` on a terminal: the table redrawn (cursor home, clear), not a line per change; exit 0 when done."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("script") is None:
+        pytest.skip("util-linux `script` (a pseudo-terminal) is not installed")
+    sweep = _sweep(workdir, ["completed", "completed"])
+    command = shlex.join([sys.executable, "-m", "sesemi.status", str(sweep), "--wait"])
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=workdir, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\x1b[H\x1b[2J" in proc.stdout and "(every 10 s; Ctrl-C stops following)" in proc.stdout
+    assert proc.stdout.rstrip().endswith("2 jobs: 2 completed")
