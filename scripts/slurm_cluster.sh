@@ -172,6 +172,9 @@ JobRequeue=1
 MailProg=/bin/true
 InactiveLimit=0
 KillWait=10
+# A loaded 2-core test machine can take more than the default 60 s to reap a cancelled job's processes (loader
+# workers included); past this SLURM drains the node ("Kill task failed") and every later job pends.
+UnkillableStepTimeout=180
 MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=60

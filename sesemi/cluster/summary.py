@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,23 +28,32 @@ JOBS_FILE = "jobs.json"
 COLUMNS = ("job", "job_id", "state", "slurm_state", "objective", "restarts", "run_dir", "stdout", "stderr", "error")
 
 
-UNSETTLED = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED")
+# States in which SLURM no longer runs a job and will not run it again by itself (REQUEUE_HOLD: held after a
+# requeue, until someone releases it).
+ENDED = frozenset(
+    (
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "REQUEUE_HOLD",
+    )
+)
 
 
-def sacct_states(job_ids: Iterable[str], settle_s: float = 0.0) -> dict[str, str]:
-    """SLURM states (``COMPLETED``, ``FAILED``, ``CANCELLED``, ``TIMEOUT``, ``RUNNING``...) by job id, via sacct.
-
-    ``settle_s``: wait up to that long for jobs that already returned their result to leave RUNNING/COMPLETING.
-    """
+def sacct_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """SLURM states (``COMPLETED``, ``CANCELLED``, ``RUNNING``...) by job id, from one sacct call."""
     ids = [str(j) for j in job_ids if j]
     if not ids or shutil.which("sacct") is None:
         return {}
-    deadline = time.monotonic() + settle_s
-    while True:
-        states = _sacct(ids)
-        if time.monotonic() >= deadline or not any(states.get(i, "UNKNOWN") in UNSETTLED for i in ids):
-            return states
-        time.sleep(1.0)
+    return _sacct(ids)
 
 
 def _sacct(ids: list[str]) -> dict[str, str]:
@@ -65,6 +73,13 @@ def _sacct(ids: list[str]) -> dict[str, str]:
             job_id, state = line.split("|", 1)
             states[job_id.strip()] = state.split()[0] if state.strip() else "UNKNOWN"
     return states
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a reader (``sesemi.status`` of another shell) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -1,17 +1,37 @@
-"""Hydra internals used by sesemi's sweeper (checked against Hydra 1.4 and hydra-optuna-sweeper 1.3), and why.
+"""Hydra APIs that sesemi uses but Hydra does not document as stable, and why (one module, so an upstream move breaks
+here; ``tests/test_compat.py`` and ``tests/cluster/test_compat_cluster.py`` use each name).
+
+Sweeper (``sesemi.sweep``; checked against Hydra 1.4 and hydra-optuna-sweeper 1.4):
 
 - The search-space grammar (``interval(..)``, ``tag(log, ..)``, ``choice(..)``, ``range(..)``) is turned into
   Optuna distributions exactly as Hydra's own Optuna sweeper does, by its own functions, so that a search space
   means the same under ``hydra/sweeper=optuna`` and sesemi's sweepers; the plugin exports no public API.
-- A failed job's exception: ``JobReturn.return_value`` re-raises it; the sweeper only wants to record it.
+- A failed job's exception: ``JobReturn.return_value`` re-raises it; sweepers and launchers only want to record it.
+
+Launchers (``sesemi.cluster.launcher``). These live under ``hydra.core`` (not ``hydra._internal``) and are what every
+Hydra launcher plugin calls (Hydra's basic launcher, hydra-submitit-launcher, hydra-joblib-launcher):
+
+- ``Singleton.get_state/set_state``: a job in another process (a SLURM task) needs the submitting process's
+  ConfigStore and plugin registry, exactly as hydra-submitit-launcher ships them.
+- ``setup_globals``: registers Hydra's resolvers (``${hydra:...}``, ``${now:...}``) in that process.
+- ``run_job``: runs the task function in the job's output dir with Hydra's logging and ``.hydra/`` files.
+- ``filter_overrides``: drops ``hydra.*`` overrides when a job's overrides are shown to users.
+- ``load_sweep_config``: one sweep job's composed config (through ``HydraContext.config_loader``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from hydra.core.utils import JobReturn
-from optuna.distributions import BaseDistribution
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # optuna is the sweep extra; the launchers import this module without it
+    from optuna.distributions import BaseDistribution
 
 
 def search_space(arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
@@ -29,5 +49,34 @@ def grid_choices(distribution: BaseDistribution) -> list[Any]:
 
 
 def job_error(ret: JobReturn) -> BaseException | None:
-    """The exception of a failed job (``JobReturn._return_value``), without raising it."""
-    return ret._return_value if ret.status.name == "FAILED" else None
+    """The exception of a failed job (``JobReturn._return_value``), without raising it; None if it did not fail."""
+    return ret._return_value if ret.status == JobStatus.FAILED else None
+
+
+def load_sweep_config(hydra_context: HydraContext, master: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The composed config of one sweep job (the master config plus the job's overrides)."""
+    return hydra_context.config_loader.load_sweep_config(master, list(overrides))
+
+
+def singleton_state() -> dict[type, Any]:
+    return Singleton.get_state()
+
+
+def restore_singletons(state: dict[type, Any]) -> None:
+    Singleton.set_state(state)
+
+
+__all__ = [
+    "JobReturn",
+    "JobStatus",
+    "Launcher",
+    "filter_overrides",
+    "grid_choices",
+    "job_error",
+    "load_sweep_config",
+    "restore_singletons",
+    "run_job",
+    "search_space",
+    "setup_globals",
+    "singleton_state",
+]

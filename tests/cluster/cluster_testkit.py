@@ -105,6 +105,14 @@ DOC_COMMANDS = {
         "run.id=lr_scan",
         "optimizer.lr=0.01,0.1",
     ],
+    "detached": [
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.partition=debug",
+        "run.id=lr_scan",
+        "optimizer.lr=0.01,0.1",
+        "hydra.launcher.wait=false",
+    ],
     "ddp": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=ddp", "run.devices=2"],
     "requeue": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=requeue", "run.devices=2"],
     "timelimit": [

@@ -16,6 +16,15 @@ OTHER_COMMANDS = {
     "sacct -X -n -P -o JobID,State -j <job ids>": (
         "test_two_point_sweep_gives_two_slurm_jobs_and_two_completed_run_dirs"
     ),
+    "python -m sesemi.status runs/lr_scan/<timestamp>": (
+        "test_a_detached_sweep_returns_while_its_jobs_pend_and_status_wait_follows_them"
+    ),
+    "python -m sesemi.status runs/lr_scan/<timestamp> --wait": (
+        "test_a_detached_sweep_returns_while_its_jobs_pend_and_status_wait_follows_them"
+    ),
+    "python -m sesemi.status runs/lr_scan/<timestamp> --resubmit hydra.launcher.timeout_min=30": (
+        "test_a_cancelled_point_is_resubmitted_and_completes_in_its_own_run_dir"
+    ),
 }
 
 
@@ -30,7 +39,9 @@ def test_every_command_in_the_cluster_docs_is_run_by_a_test():
     assert len(commands) >= 10
     for command in commands:
         assert command in run_by_tests or command in OTHER_COMMANDS, f"no test runs: {command}"
-    tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_cluster_*.py") if p != Path(__file__))
+    here = Path(__file__).parent
+    files = [*here.glob("test_cluster_*.py"), *here.glob("test_status_*.py")]
+    tests = "".join(p.read_text() for p in files if p != Path(__file__))
     for test in OTHER_COMMANDS.values():
         assert f"def {test}(" in tests, test
     # Every documented sesemi.train command is used by a test (none is only in DOC_COMMANDS).

@@ -36,7 +36,7 @@ def test_dry_run_prints_the_jobs_resources_and_sbatch_script_and_submits_nothing
         "--cpus-per-task=8",
         "--time=240",
         "--signal=USR2@120",
-        "--job-name=sesemi_lr_scan",
+        "--job-name=lr_scan.0-2",
     ):
         assert f"#SBATCH {directive}" in out, directive
     assert "srun --unbuffered" in out and "-m submitit.core._submit" in out
@@ -69,6 +69,21 @@ def test_a_cluster_profile_of_ones_own_in_the_workspace(workdir: Path):
         assert line in proc.stdout, line
 
 
+def test_sbatch_options_on_the_command_line_and_jobs_named_after_the_sweep(workdir: Path):
+    args = ["-m", "hydra/launcher=slurm_cpu", "run.id=scan", "optimizer.lr=0.1,0.2"]
+    proc = run_cli(
+        [*args, "hydra.launcher.additional_parameters={mail-type:END}", "hydra.launcher.dry_run=true"], workdir
+    )
+    assert "#SBATCH --mail-type=END" in proc.stdout and "#SBATCH --job-name=scan.0-1" in proc.stdout
+
+
+def test_a_detached_optuna_sweep_is_refused_before_submission(workdir: Path):
+    args = ["-m", "hydra/launcher=slurm_cpu", "hydra/sweeper=optuna_sync", "hydra.launcher.wait=false"]
+    proc = run_cli(args, workdir, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "sesemi: error: hydra.launcher.wait: is false, but this sweeper chooses its next points" in proc.stderr
+
+
 def test_dry_run_splits_a_sweep_over_devices_into_one_submission_per_resource_set(workdir: Path):
     proc = run_cli(DOC_COMMANDS["dry_run_devices"], workdir, fast=False)
     assert "2 job(s) in 2 submission(s)" in proc.stdout
@@ -97,8 +112,9 @@ def test_dry_run_splits_a_sweep_over_devices_into_one_submission_per_resource_se
         ),
         (["hydra/launcher=slurm_cpu", "run.accelerator=gpu"], ["run.accelerator: is gpu on the CPU-only profile"]),
         (["hydra/launcher=local", "run.devices=2", "run.strategy=ddp_spawn"], ["run.strategy: is ddp_spawn"]),
+        (["hydra/launcher=slurm_cpu", "run.devices=auto"], ["run.devices: is 'auto', but a cluster job asks for"]),
     ],
-    ids=["tasks", "nodes", "gpus", "cpu-profile-gpus", "cpu-profile-accelerator", "spawn"],
+    ids=["tasks", "nodes", "gpus", "cpu-profile-gpus", "cpu-profile-accelerator", "spawn", "devices-auto"],
 )
 def test_a_resource_mismatch_is_refused_before_submission_naming_the_keys(workdir: Path, args, expected):
     proc = run_cli(["-m", *args, "optimizer.lr=0.01,0.1"], workdir, fast=False, check=False)

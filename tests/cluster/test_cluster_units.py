@@ -53,7 +53,7 @@ def test_slurm_launcher_resources_follow_the_run_config():
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "sesemi.cluster.launcher.SlurmLauncher"
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
-    assert launcher.name == "sesemi_scan" and launcher.profile == "gpu" and launcher.dry_run is False
+    assert launcher.name is None and launcher.profile == "gpu" and launcher.dry_run is False and launcher.wait is True
     assert launcher.submitit_folder == ".submitit/%j"  # below the sweep dir; no second sweep dir claimed
     for key in (
         "partition",
@@ -253,3 +253,13 @@ def test_jobs_file_and_summary_accumulate_over_launcher_batches(tmp_path: Path, 
     ]
     out = capsys.readouterr().out
     assert "this batch; all 2 jobs of the sweep are in it" in out and "- job 1 (101) failed: ValueError: boom" in out
+
+
+def test_the_launcher_names_the_run_dirs_the_jobs_really_use(tmp_path: Path):
+    from sesemi.cluster.launcher import SlurmLauncher, _JobPlan
+
+    grid = [_JobPlan(n, [], {}, tmp_path / str(n)) for n in range(3)]
+    assert SlurmLauncher._run_dirs(grid) == f"{tmp_path}/<job num>"
+    workers = [_JobPlan(n, [], {}, tmp_path / "workers" / "s1" / f"w{n}") for n in range(6)]
+    text = SlurmLauncher._run_dirs(workers)
+    assert text.endswith("workers/s1/w3 and 2 more") and "workers/s1/w0, " in text
