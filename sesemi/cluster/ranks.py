@@ -156,15 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-file", default=None)
     args = parser.parse_args(argv)
 
-    from sesemi.cluster.environment import runtime_for
-    from sesemi.train import train
-
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if args.log_file:
         handlers.append(logging.FileHandler(args.log_file))
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s", handlers=handlers
     )
+    from sesemi.cluster.environment import runtime_for  # after the logging set-up (see the imports above)
+    from sesemi.train import train
+
     cfg = OmegaConf.load(args.config)
     outcome: dict = {"error": None}
     try:
