@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from sesemi.checkpoints import load_checkpoint
+from sesemi.compat.lightning import should_update_logs
 from sesemi.ema import EMA
 from sesemi.losses.base import LossHead, StepContext
 from sesemi.metrics import confusion_matrix_image, per_class_accuracy, pseudo_label_quality, tag
@@ -108,14 +109,13 @@ class SemiSupervisedModule(LightningModule):
         """Whether this training step's metrics reach the loggers: Lightning writes them every
         ``trainer.log_every_n_steps`` steps, and ``self.log`` costs as much Python time as a small network's forward
         pass, so the other steps skip it. The first and the last step log too (progress bar, ``metrics.json``)."""
-        trainer = self._trainer
-        connector = getattr(trainer, "_logger_connector", None)
-        if trainer is None or connector is None or trainer.fast_dev_run or trainer.should_stop:
+        trainer = self._trainer  # None when the module is not attached (self.trainer would raise)
+        if trainer is None or trainer.fast_dev_run or trainer.should_stop:
             return True
         step = self.global_step
         if step == 0 or (trainer.max_steps > 0 and step + 1 >= trainer.max_steps):
             return True
-        return bool(getattr(connector, "should_update_logs", True))
+        return should_update_logs(trainer)
 
     def training_step(self, batch: Mapping[str, Mapping[str, Any]], batch_idx: int) -> Tensor:
         step = self.global_step
