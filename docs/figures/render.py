@@ -51,7 +51,7 @@ def main(run_dir: Path, out: Path) -> None:
     plot(ax, events, [f"train/{head}/pl_precision", f"train/{head}/pl_recall", f"train/{head}/mask_ratio"])
     plot(ax, events, ["val/acc"], raw=False)
     ax.set_title(f"{head}: pseudo-label precision, recall, mask ratio; val/acc")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.03)  # the mask ratio is often exactly 1
     ax.legend(fontsize=8)
     for ax, prefix, title in (
         (axes[0, 1], f"{head}_pl_recall", f"{head}_pl_recall/<class>: share of each class used and right"),
