@@ -58,8 +58,9 @@ def is_ticket(trial: FrozenTrial) -> bool:
 
 
 def add_ticket(study: optuna.Study, user_attrs: dict[str, Any] | None = None) -> None:
-    """Add a waiting trial without parameters."""
-    study.enqueue_trial({}, user_attrs={TICKET: True, **(user_attrs or {})})
+    """Add a waiting trial without parameters (not ``enqueue_trial({})``: samplers take an enqueued trial's parameters
+    as given, and the grid's refuses one that gives none)."""
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={TICKET: True, **(user_attrs or {})}))
 
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
