@@ -275,8 +275,13 @@ def summarize(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
         m = by_mode["async_prune"]
         verdict = "met" if m["median_ratio_vs_sync"] is not None and m["median_ratio_vs_sync"] <= 0.5 else "not met"
         notes.append(
-            f"Goal (`async_prune` reaches sync's best in <= 0.5x sync's time): **{verdict}** here, median "
-            f"{m['median_ratio_vs_sync']}x ({m['range']}; sync's best reached in {m['reached']} draws). The whole "
+            f"Goal (`async_prune` reaches sync's best in <= 0.5x sync's time): **{verdict}** here, "
+            + (
+                f"median {m['median_ratio_vs_sync']}x ({m['range']}; "
+                if m["median_ratio_vs_sync"] is not None
+                else "it never did ("
+            )
+            + f"sync's best reached in {m['reached']} draws). The whole "
             f"budget took {m['median_wall_ratio_vs_sync']}x of sync's wall time with pruning, "
             f"{by_mode.get('async', {}).get('median_wall_ratio_vs_sync', '-')}x without."
         )

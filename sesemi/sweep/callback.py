@@ -63,7 +63,9 @@ def _write_hparams(trainer: pl.Trainer, summaries: list[Any]) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             # torch's SummaryWriter.add_hparams would open a second run dir; the summaries go to the run's own file.
-            writer = logger.experiment._get_file_writer()
+            writer = logger.experiment.file_writer
+            if writer is None:  # closed already
+                continue
             for summary in summaries:
                 writer.add_summary(summary)
             writer.flush()

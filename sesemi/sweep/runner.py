@@ -338,7 +338,8 @@ def _take_trials(task: SweepTask, name: str, worker_hydra: Any) -> int:
                 job_subdir_key="hydra.sweep.subdir",
             )
             error = hydra_compat.job_error(ret)
-            if ret.status == JobStatus.FAILED and compat.frozen(study, compat.trial_id(trial)).state == TrialState.RUNNING:
+            still_running = compat.frozen(study, compat.trial_id(trial)).state == TrialState.RUNNING
+            if ret.status == JobStatus.FAILED and still_running:  # it failed outside run_trial
                 study_lib.fail_trial(study, compat.trial_id(trial), _describe(error))
             configure_log(
                 worker_hydra.job_logging,

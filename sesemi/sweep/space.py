@@ -95,7 +95,9 @@ def direction(config: DictConfig, given: Any) -> str:
     implied = {"max": "maximize", "min": "minimize"}.get(str(mode)) if mode is not None else None
     if OmegaConf.is_config(given) or isinstance(given, (list, tuple)):
         raise ConfigError(
-            "hydra.sweeper.direction", "lists several directions", "sesemi sweeps optimise one objective (run.objective)"
+            "hydra.sweeper.direction",
+            "lists several directions",
+            "sesemi sweeps optimise one objective (run.objective): give one direction",
         )
     if hasattr(given, "name"):
         given = given.name

@@ -39,7 +39,6 @@ RETRY_HISTORY = "retry_history"
 RUN_DIR = "run_dir"
 # Study user attributes.
 ABORT = "sesemi:abort"
-SESSION = "sesemi:session"
 SWEEP = "sesemi:sweep"
 COMMANDS = "sesemi:commands"
 
@@ -58,8 +57,10 @@ def is_ticket(trial: FrozenTrial) -> bool:
 
 
 def add_ticket(study: optuna.Study, user_attrs: dict[str, Any] | None = None) -> None:
-    """Add a waiting trial without parameters."""
-    study.enqueue_trial({}, user_attrs={TICKET: True, **(user_attrs or {})})
+    """Add a waiting trial without parameters (not ``enqueue_trial({})``: samplers take an enqueued trial's parameters
+    as given, and the grid's refuses one that gives none)."""
+    attrs = {TICKET: True, **(user_attrs or {})}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=attrs))
 
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:

@@ -266,7 +266,6 @@ class OptunaSweeper(Sweeper):
         )
         if new_study:
             study.set_user_attr(study_lib.SWEEP, info)
-        study.set_user_attr(study_lib.SESSION, session)
         if not self.dry_run:
             (self.sweep_dir / "sweep.json").write_text(
                 json.dumps({**info, "journal": journal is not None, "commands": commands}, indent=2, default=str)

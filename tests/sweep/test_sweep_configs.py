@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import OmegaConf
 
 import sesemi.train  # noqa: F401  (resolvers)
+from sesemi.compat.hydra import search_space
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SEARCHES = sorted(p.stem for p in (CONFIGS / "hparams_search").glob("*.yaml"))
@@ -35,7 +35,7 @@ def test_search_space_composes_and_names_real_keys(name: str, sweeper: str):
     assert s.sampler.seed is not None
     if sweeper == "optuna_async":
         assert s.workers == s.n_jobs and s.pruner._target_ == "optuna.pruners.MedianPruner"
-    distributions, fixed, _ = create_params_from_overrides([f"{k}={v}" for k, v in s.params.items()])
+    distributions, fixed, _ = search_space([f"{k}={v}" for k, v in s.params.items()])
     assert len(distributions) == len(s.params) >= 3 and not fixed
     for key in distributions:  # a swept key must exist: Hydra refuses overrides of unknown keys in every trial
         assert OmegaConf.select(cfg, key, default=MISSING) is not MISSING, f"{name}: {key} is not in the config"

@@ -194,7 +194,7 @@ def test_killed_sweep_resumes_and_retries_its_lost_trial(workdir: Path):
     assert "2 of n_trials=2 trials exist (resumed)" in output(proc)  # the lost trial counts until it is retried
     trials = load(sweep).get_trials()
     assert trials[0].state == TrialState.FAIL and "no heartbeat" in trials[0].user_attrs["error"]
-    retry = [t for t in trials if t.system_attrs.get("retry_history") == [0]]
+    retry = [t for t in trials if t.user_attrs.get("retry_history") == [0]]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[0].params
     counted = [t for t in trials if t.number != 0]
     assert len(counted) == 2 and all(t.state == TrialState.COMPLETE for t in counted)

@@ -128,7 +128,8 @@ def test_scancelled_worker_takes_no_new_trial_and_its_trial_is_retried(tmp_path:
 
     trials = load(sweep).get_trials()
     lost = trials[victim.number]
-    assert lost.state == TrialState.FAIL and lost.user_attrs["error"].startswith("interrupted: SIGTERM"), lost.user_attrs
+    assert lost.state == TrialState.FAIL, lost.user_attrs
+    assert lost.user_attrs["error"].startswith("interrupted: SIGTERM"), lost.user_attrs
     (retry,) = [t for t in trials if t.user_attrs.get("retry_history") == [victim.number]]
     assert retry.state == TrialState.COMPLETE and retry.params == victim.params
     assert lost.datetime_complete.timestamp() - cancelled_at < 60  # given up at once, not after grace_period
