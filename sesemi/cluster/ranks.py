@@ -31,13 +31,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sesemi.cluster.environment import launch_context, num_devices, world_size
+# No module-level import of Lightning here: a rank process configures logging first (Lightning adds handlers of its
+# own when it is imported before the root logger has one, and its messages would then miss the job's log file).
 from sesemi.errors import ConfigError
 from sesemi.rundir import RunRecord, read_metrics, read_status
 
 
 def needs_rank_processes(cfg: DictConfig) -> bool:
     """True for a multi-device job of a multirun that runs inside the sweep's process (not a submitit/SLURM task)."""
+    from sesemi.cluster.environment import launch_context, world_size
+
     run = cfg.run
     if "LOCAL_RANK" in os.environ or run.strategy not in ("auto", "ddp"):
         return False
@@ -75,6 +78,8 @@ def train_in_rank_processes(cfg: DictConfig) -> dict[str, Any]:
             f"is {run.num_nodes}, but a local sweep job runs on this machine",
             "set run.num_nodes=1, or launch the sweep with -m hydra/launcher=slurm",
         )
+    from sesemi.cluster.environment import num_devices
+
     n = num_devices(run)
     run_dir = Path(str(run.output_dir))
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -151,15 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-file", default=None)
     args = parser.parse_args(argv)
 
-    from sesemi.cluster.environment import runtime_for
-    from sesemi.train import train
-
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if args.log_file:
         handlers.append(logging.FileHandler(args.log_file))
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s", handlers=handlers
     )
+    from sesemi.cluster.environment import runtime_for  # after the logging set-up (see the imports above)
+    from sesemi.train import train
+
     cfg = OmegaConf.load(args.config)
     outcome: dict = {"error": None}
     try:
