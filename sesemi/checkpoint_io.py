@@ -35,6 +35,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             Path(tmp).unlink(missing_ok=True)
+            write_error = _os_error(err)
+            if write_error is not None and write_error is not err:
+                raise write_error from err  # the reason (e.g. "No space left on device"), not torch's "unexpected pos"
             raise
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError behind ``err``: torch's zip writer reports a failed write as a RuntimeError raised while handling
+    the file's OSError."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err

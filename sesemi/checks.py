@@ -8,10 +8,13 @@ inside the first training step.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import random
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
@@ -74,8 +77,18 @@ def check_before_training(cfg: DictConfig, datamodule: Any, module: Any, trainer
             "is not a test result",
             "evaluate the validation set with run.mode=validate, or give data.test a dataset",
         )
-    _check_optimizer(module)
-    check_network(module.model, datamodule)
+    with _rng_kept():  # the checks draw augmentations: training must see the same random numbers as without them
+        _check_optimizer(module)
+        check_network(module.model, datamodule)
+
+
+@contextlib.contextmanager
+def _rng_kept() -> Iterator[None]:
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy)
 
 
 def _processes(trainer: Any) -> str:

@@ -236,3 +236,33 @@ def test_folder_dataset_verify_reports_every_bad_file(tmp_path: Path):
     unchecked = ImageFolder(tmp_path, verify=False)  # the file still names itself when it is read
     with pytest.raises(CorruptImagesError, match=r"x\.jpg"):
         unchecked[2]
+
+
+# The shipped recipes, at their documented device count (one: no recipe or doc names another), give every process
+# at least one full labeled batch; RECIPES says how many processes each could take before one would get none.
+CLASSES = {"CIFAR10": 10, "CIFAR100": 100, "SVHN": 10, "STL10": 10, "FashionMNIST": 10, "Digits": 10}
+RECIPES = {
+    "cifar100_wrn28_8_fixmatch_10000": 158,  # 10000 labels, batch 64
+    "cifar10_wrn28_fixmatch_250": 3,  # 250 labels, batch 64: not 4 GPUs
+    "cifar10_wrn28_fixmatch_4000": 63,  # 4000 labels, batch 64
+    "digits_supervised": 6,  # 100 labels, batch 16
+    "fmnist_fixmatch": 1,  # 100 labels, batch 64: one process only
+    "fmnist_supervised": 1,  # 100 labels, batch 64
+    "stl10_fixmatch": 15,  # 1000 labels, batch 64
+    "svhn_wrn28_fixmatch_1000": 15,  # 1000 labels, batch 64
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_shipped_recipes_fit_their_documented_device_count(recipe: str):
+    from hydra import compose, initialize_config_module
+
+    from sesemi.data.datamodule import batches_per_process
+
+    with initialize_config_module("sesemi.configs"):
+        data = compose("train", overrides=[f"experiment={recipe}"]).data
+    labeled = int(data.labels_per_class) * CLASSES[data.train._target_.rsplit(".", 1)[1]]
+    batch = int(data.labeled_batch_size)
+    assert batches_per_process(labeled, batch, 1) >= 1
+    most = RECIPES[recipe]
+    assert batches_per_process(labeled, batch, most) >= 1 and batches_per_process(labeled, batch, most + 1) == 0

@@ -13,7 +13,9 @@ Lightning's seeding of workers first (``seed_everything(workers=True)``), then a
 
 from __future__ import annotations
 
+import atexit
 import functools
+import multiprocessing
 import signal
 from collections.abc import Callable
 
@@ -36,3 +38,13 @@ def _init_worker(worker_id: int, user_fn: Callable[[int], None] | None) -> None:
 def worker_init_fn(user_fn: Callable[[int], None] | None = None) -> Callable[[int], None]:
     """The ``worker_init_fn`` for a DataLoader, chaining ``user_fn`` (picklable, for spawned workers too)."""
     return functools.partial(_init_worker, user_fn=user_fn)
+
+
+@atexit.register  # registered after multiprocessing's own exit handler, so it runs before it
+def _end_workers() -> None:
+    """End the DataLoader workers still alive when the training process exits (e.g. after an error mid-epoch, whose
+    traceback keeps the loader iterator alive): they ignore SIGTERM, so multiprocessing's exit handler (terminate,
+    then join) would wait for them forever."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()

@@ -2,9 +2,10 @@
 
 Every image is decoded once when the dataset is built (``verify=True``, the default), so a corrupt or truncated
 file is reported, with its path, before training starts instead of killing a long run at a random step. The check
-runs on a thread per core and decodes JPEGs at 1/8 scale (every byte is still read): on the 2-core test machine it
-costs about 0.1 ms per 28x28 PNG and 0.5 ms per 256x256 JPEG, i.e. seconds for tens of thousands of images and
-about 10 minutes for ImageNet's 1.28 M (pass ``verify=False`` there; a file that fails later still names its path).
+runs on a thread per core and decodes JPEGs at 1/8 scale (every byte is still read). Measured on the busy 2-core
+test machine: 2,000 28x28 PNGs in 0.4 s (0.2 ms each), 500 256x256 JPEGs in 0.3 s (0.6 ms each): seconds for tens
+of thousands of images, tens of minutes on 2 cores for ImageNet's 1.28 M (pass ``verify=False`` there; a file that
+fails later still names its path instead of a bare decoder error).
 """
 
 from __future__ import annotations

@@ -1,0 +1,166 @@
+"""Resume: a run continues with its own config, the command line changes only what a continuation may change, a
+refused or failed resume leaves the run byte-for-byte as it was, a running run cannot be resumed twice, and a
+longer run stretches the learning-rate schedule without the LR ever going back up. Loader workers stay on."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import read_json, run_cli, run_dirs
+from faults import FAULT, install_slow, snapshot
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from sesemi.resume import ScheduleLength
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "lr_scheduler"
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stderr.splitlines() if "error:" in line]
+    return line
+
+
+def _scalars(run_dir: Path, prefix: str) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    tags = [t for t in events.Tags()["scalars"] if t.startswith(prefix)]
+    return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in tags}
+
+
+@pytest.fixture
+def supervised_run(workdir: Path) -> Path:
+    """A completed supervised run of 6 steps whose schedule (fixmatch_cosine) ends at about 0.2 * lr."""
+    run_cli([*FAULT, "method=supervised", "lr_scheduler=fixmatch_cosine"], workdir, fast=False)
+    (run_dir,) = run_dirs(workdir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_runs_own_config_and_refuses_other_changes(workdir: Path, supervised_run: Path):
+    before = snapshot(workdir)
+    for args, key in [
+        (["model=resnet18_cifar"], "model"),
+        (["method=fixmatch"], "method"),
+        (["optimizer.lr=0.1"], "optimizer.lr"),
+    ]:
+        proc = run_cli([f"run.resume={supervised_run}", *args], workdir, fast=False, check=False)
+        line = _error_line(proc)
+        assert line.startswith(f"sesemi: error: {key}: cannot change when resuming a run"), line
+        assert "run.pretrained_checkpoint" in line
+        assert snapshot(workdir) == before  # the run it points at is byte-for-byte unchanged
+    # The command line says nothing of the method: the run continues as the supervised run it is.
+    run_cli([f"run.resume={supervised_run}", "trainer.max_steps=12"], workdir, fast=False)
+    assert run_dirs(workdir) == [supervised_run]
+    after = snapshot(workdir)
+    first_config = {k: v for k, v in before.items() if "/.hydra/" in k}
+    assert {k: after[k] for k in first_config} == first_config  # the first attempt's .hydra/*.yaml stay
+    status = read_json(supervised_run / "status.json")
+    assert status["state"] == "completed" and len(status["attempts"]) == 2
+    attempt = status["attempts"][-1]
+    assert "trainer.max_steps=12" in attempt["overrides"] and attempt["changed"]["trainer.max_steps"] == 12
+    assert attempt["resumed_from"].endswith("last.ckpt")
+    assert read_json(supervised_run / "metrics.json")["global_step"] == 12
+    losses = _scalars(supervised_run, "train/loss_")
+    assert set(losses) == {"train/loss_supervised"}, set(losses)  # no FixMatch from today's defaults
+    (lr,) = [v for k, v in _scalars(supervised_run, "lr-").items() if k.endswith("pg1")]
+    by_step = dict(lr)  # a step logged by both attempts (the one the second resumed at) keeps one value
+    assert max(by_step) == 11
+    values = [by_step[step] for step in sorted(by_step)]
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(values)), lr  # never back up
+
+
+@pytest.mark.slow
+def test_a_corrupt_checkpoint_leaves_the_run_unchanged(workdir: Path, supervised_run: Path):
+    ckpt = supervised_run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    before = snapshot(workdir)
+    proc = run_cli([f"run.resume={supervised_run}", "trainer.max_steps=12"], workdir, fast=False, check=False)
+    line = _error_line(proc)
+    assert line.startswith("sesemi: error: run.resume: cannot load") and "last.ckpt" in line, line
+    assert "status completed" in proc.stderr
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_a_finished_cosine_schedule_is_not_extended_at_lr_zero(workdir: Path):
+    # lr_scheduler=cosine ends at lr 0; one validation, at the end, so that last.ckpt is the final state (Lightning
+    # writes last.ckpt only along with a new best one)
+    run_cli([*FAULT, "trainer.val_check_interval=6"], workdir, fast=False)
+    (run_dir,) = run_dirs(workdir)
+    before = snapshot(workdir)
+    proc = run_cli([f"run.resume={run_dir}", "trainer.max_steps=12"], workdir, fast=False, check=False)
+    line = _error_line(proc)
+    assert line.startswith("sesemi: error: trainer.max_steps: asks for steps 7..12") and "already ended at 0" in line
+    assert "run.pretrained_checkpoint=" in line
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_a_running_run_cannot_be_resumed_twice(workdir: Path):
+    args = [*FAULT, "trainer.max_steps=400", *install_slow(workdir)]
+    cmd = [sys.executable, "-m", "sesemi.train", *args]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (dirs := run_dirs(workdir)) or read_json(dirs[0] / "status.json").get("state") != "running":
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.5)
+        second = run_cli([f"run.resume={dirs[0]}"], workdir, fast=False, check=False)
+        line = _error_line(second)
+        assert line.startswith("sesemi: error: run.resume:") and f"pid {proc.pid} on this host" in line, line
+        assert len(read_json(dirs[0] / "status.json")["attempts"]) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
+@pytest.mark.parametrize("config", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+@pytest.mark.parametrize("stop_at", [10, 20])  # mid-run (cancelled) and at the end (completed)
+def test_a_longer_run_stretches_each_builtin_schedule_without_raising_the_lr(config: str, stop_at: int):
+    """Each built-in schedule of 20 steps, saved at ``stop_at`` and resumed with max_steps=60 as Lightning does:
+    the LR never goes back up, and a schedule with a length ends its decay at step 60."""
+    node = OmegaConf.load(CONFIGS / f"{config}.yaml")
+    node = OmegaConf.merge({"trainer": {"max_steps": 20}}, {"s": node}) if "max_steps" in str(node) else {"s": node}
+
+    def schedule(steps: int):
+        cfg = OmegaConf.merge(node, {"trainer": {"max_steps": steps}})
+        weight = torch.zeros(1, requires_grad=True)
+        optimizer = torch.optim.SGD([weight], lr=0.03)
+        return optimizer, instantiate(cfg.s)(optimizer)
+
+    optimizer, scheduler = schedule(20)
+    lrs = []
+    for _ in range(stop_at):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    checkpoint = {
+        "sesemi_config": {"trainer": {"max_steps": 20}},
+        "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [scheduler.state_dict()],
+    }
+    ScheduleLength().on_load_checkpoint(SimpleNamespace(max_steps=60), None, checkpoint)
+    optimizer, scheduler = schedule(60)
+    optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    scheduler.load_state_dict(checkpoint["lr_schedulers"][0])
+    for _ in range(stop_at, 61):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lrs)), lrs
+    if config == "cosine":  # ends at eta_min at the new last step (from the mid-run LR) or stays at its end (0)
+        assert lrs[-1] < 1e-9 and (stop_at == 20 or lrs[40] > 1e-3)
+    if config == "fixmatch_cosine":  # keeps decaying to the new last step
+        assert lrs[-1] < lrs[40] < lrs[stop_at]
