@@ -1,5 +1,5 @@
 """Hydra APIs that sesemi uses but Hydra does not document as stable, and why (one module, so an upstream move breaks
-here; ``tests/test_compat.py`` and ``tests/cluster/test_compat_cluster.py`` use each name).
+here; ``tests/sweep/test_compat_sweep.py`` and ``tests/cluster/test_compat_cluster.py`` use each name).
 
 Sweeper (``sesemi.sweep``; checked against Hydra 1.4 and hydra-optuna-sweeper 1.4):
 
