@@ -42,6 +42,8 @@ CONTINUATION_KEYS = (
     "callbacks.lr_monitor",
     "callbacks.images",
     "callbacks.checkpoint.every_n_train_steps",
+    "callbacks.last_checkpoint.every_n_train_steps",
+    "callbacks.heartbeat",
     "run.devices",
     "run.num_nodes",
     "run.accelerator",

@@ -131,8 +131,12 @@ def _train(cfg: DictConfig, runtime: Runtime) -> dict[str, Any]:
             }
             checkpoint = trainer.checkpoint_callback
             if checkpoint is not None:
+                # The final state, whatever the last validation scored: Lightning's save_last follows the
+                # monitored saves only, so last.ckpt would otherwise stay at the last improvement.
+                last = rundir.last_checkpoint(run_dir)
+                trainer.save_checkpoint(last)
                 metrics["best_checkpoint"] = checkpoint.best_model_path or None
-                metrics["last_checkpoint"] = checkpoint.last_model_path or None
+                metrics["last_checkpoint"] = str(last)
             metrics["final"] = _scalars(trainer.callback_metrics)
             if datamodule.test_set is not None:
                 best = metrics.get("best_checkpoint")

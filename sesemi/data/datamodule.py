@@ -221,7 +221,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         for stream, dataset in streams.items():
             if len(dataset):
                 batch = default_collate([dataset[i] for i in range(len(dataset))])
-                batches[stream] = {k: v for k, v in batch.items() if k != "target"}
+                batches[stream] = {k: v for k, v in batch.items() if k not in ("target", "index")}  # images only
         return batches
 
     @property
