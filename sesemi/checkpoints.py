@@ -33,9 +33,8 @@ def load_checkpoint(path: str | os.PathLike, key: str = "checkpoint") -> dict[st
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
             key,
-            f"{path} holds pickled objects that are not plain weights, which could run code when loaded "
-            f"({detail})",
-            "only if you trust the file, convert it once to plain tensors and load the copy: python -c \"import "
+            f"{path} holds pickled objects that are not plain weights, which could run code when loaded ({detail})",
+            'only if you trust the file, convert it once to plain tensors and load the copy: python -c "import '
             f"torch; c = torch.load('{path}', weights_only=False); keep = ('state_dict', 'sesemi_config', "
             "'sesemi_classes'); torch.save({k: c[k] for k in keep if k in c} if isinstance(c, dict) else "
             "c.state_dict(), 'plain.ckpt')\"",

@@ -173,4 +173,3 @@ def _run(network: nn.Module, x: Tensor, where: str, key: str) -> Tensor:
         else:
             fix = f"check the arguments under {key}"
         raise ConfigError(key, problem, fix) from err
-

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import read_json, run_cli, run_dirs
-from PIL import Image
 from faults import snapshot
+from PIL import Image
 
 from sesemi.checks import usable_cores
 from sesemi.datasets import Digits
@@ -189,7 +189,7 @@ def test_corrupt_image_is_found_before_training(workspace: Path):
     _fails(args, workspace, "data.train", "2 of 26 images cannot be decoded", "broken.png", "empty.png")
 
 
-BACKBONES = '''
+BACKBONES = """
     from sesemi.models import SmallCNN
 
 
@@ -203,7 +203,7 @@ BACKBONES = '''
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             del self.out_features
-'''
+"""
 
 
 @pytest.mark.slow

@@ -62,7 +62,9 @@ def test_the_conversion_the_error_prints_makes_a_trusted_file_loadable(tmp_path:
         load_checkpoint(path)
     command = re.search(r'python -c "(.*?)"', err.value.fix).group(1)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    subprocess.run([sys.executable, "-c", f"from {__name__} import Harmless; " + command], cwd=tmp_path, check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-c", f"from {__name__} import Harmless; " + command], cwd=tmp_path, check=True, env=env
+    )
     plain = load_checkpoint(tmp_path / "plain.ckpt")
     assert torch.equal(plain["state_dict"]["model.head.weight"], weights["model.head.weight"])
     assert plain["sesemi_config"] == {"a": 1} and "extra" not in plain

@@ -1,7 +1,7 @@
 """Every use of a Lightning internal in sesemi, in one place, each with why no public API does it.
 
-``tests/test_compat_lightning.py`` checks each against the installed Lightning, so an upgrade that moves one fails there,
-loudly and by name, instead of silently changing behaviour.
+``tests/test_compat_lightning.py`` checks each against the installed Lightning, so an upgrade that moves one fails
+there, loudly and by name, instead of silently changing behaviour.
 """
 
 from __future__ import annotations

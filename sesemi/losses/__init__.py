@@ -1,10 +1,10 @@
 """Loss heads: each is one term of the training objective (see :mod:`sesemi.losses.base`)."""
 
-from sesemi.losses.freematch import FreeMatchHead, self_adaptive_fairness
 from sesemi.losses.base import LossHead, PseudoLabels, StepContext, linear_rampup, sigmoid_rampup, sum_across_ranks
 from sesemi.losses.consistency import ConsistencyHead, softmax_kl, softmax_mse
 from sesemi.losses.entropy import EntropyMinimizationHead, prediction_entropy
 from sesemi.losses.fixmatch import FixMatchHead, confident_pseudo_labels
+from sesemi.losses.freematch import FreeMatchHead, self_adaptive_fairness
 from sesemi.losses.jigsaw import JigsawHead, jigsaw_permutations, shuffle_tiles
 from sesemi.losses.pseudo_label import PseudoLabelHead, masked_cross_entropy
 from sesemi.losses.rotation import RotationHead, rotate_batch

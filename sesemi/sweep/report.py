@@ -250,7 +250,7 @@ def _plots(study: optuna.Study, out: Path, skipped: dict[str, str]) -> dict[str,
 
     objective = study.user_attrs.get(SWEEP, {}).get("objective", "value")
     written = {}
-    plotted, state = _with_pruned(study)
+    plotted, _ = _with_pruned(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     for name in PLOTS:
         if name == "intermediate_values" and not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
@@ -274,9 +274,9 @@ def _plots(study: optuna.Study, out: Path, skipped: dict[str, str]) -> dict[str,
                 labels = [objective, *(names[k] for k in keys)]
                 fig.update_xaxes(ticktext=labels)
                 for trace in fig.data:  # the hover texts: one [label, value] per axis
-                    if trace.customdata is not None and all(len(row) == 2 for row in trace.customdata):
-                        if len(trace.customdata) == len(labels):
-                            trace.customdata = [[label, row[1]] for label, row in zip(labels, trace.customdata)]
+                    rows = trace.customdata
+                    if rows is not None and len(rows) == len(labels) and all(len(row) == 2 for row in rows):
+                        trace.customdata = [[label, row[1]] for label, row in zip(labels, trace.customdata)]
                 fig.update_layout(title=f"Parallel coordinates (pruned trials: their best reported {objective})")
             elif name == "intermediate_values":
                 fig = vis.plot_intermediate_values(study)

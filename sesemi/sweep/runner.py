@@ -213,7 +213,7 @@ def run_trial(
             try:
                 value = float(task_function(cfg))
                 outcome = (TrialState.PRUNED, context.pruned) if context.pruned else (TrialState.COMPLETE, value)
-            except Exception as err:  # noqa: BLE001 - a crashing trial is recorded, the sweep goes on
+            except Exception as err:
                 if stop.received():
                     raise KeyboardInterrupt(f"SIGTERM; then {_describe(err)}") from err
                 outcome = (TrialState.FAIL, err)

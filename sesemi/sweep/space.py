@@ -70,7 +70,7 @@ def check(
         overrides = [f"{k}={v}" for k, v in {**values, **fixed_params}.items()] + list(fixed_overrides)
         try:
             hydra_context.config_loader.load_sweep_config(config, overrides)
-        except Exception as err:  # noqa: BLE001 - Hydra's composition errors have no common type
+        except Exception as err:
             keys = [*values, *fixed_params, *(o.split("=", 1)[0] for o in fixed_overrides)]
             key = _key_of(err, keys) or "hydra.sweeper.params"
             swept = key in distributions

@@ -268,8 +268,7 @@ class OptunaSweeper(Sweeper):
             study.set_user_attr(study_lib.SWEEP, info)
         if not self.dry_run:
             (self.sweep_dir / "sweep.json").write_text(
-                json.dumps({**info, "journal": journal is not None, "commands": commands}, indent=2, default=str)
-                + "\n"
+                json.dumps({**info, "journal": journal is not None, "commands": commands}, indent=2, default=str) + "\n"
             )
         if new_study:
             for params in self.enqueue_trials:
@@ -396,11 +395,11 @@ class OptunaSweeper(Sweeper):
             for trial, _ in batch:
                 trial.set_user_attr(study_lib.RUN_DIR, str(self.sweep_dir / trial_subdir(trial.number)))
             # The sweeper beats for its trials while they wait in a queue; the trial jobs beat too once they run.
-            with study_lib.Heartbeat(study, [compat.trial_id(t) for t, _ in batch], self.heartbeat_interval):
-                with self._progress():
-                    errors = self._launch(
-                        [o for _, o in batch], batch[0][0].number, [trial_subdir(t.number) for t, _ in batch]
-                    )
+            beating = [compat.trial_id(t) for t, _ in batch]
+            with study_lib.Heartbeat(study, beating, self.heartbeat_interval), self._progress():
+                errors = self._launch(
+                    [o for _, o in batch], batch[0][0].number, [trial_subdir(t.number) for t, _ in batch]
+                )
             for (trial, _), error in zip(batch, errors):
                 frozen = compat.frozen(study, compat.trial_id(trial))
                 if frozen.state.name != "RUNNING":

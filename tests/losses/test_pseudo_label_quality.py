@@ -1,4 +1,5 @@
-"""Pseudo-label quality: the metric against a hand count, and every pseudo-labelling head reporting what its loss used."""
+"""Pseudo-label quality: the metric against a hand count, and every pseudo-labelling head reporting what its loss
+used."""
 
 from __future__ import annotations
 

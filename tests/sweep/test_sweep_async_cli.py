@@ -112,7 +112,7 @@ def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
 def test_resumed_async_sweep_draws_no_parameter_set_twice(workdir: Path):
     """The same command three times with a growing budget (the built-in search's seed: 0 each time)."""
     for budget in (2, 4, 6):
-        proc = run_cli([*ASYNC, "hydra.sweeper.n_trials=%d" % budget, "hydra/sweeper/pruner=none"], workdir)
+        proc = run_cli([*ASYNC, f"hydra.sweeper.n_trials={budget}", "hydra/sweeper/pruner=none"], workdir)
         assert f"{budget - 2} of n_trials={budget} trials exist" in proc.stdout + proc.stderr
     trials = load(workdir / "runs" / "sweeps" / "digits_fixmatch").get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
