@@ -21,6 +21,7 @@ import logging.handlers
 import os
 import socket
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -150,14 +151,27 @@ def _raw(container: Any, key: str) -> Any:
 
 
 def check_not_running(run_dir: Path) -> None:
-    """Refuse a run whose status says running while its process (on this host) is alive."""
+    """Refuse a run whose status says running while its process is alive: the same pid alive on this host, or a
+    fresh heartbeat from another host."""
     from pytorch_lightning.utilities import rank_zero_only
 
     if getattr(rank_zero_only, "rank", 0) != 0:
         return  # a DDP rank of this very attempt: rank 0 has already marked the run running
     status = rundir.read_status(run_dir) or {}
     attempt = (status.get("attempts") or [{}])[-1]
-    if status.get("state") != "running" or attempt.get("host") != socket.gethostname():
+    if status.get("state") != "running":
+        return
+    if attempt.get("host") != socket.gethostname():
+        beat = rundir.last_heartbeat(status)
+        age = (datetime.now(timezone.utc) - beat).total_seconds() if beat else None
+        if age is not None and age < rundir.HEARTBEAT_STALE_S:
+            raise ConfigError(
+                "run.resume",
+                f"{run_dir} is running now on {attempt.get('host')} (pid {attempt.get('pid')}, last heartbeat "
+                f"{age:.0f} s ago)",
+                f"wait for it to end or stop it there, then resume (a run silent for {rundir.HEARTBEAT_STALE_S:.0f} s "
+                "counts as gone)",
+            )
         return
     pid = attempt.get("pid")
     try:

@@ -86,6 +86,22 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+# A running run's heartbeat (sesemi.callbacks.Heartbeat, every few seconds) older than this: its process is gone.
+HEARTBEAT_STALE_S = 180.0
+
+
+def last_heartbeat(status: dict[str, Any] | None) -> datetime | None:
+    """When the run last said it was alive: its heartbeat, else the last status update."""
+    status = status or {}
+    for text in ((status.get("progress") or {}).get("heartbeat"), status.get("updated")):
+        try:
+            if text:
+                return datetime.fromisoformat(text)
+        except ValueError:
+            continue
+    return None
+
+
 def read_status(run_dir: PathLike) -> dict[str, Any] | None:
     """``status.json`` of a run dir, or None when there is none (yet)."""
     return _read_json(Path(run_dir) / STATUS_FILE)

@@ -164,3 +164,27 @@ def test_a_longer_run_stretches_each_builtin_schedule_without_raising_the_lr(con
         assert lrs[-1] < 1e-9 and (stop_at == 20 or lrs[40] > 1e-3)
     if config == "fixmatch_cosine":  # keeps decaying to the new last step
         assert lrs[-1] < lrs[40] < lrs[stop_at]
+
+
+def test_a_run_beating_on_another_host_cannot_be_resumed_until_its_heartbeat_is_stale(tmp_path: Path):
+    """A SLURM job on another node: its pid means nothing here, its heartbeat in status.json does."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from sesemi.errors import ConfigError
+    from sesemi.resume import check_not_running
+
+    def status(beat_age_s: float) -> None:
+        beat = (datetime.now(timezone.utc) - timedelta(seconds=beat_age_s)).isoformat(timespec="seconds")
+        record = {
+            "state": "running",
+            "attempts": [{"host": "node-elsewhere", "pid": 1}],
+            "progress": {"heartbeat": beat},
+        }
+        (tmp_path / "status.json").write_text(json.dumps(record))
+
+    status(5)
+    with pytest.raises(ConfigError, match="running now on node-elsewhere"):
+        check_not_running(tmp_path)
+    status(600)  # silent for 10 minutes: killed without a status update
+    check_not_running(tmp_path)

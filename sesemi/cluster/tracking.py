@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from sesemi.cluster.summary import ENDED, JOBS_FILE, sacct_states
+from sesemi.rundir import HEARTBEAT_STALE_S, last_heartbeat
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.json"
-# A heartbeat older than this (and no SLURM job running it) means the run's process is gone.
-STALE_S = 180.0
+STALE_S = HEARTBEAT_STALE_S  # a heartbeat older than this (and no SLURM job running it): the process is gone
 # Final states: the job will not change by itself any more.
 FINAL = ("completed", "failed", "cancelled", "lost", "missing")
 ATTENTION = ("failed", "cancelled", "lost", "missing")
@@ -119,7 +119,7 @@ def derive_state(status: dict[str, Any] | None, slurm: str, now: datetime, stale
             return "requeued"
         if slurm_ended:
             return "cancelled" if slurm == "CANCELLED" else "lost"
-        beat = _time(((status or {}).get("progress") or {}).get("heartbeat")) or _time((status or {}).get("updated"))
+        beat = last_heartbeat(status)
         if not slurm and beat is not None and (now - beat).total_seconds() > stale_s:
             return "lost"  # no scheduler to ask (local runs) and the process stopped beating
     return str(state)
