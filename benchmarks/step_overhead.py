@@ -291,7 +291,8 @@ def sesemi_run(cfg, module, labeled, unlabeled, steps: int, variant: str, hand: 
     cfg = copy.deepcopy(cfg)
     removed, keep_logger, keep_bar = VARIANTS[variant]
     with open_dict(cfg):
-        cfg.callbacks.pop("checkpoint", None)  # checkpoints are written at validation, which is off here
+        for name in ("checkpoint", "last_checkpoint"):  # checkpoints are written at validation, which is off here
+            cfg.callbacks.pop(name, None)
         for name in removed:
             cfg.callbacks.pop(name, None)
         if not keep_logger:

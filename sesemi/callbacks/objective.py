@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytorch_lightning as pl
 
 from sesemi.errors import ConfigError
+
+
+def objective_candidates(metrics: Mapping[str, Any]) -> list[str]:
+    """The logged metrics an objective can be: the validation and test scalars (not per-class curves)."""
+    return sorted(k for k in metrics if k.startswith(("val/", "test/")))
 
 
 class ObjectiveCheck(pl.Callback):
@@ -17,7 +25,7 @@ class ObjectiveCheck(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.objective in trainer.callback_metrics:
             return
-        logged = sorted(k for k in trainer.callback_metrics if k.startswith(("val/", "test/")))
+        logged = objective_candidates(trainer.callback_metrics)
         raise ConfigError(
             "run.objective",
             f"{self.objective!r} is not logged at validation; validation logs {logged}",

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from sesemi.callbacks.objective import objective_candidates
 from sesemi.errors import ConfigError
 from sesemi.sweep import stop
 
@@ -117,7 +118,7 @@ class OptunaTrialCallback(pl.Callback):
             return
         monitor = self.context.monitor
         if monitor not in trainer.callback_metrics:
-            logged = sorted(k for k in trainer.callback_metrics if not k.startswith(("train/", "lr-")))
+            logged = objective_candidates(trainer.callback_metrics)
             raise ConfigError(
                 "run.objective",
                 f"{monitor!r} is not logged by this run; its validation metrics are {logged}",
