@@ -187,7 +187,10 @@ def test_killed_worker_is_replaced_at_once_and_its_trial_retried(workdir: Path):
     after = [t for t in trials if t.datetime_start.timestamp() > killed_at]
     assert len({t.user_attrs["worker"].split("@")[0] for t in after}) == 2, [t.user_attrs["worker"] for t in after]
     worker_dirs = {d.name: read_json(d / "status.json")["state"] for d in (sweep / "workers").glob("*/w*")}
-    assert worker_dirs[dead] == "failed" and sorted(worker_dirs) == ["w0", "w1", "w2"], worker_dirs
+    # A worker that found no waiting trial (the lost one is re-queued only after the grace period) ends, and a
+    # later replacement takes the retry: more than w2 may appear, but only the killed one failed.
+    assert worker_dirs[dead] == "failed" and "w2" in worker_dirs, worker_dirs
+    assert all(state == "completed" for name, state in worker_dirs.items() if name != dead), worker_dirs
     # Every trial has a dir of its own, holding its own parameters: nothing was overwritten.
     dirs = sorted(sweep.glob("trial_*"))
     assert [d.name for d in dirs] == [f"trial_{t.number:04d}" for t in trials]
