@@ -29,6 +29,7 @@ from sesemi import resolvers
 from sesemi.compat import hydra as hydra_compat
 from sesemi.compat import optuna as compat
 from sesemi.errors import ConfigError
+from sesemi.runtime import RunStopped
 from sesemi.sweep import stop
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep import study as study_lib
@@ -218,7 +219,10 @@ def run_trial(
                     raise KeyboardInterrupt(f"SIGTERM; then {_describe(err)}") from err
                 outcome = (TrialState.FAIL, err)
     except BaseException as err:  # interrupted (Ctrl-C, SIGTERM of a preempted or cancelled job): retry it now
-        why = "SIGTERM (scancel, preemption or time limit)" if stop.received() else _describe(err)
+        if isinstance(err, RunStopped):  # the run's own signal handling checkpointed and stopped it
+            why = str(err)
+        else:
+            why = "SIGTERM (scancel, preemption or time limit)" if stop.received() else _describe(err)
         _interrupted(study, trial, settings, why, run_dir)
         raise
     finally:
