@@ -131,12 +131,11 @@ def _train(cfg: DictConfig, runtime: Runtime) -> dict[str, Any]:
             }
             checkpoint = trainer.checkpoint_callback
             if checkpoint is not None:
-                # The final state, whatever the last validation scored: Lightning's save_last follows the
-                # monitored saves only, so last.ckpt would otherwise stay at the last improvement.
+                # Written at every validation by the unmonitored `last_checkpoint` callback, improved or not
+                # (Lightning's save_last follows the monitored saves only).
                 last = rundir.last_checkpoint(run_dir)
-                trainer.save_checkpoint(last)
                 metrics["best_checkpoint"] = checkpoint.best_model_path or None
-                metrics["last_checkpoint"] = str(last)
+                metrics["last_checkpoint"] = str(last) if last.is_file() else None
             metrics["final"] = _scalars(trainer.callback_metrics)
             if datamodule.test_set is not None:
                 best = metrics.get("best_checkpoint")
