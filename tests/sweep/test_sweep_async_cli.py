@@ -185,7 +185,8 @@ def test_killed_worker_is_replaced_at_once_and_its_trial_retried(workdir: Path):
     assert read_json(Path(lost.user_attrs["run_dir"]) / "status.json")["state"] == "failed"
     # After the kill, two workers ran side by side again: the survivor and the replacement.
     after = [t for t in trials if t.datetime_start.timestamp() > killed_at]
-    assert len({t.user_attrs["worker"].split("@")[0] for t in after}) == 2, [t.user_attrs["worker"] for t in after]
+    # (A replacement that found the queue empty may itself be replaced once the retry is queued: w3.)
+    assert len({t.user_attrs["worker"].split("@")[0] for t in after}) >= 2, [t.user_attrs["worker"] for t in after]
     worker_dirs = {d.name: read_json(d / "status.json")["state"] for d in (sweep / "workers").glob("*/w*")}
     # A worker that found no waiting trial (the lost one is re-queued only after the grace period) ends, and a
     # later replacement takes the retry: more than w2 may appear, but only the killed one failed.
