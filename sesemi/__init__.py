@@ -16,6 +16,8 @@ _EXPORTS = {
     "SemiSupervisedDataModule": "sesemi.data",
     "MultiView": "sesemi.data",
     "split_indices": "sesemi.data",
+    "pipeline": "sesemi.data",
+    "batch_pipeline": "sesemi.data",
     # loss heads
     "LossHead": "sesemi.losses",
     "StepContext": "sesemi.losses",

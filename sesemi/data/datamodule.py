@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import CombinedLoader
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from sesemi.data import workers
 from sesemi.data.splits import Split, split_indices
@@ -34,6 +34,9 @@ class ViewDataset(Dataset):
         sample["target"] = target
         return sample
 
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.views.collate(samples)
+
     def targets(self) -> list[int]:
         """The labels of the subset (-1 where the dataset has none)."""
         targets = getattr(self.dataset, "targets", None)
@@ -48,6 +51,7 @@ class UnlabeledPool(Dataset):
 
     def __init__(self, parts: Sequence[ViewDataset]) -> None:
         self.pool = ConcatDataset(parts)
+        self.collate = parts[0].collate  # one MultiView for every part
         self.targets = torch.tensor([t for part in parts for t in part.targets()], dtype=torch.long)
 
     def __len__(self) -> int:
@@ -220,7 +224,8 @@ class SemiSupervisedDataModule(LightningDataModule):
         batches = {}
         for stream, dataset in streams.items():
             if len(dataset):
-                batch = default_collate([dataset[i] for i in range(len(dataset))])
+                collate = (dataset.dataset if isinstance(dataset, Subset) else dataset).collate
+                batch = collate([dataset[i] for i in range(len(dataset))])
                 batches[stream] = {k: v for k, v in batch.items() if k not in ("target", "index")}  # images only
         return batches
 
@@ -251,6 +256,7 @@ class SemiSupervisedDataModule(LightningDataModule):
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
             worker_init_fn=self.worker_init_fn,
+            collate_fn=getattr(dataset, "collate", None),
         )
 
     def train_dataloader(self) -> CombinedLoader:

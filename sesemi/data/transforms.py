@@ -14,26 +14,54 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from sesemi.data.batched import BatchPipeline
+
 Transform = Callable[[Any], torch.Tensor]
+_RAW = "_uint8_image"  # a sample's image for its batched views, replaced by them when the batch is collated
 
 
 class MultiView:
-    """Apply several named transforms to the same image and return ``{name: view}``."""
+    """Apply several named transforms to the same image and return ``{name: view}``.
+
+    Views made by :func:`sesemi.data.batch_pipeline` are applied to whole batches instead: each sample then carries
+    its image as an 8-bit tensor and :meth:`collate` (the loader's ``collate_fn``) stacks the samples and turns those
+    images into the batched views."""
 
     def __init__(self, views: Mapping[str, Transform]) -> None:
         if not views:
             raise ValueError("MultiView needs at least one view")
-        self.views = dict(views)
+        self.views = {name: t for name, t in views.items() if not isinstance(t, BatchPipeline)}
+        self.batch_views = {name: t for name, t in views.items() if isinstance(t, BatchPipeline)}
 
     def __call__(self, image: Any) -> dict[str, torch.Tensor]:
-        return {name: transform(image) for name, transform in self.views.items()}
+        sample = {name: transform(image) for name, transform in self.views.items()}
+        if self.batch_views:
+            sample[_RAW] = TF.to_dtype(TF.to_image(image), torch.uint8, scale=True).as_subclass(torch.Tensor)
+        return sample
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """``default_collate``, then the batched views of the stacked 8-bit images."""
+        if not self.batch_views:
+            return default_collate(samples)
+        sizes = {tuple(s[_RAW].shape) for s in samples}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"batched views {sorted(self.batch_views)} need images of one size, got {sorted(sizes)}: resize them "
+                "in the dataset or use sesemi.data.pipeline (per image) for these views"
+            )
+        batch = default_collate(samples)
+        images = batch.pop(_RAW)
+        for name, transform in self.batch_views.items():
+            batch[name] = transform(images)
+        return batch
 
     def __repr__(self) -> str:
-        return f"MultiView({list(self.views)})"
+        return f"MultiView({[*self.views, *self.batch_views]})"
 
 
 class NormalizedTensor:
