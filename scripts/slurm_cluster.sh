@@ -475,6 +475,7 @@ cmd_status() {
     local name pidfile
     for name in munged:$MUNGE_PID mariadb:$MYSQL_PID slurmdbd:$RUN_DIR/slurmdbd.pid \
         slurmctld:$RUN_DIR/slurmctld.pid "$RUN_DIR"/slurmd.pid "$RUN_DIR"/slurmd-*.pid; do
+        [[ $name == *'*'* ]] && continue # no slurmd-<node>.pid
         [[ $name == *:* ]] || name=$(basename "$name" .pid):$name
         pidfile=${name#*:}
         if pid_alive "$pidfile"; then
