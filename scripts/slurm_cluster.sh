@@ -48,6 +48,14 @@ NODES=1
 
 CONFIG_CHANGED=0
 
+# The daemons this script starts inherit none of its caller's file descriptors above stderr: one left open (e.g. the
+# lock of `flock LOCKFILE scripts/slurm_cluster.sh start`, which slurmdbd kept) would stay held as long as they run.
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+done
+unset fd
+
 log() { echo "[slurm_cluster] $*" >&2; }
 
 die() {
