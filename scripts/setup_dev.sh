@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Developer / CI set-up from nothing: a .venv with sesemi (editable) and its test extras, the Fashion-MNIST
 # Debian package the real-data tests read, and the local services the test suite runs against (a single-node
-# SLURM cluster and PostgreSQL, see scripts/slurm_cluster.sh and scripts/postgres.sh; they need root).
+# SLURM cluster and PostgreSQL, see scripts/slurm_cluster.sh and scripts/postgres.sh; they need root). The SLURM
+# script also installs iproute2, for the 2-node mode a test switches to and back (start --nodes 2).
 # Idempotent: run it again after pulling. Then: .venv/bin/python -m pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."

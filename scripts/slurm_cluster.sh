@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Single-node SLURM cluster (slurm-wlm 22.05, Debian 12) for CI and local testing of the
+# SLURM cluster on this one machine (slurm-wlm 22.05, Debian 12) for CI and local testing of the
 # submitit launcher, without systemd or cgroups.  Must run as root.
-#   scripts/slurm_cluster.sh start   # install packages if missing, write configs, start daemons
-#   scripts/slurm_cluster.sh stop    # stop slurmd, slurmctld, slurmdbd, MariaDB and munged
-#   scripts/slurm_cluster.sh status  # sinfo / squeue
+#   scripts/slurm_cluster.sh start             # install packages if missing, write configs, start daemons
+#   scripts/slurm_cluster.sh start --nodes 2   # the same cluster as 2 nodes, node1 and node2 (see below)
+#   scripts/slurm_cluster.sh stop              # stop slurmd(s), slurmctld, slurmdbd, MariaDB and munged
+#   scripts/slurm_cluster.sh status            # daemons, sinfo / squeue
 # Sets up munged, MariaDB (socket only) + slurmdbd (so sacct, which submitit reads, works),
 # slurmctld and slurmd with one node `hostname -s` advertising 8 CPUs in partition `debug`.
+# `start --nodes N` (N = 2..4) splits those CPUs over N nodes node1..nodeN, each a slurmd in a network namespace
+# (`ip netns` sesemi-nodeI) and a UTS namespace of its own: hostname nodeI, address 10.77.0.1I on a veth into the
+# bridge sesemi-br0 (10.77.0.1, no uplink, no forwarding: nothing else on any network is touched), where
+# slurmctld is reached; /etc/hosts gets `nodeI` lines marked `# sesemi-slurm-nodes`. Plain `start` tears all of
+# that down and returns to the single node. Changing the node set refuses while jobs are queued or running.
 # `start` is idempotent. Logs: /var/log/slurm/*.log. Override SLURM_NODE_CPUS / SLURM_NODE_MEM_MB.
 set -euo pipefail
 
@@ -31,16 +37,31 @@ MYSQL_LOG=$LOG_DIR/mariadb.log
 MUNGE_RUN=/run/munge
 MUNGE_PID=$MUNGE_RUN/munged.pid
 MUNGE_LOG=/var/log/munge/munged.log
-PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
+PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server iproute2)
+# Multi-node mode: namespaces, bridge and addresses (see the top).
+BRIDGE=sesemi-br0
+NET_PREFIX=10.77.0
+CTLD_ADDR=$NET_PREFIX.1
+NETNS_PREFIX=sesemi-
+HOSTS_MARK='# sesemi-slurm-nodes'
+NODES=1
 
 CONFIG_CHANGED=0
+
+# The daemons this script starts inherit none of its caller's file descriptors above stderr: one left open (e.g. the
+# lock of `flock LOCKFILE scripts/slurm_cluster.sh start`, which slurmdbd kept) would stay held as long as they run.
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+done
+unset fd
 
 log() { echo "[slurm_cluster] $*" >&2; }
 
 die() {
     log "ERROR: $*"
     local f
-    for f in "$MUNGE_LOG" "$MYSQL_LOG" "$LOG_DIR"/slurmdbd.log "$LOG_DIR"/slurmctld.log "$LOG_DIR"/slurmd.log; do
+    for f in "$MUNGE_LOG" "$MYSQL_LOG" "$LOG_DIR"/slurmdbd.log "$LOG_DIR"/slurmctld.log "$LOG_DIR"/slurmd.log "$LOG_DIR"/slurmd-*.log; do
         [[ -s $f ]] || continue
         log "---- last lines of $f"
         tail -n 15 "$f" >&2 || true
@@ -69,7 +90,7 @@ pid_alive() {
     [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
     case $(basename "$1" .pid) in
         mysqld) [[ $comm == mariadbd || $comm == mysqld ]] ;;
-        *) [[ $comm == "$(basename "$1" .pid)" ]] ;;
+        *) [[ $comm == "$(basename "$1" .pid | cut -d- -f1)" ]] ;; # slurmd-node1.pid: slurmd
     esac
 }
 
@@ -132,24 +153,43 @@ install_file() {
     chown "$owner" "$dest"
 }
 
-write_configs() {
-    mkdir -p "$CONF_DIR" "$LOG_DIR" "$RUN_DIR" "$STATE_DIR/slurmctld" "$STATE_DIR/slurmd"
-    chown slurm:slurm "$LOG_DIR" "$RUN_DIR" "$STATE_DIR" "$STATE_DIR/slurmctld"
-    install_file "$CONF_DIR/slurm.conf" 644 root:root <<EOF
-# Written by scripts/slurm_cluster.sh -- local single-node test cluster.
+# node_names: the SLURM node names of this mode, one a line.
+node_names() {
+    if ((NODES == 1)); then
+        echo "$NODE_NAME"
+    else
+        seq -f 'node%g' 1 "$NODES"
+    fi
+}
+
+# slurm_conf: slurm.conf of this mode (the single-node one unchanged; N nodes: own pid/log/spool per node).
+slurm_conf() {
+    local ctld_addr=127.0.0.1 node_files='' nodes
+    nodes="NodeName=$NODE_NAME NodeAddr=127.0.0.1 CPUs=$NODE_CPUS RealMemory=$NODE_MEM_MB State=UNKNOWN
+PartitionName=$PARTITION Nodes=$NODE_NAME Default=YES MaxTime=INFINITE State=UP"
+    if ((NODES > 1)); then
+        ctld_addr=$CTLD_ADDR
+        node_files=%n
+        nodes=$(for i in $(seq 1 "$NODES"); do
+            echo "NodeName=node$i NodeAddr=$NET_PREFIX.1$i CPUs=$((NODE_CPUS / NODES)) RealMemory=$((NODE_MEM_MB / NODES)) State=UNKNOWN"
+        done)
+        nodes+=$'\n'"PartitionName=$PARTITION Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP"
+    fi
+    cat <<EOF
+# Written by scripts/slurm_cluster.sh -- local $( ((NODES == 1)) && echo single-node || echo "$NODES-node") test cluster.
 ClusterName=$CLUSTER_NAME
-SlurmctldHost=$NODE_NAME(127.0.0.1)
+SlurmctldHost=$NODE_NAME($ctld_addr)
 SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
 # Short credential lifetime: a requeued job may start again after cred_expire seconds.
 AuthInfo=cred_expire=10
 StateSaveLocation=$STATE_DIR/slurmctld
-SlurmdSpoolDir=$STATE_DIR/slurmd
+SlurmdSpoolDir=$STATE_DIR/slurmd${node_files:+/$node_files}
 SlurmctldPidFile=$RUN_DIR/slurmctld.pid
-SlurmdPidFile=$RUN_DIR/slurmd.pid
+SlurmdPidFile=$RUN_DIR/slurmd${node_files:+-$node_files}.pid
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
-SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmdLogFile=$LOG_DIR/slurmd${node_files:+-$node_files}.log
 SlurmctldPort=6817
 SlurmdPort=6818
 # No cgroups available: plain /proc based process tracking, no task binding.
@@ -180,9 +220,18 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName=$NODE_NAME NodeAddr=127.0.0.1 CPUs=$NODE_CPUS RealMemory=$NODE_MEM_MB State=UNKNOWN
-PartitionName=$PARTITION Nodes=$NODE_NAME Default=YES MaxTime=INFINITE State=UP
+$nodes
 EOF
+}
+
+write_configs() {
+    local node
+    mkdir -p "$CONF_DIR" "$LOG_DIR" "$RUN_DIR" "$STATE_DIR/slurmctld" "$STATE_DIR/slurmd"
+    chown slurm:slurm "$LOG_DIR" "$RUN_DIR" "$STATE_DIR" "$STATE_DIR/slurmctld"
+    if ((NODES > 1)); then
+        for node in $(node_names); do mkdir -p "$STATE_DIR/slurmd/$node"; done
+    fi
+    install_file "$CONF_DIR/slurm.conf" 644 root:root < <(slurm_conf) # not a pipe: CONFIG_CHANGED must stick
     install_file "$CONF_DIR/slurmdbd.conf" 600 slurm:slurm <<EOF
 # Written by scripts/slurm_cluster.sh -- local single-node test cluster.
 AuthType=auth/munge
@@ -250,7 +299,11 @@ EOF
 
 restart_slurm_if_config_changed() {
     ((CONFIG_CHANGED)) || return 0
-    if pid_alive "$RUN_DIR/slurmd.pid" || pid_alive "$RUN_DIR/slurmctld.pid" || pid_alive "$RUN_DIR/slurmdbd.pid"; then
+    local pidfile
+    for pidfile in "$RUN_DIR"/slurmd.pid "$RUN_DIR"/slurmd-*.pid "$RUN_DIR/slurmctld.pid"; do
+        pid_alive "$pidfile" && break
+    done
+    if pid_alive "$pidfile"; then
         log "configuration changed: restarting running SLURM daemons"
         stop_slurm_daemons
     fi
@@ -276,53 +329,146 @@ start_slurmctld() {
     wait_for 60 scontrol ping || die "slurmctld does not answer (scontrol ping)"
 }
 
-start_slurmd() {
-    if ! pid_alive "$RUN_DIR/slurmd.pid"; then
-        log "starting slurmd"
-        slurmd || die "slurmd failed to start"
-    fi
+# slurmd_pidfile NODE: the pid file of NODE's slurmd (SlurmdPidFile of slurm_conf).
+slurmd_pidfile() {
+    if ((NODES == 1)); then echo "$RUN_DIR/slurmd.pid"; else echo "$RUN_DIR/slurmd-$1.pid"; fi
 }
 
-node_state() { sinfo -h -N -n "$NODE_NAME" -o '%T' 2>/dev/null | head -n1; }
+start_slurmd() {
+    local node
+    for node in $(node_names); do
+        pid_alive "$(slurmd_pidfile "$node")" && continue
+        log "starting slurmd ($node)"
+        if ((NODES == 1)); then
+            slurmd || die "slurmd failed to start"
+        else
+            # Its own network namespace (address) and UTS namespace (hostname). nsenter, not `ip netns exec`:
+            # that also remounts /sys, hiding /sys/fs/cgroup, without which slurmd does not start.
+            nsenter --net=/run/netns/"$NETNS_PREFIX$node" unshare --uts sh -c "hostname $node && exec slurmd -N $node" ||
+                die "slurmd of $node failed to start"
+        fi
+    done
+}
+
+# check_node_set NODES: refuse to change the cluster's nodes while jobs are queued or running (they would be lost).
+check_node_set() {
+    local now wanted jobs
+    [[ -f $CONF_DIR/slurm.conf ]] && pid_alive "$RUN_DIR/slurmctld.pid" || return 0
+    now=$(grep '^NodeName=' "$CONF_DIR/slurm.conf" || true)
+    wanted=$(slurm_conf | grep '^NodeName=')
+    [[ $now == "$wanted" ]] && return 0
+    jobs=$(squeue -h -o '%i %T %j' 2>/dev/null || true)
+    [[ -z $jobs ]] && return 0
+    log "ERROR: the cluster's nodes would change (to: $(node_names | paste -sd' ')), but jobs are queued or running:"
+    echo "$jobs" | sed 's/^/[slurm_cluster]   /' >&2
+    log "wait for them to end or scancel them, then run this again; nothing was changed"
+    exit 1
+}
+
+# setup_network: the bridge, one network namespace per node with a veth into the bridge, and /etc/hosts lines.
+setup_network() {
+    local i ns veth
+    ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+    ip addr replace "$CTLD_ADDR/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    for i in $(seq 1 "$NODES"); do
+        ns=${NETNS_PREFIX}node$i veth=${NETNS_PREFIX}veth$i
+        [[ -e /run/netns/$ns ]] || ip netns add "$ns"
+        ip link show "$veth" >/dev/null 2>&1 || ip link add "$veth" type veth peer name eth0 netns "$ns"
+        ip link set "$veth" master "$BRIDGE" up
+        ip -n "$ns" addr replace "$NET_PREFIX.1$i/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+    done
+    remove_hosts_lines
+    for i in $(seq 1 "$NODES"); do
+        echo "$NET_PREFIX.1$i node$i $HOSTS_MARK" >>/etc/hosts
+    done
+}
+
+remove_hosts_lines() {
+    local kept
+    grep -q -- "$HOSTS_MARK" /etc/hosts || return 0
+    kept=$(grep -v -- "$HOSTS_MARK" /etc/hosts)
+    printf '%s\n' "$kept" >/etc/hosts # in place: /etc/hosts may be a mount point
+}
+
+# teardown_network: stop the nodes' slurmds and what is left in their namespaces, remove namespaces, veths,
+# bridge and /etc/hosts lines (whatever node count they were made for).
+teardown_network() {
+    local pidfile ns pids
+    for pidfile in "$RUN_DIR"/slurmd-*.pid; do
+        [[ -e $pidfile ]] && stop_daemons "$(basename "$pidfile" .pid)":"$pidfile"
+    done
+    for ns in /run/netns/"$NETNS_PREFIX"node*; do
+        [[ -e $ns ]] || continue
+        ns=$(basename "$ns")
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        if [[ -n $pids ]]; then
+            log "stopping the processes left in $ns: $(echo $pids)"
+            kill -KILL $pids 2>/dev/null || true
+        fi
+        log "removing network namespace $ns"
+        ip netns del "$ns" # its veth end goes with it, and the peer in the bridge too
+    done
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then
+        log "removing bridge $BRIDGE"
+        ip link del "$BRIDGE"
+    fi
+    remove_hosts_lines
+}
+
+node_state() { sinfo -h -N -n "$1" -o '%T' 2>/dev/null | head -n1; }
 
 wait_node_ready() {
-    local deadline=$((SECONDS + 90)) state resumed=0
-    while :; do
-        state=$(node_state)
-        case $state in
-            idle | mixed | allocated | completing) break ;;
-            *drain* | down* | fail*)
-                if ((!resumed)); then
-                    log "node $NODE_NAME is $state: resuming it"
-                    scontrol update nodename="$NODE_NAME" state=resume || true
-                    resumed=1
-                fi
-                ;;
-        esac
-        ((SECONDS < deadline)) || die "node $NODE_NAME not ready (state: '${state:-none}')"
-        sleep 0.5
+    local deadline=$((SECONDS + 90)) state node resumed
+    for node in $(node_names); do
+        resumed=0
+        while :; do
+            state=$(node_state "$node")
+            case $state in
+                idle | mixed | allocated | completing) break ;;
+                *drain* | down* | fail*)
+                    if ((!resumed)); then
+                        log "node $node is $state: resuming it"
+                        scontrol update nodename="$node" state=resume || true
+                        resumed=1
+                    fi
+                    ;;
+            esac
+            ((SECONDS < deadline)) || die "node $node not ready (state: '${state:-none}')"
+            sleep 0.5
+        done
     done
     wait_for 30 sacct -n -X -a -S now-1minutes || die "sacct does not answer"
 }
 
 stop_slurm_daemons() {
-    stop_daemons slurmd:"$RUN_DIR/slurmd.pid" slurmctld:"$RUN_DIR/slurmctld.pid" \
-        slurmdbd:"$RUN_DIR/slurmdbd.pid"
+    local pidfile entries=()
+    for pidfile in "$RUN_DIR"/slurmd.pid "$RUN_DIR"/slurmd-*.pid; do
+        [[ -e $pidfile ]] && entries+=("$(basename "$pidfile" .pid):$pidfile")
+    done
+    stop_daemons "${entries[@]}" slurmctld:"$RUN_DIR/slurmctld.pid" slurmdbd:"$RUN_DIR/slurmdbd.pid"
 }
 
 cmd_start() {
     [[ $(id -u) == 0 ]] || die "must run as root"
     local t0=$SECONDS
     install_packages
+    check_node_set
     write_configs
     restart_slurm_if_config_changed
+    if ((NODES == 1 || CONFIG_CHANGED)); then
+        teardown_network
+    fi
+    ((NODES == 1)) || setup_network
     start_munge
     start_mariadb
     start_slurmdbd
     start_slurmctld
     start_slurmd
     wait_node_ready
-    log "cluster $CLUSTER_NAME up in $((SECONDS - t0)) s: partition $PARTITION, node $NODE_NAME ($NODE_CPUS CPUs, ${NODE_MEM_MB} MB); logs in $LOG_DIR"
+    log "cluster $CLUSTER_NAME up in $((SECONDS - t0)) s: partition $PARTITION, node(s) $(node_names | paste -sd' ') ($NODE_CPUS CPUs, ${NODE_MEM_MB} MB in all); logs in $LOG_DIR"
     sinfo
 }
 
@@ -336,7 +482,9 @@ cmd_stop() {
 cmd_status() {
     local name pidfile
     for name in munged:$MUNGE_PID mariadb:$MYSQL_PID slurmdbd:$RUN_DIR/slurmdbd.pid \
-        slurmctld:$RUN_DIR/slurmctld.pid slurmd:$RUN_DIR/slurmd.pid; do
+        slurmctld:$RUN_DIR/slurmctld.pid "$RUN_DIR"/slurmd.pid "$RUN_DIR"/slurmd-*.pid; do
+        [[ $name == *'*'* ]] && continue # no slurmd-<node>.pid
+        [[ $name == *:* ]] || name=$(basename "$name" .pid):$name
         pidfile=${name#*:}
         if pid_alive "$pidfile"; then
             echo "${name%%:*}: running (pid $(cat "$pidfile"))"
@@ -348,12 +496,27 @@ cmd_status() {
     squeue || true
 }
 
+usage() {
+    echo "usage: $0 {start [--nodes N]|stop|status}  (N: 1 to 4, default 1)" >&2
+    exit 2
+}
+
 case ${1:-} in
-    start) cmd_start ;;
+    start)
+        shift
+        while (($#)); do
+            case $1 in
+                --nodes)
+                    [[ ${2:-} =~ ^[1-4]$ ]] || usage
+                    NODES=$2
+                    shift 2
+                    ;;
+                *) usage ;;
+            esac
+        done
+        cmd_start
+        ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    *)
-        echo "usage: $0 {start|stop|status}" >&2
-        exit 2
-        ;;
+    *) usage ;;
 esac

@@ -81,9 +81,10 @@ def _train(cfg: DictConfig, runtime: Runtime) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from sesemi.builders import build_datamodule, build_module, build_trainer
+    from sesemi.callbacks import RecordNodes
 
-    runtime = replace(runtime, callbacks=[*runtime.callbacks, resume.ScheduleLength()])
     run_dir = Path(cfg.run.output_dir)
+    runtime = replace(runtime, callbacks=[*runtime.callbacks, resume.ScheduleLength(), RecordNodes(str(run_dir))])
     record = rundir.RunRecord(run_dir)
     restart = runtime.restart_checkpoint  # a requeued SLURM job continues from its own checkpoint
     resumed = resume.resumed_run_dir(cfg)  # resumed in place: nothing in the run dir changes until accepted

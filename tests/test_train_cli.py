@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ def test_default_run_writes_a_complete_run_dir(workdir: Path):
 
     status = read_json(run_dir / "status.json")
     assert status["state"] == "completed" and status["restarts"] == 0
+    assert status["attempts"][0]["nodes"] == [socket.gethostname()] and status["attempts"][0]["world_size"] == 1
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["objective"]["name"] == "val/acc"
     assert 0.0 <= metrics["objective"]["value"] <= 1.0

@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import FAST
+from faults import assert_strictly_increasing, tensorboard_steps
 
 # docs/cluster.md's example of a cluster profile of one's own, in the workspace's configs/.
 MYCLUSTER_PROFILE = """\
@@ -120,6 +122,22 @@ DOC_COMMANDS = {
         "hydra/launcher=slurm_cpu",
         "hydra.launcher.partition=debug",
         "run.id=timelimit",
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=45",
+    ],
+    "two_nodes": [
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.partition=debug",
+        "run.id=nodes",
+        "run.num_nodes=2",
+    ],
+    "two_nodes_timelimit": [
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.partition=debug",
+        "run.id=nodes_timelimit",
+        "run.num_nodes=2",
         "hydra.launcher.timeout_min=2",
         "hydra.launcher.signal_delay_s=45",
     ],
@@ -259,3 +277,40 @@ def cancel_jobs(workdir: Path) -> None:
     ids = [job["job_id"] for path in workdir.glob("runs/*/*/jobs.json") for job in read_json(path)["jobs"]]
     if ids and shutil.which("scancel"):
         subprocess.run(["scancel", *ids], capture_output=True, check=False)
+
+
+def check_requeued(launch: Launch, run_id: str, reason: str, max_steps: int, world: int) -> dict:
+    """A requeued job (``reason``: the signal) ended completed in its one run dir: every attempt recorded, the same
+    SLURM job, ``max_steps`` steps, no step logged twice, every rank with the same final weights, loader workers on.
+    Returns its status.json."""
+    rc, output = launch.wait()
+    assert rc == 0, f"{launch.name} exited {rc}:\n{output[-6000:]}"
+    sweep_dir = the_sweep_dir(launch.workdir, run_id)
+    assert subdirs(sweep_dir) == [".submitit", "0"]  # resumed in the same run dir
+    run_dir = sweep_dir / "0"
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "completed", status
+    assert status["restarts"] >= 1 and len(status["attempts"]) == status["restarts"] + 1
+    assert status["requeue_reason"].startswith(reason), status["requeue_reason"]
+    first, second = status["attempts"][:2]
+    assert first["previous_state"] is None and second["previous_state"] == "requeued"
+    assert first["slurm_job_id"] == second["slurm_job_id"]  # the same job, requeued
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert second["resumed_from"] == str(last)
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["global_step"] == max_steps and metrics["last_checkpoint"] == str(last)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no -v1
+    # The same TensorBoard run continues: one event dir, one event file per attempt, no step twice or backwards.
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert 2 <= len(events) <= len(status["attempts"])
+    for tag in ("train/loss", "val/acc"):
+        assert_strictly_increasing(tensorboard_steps(run_dir, tag), tag)
+    ranks = rank_records(launch.ranks_dir)
+    assert len(ranks) == world and {r["step"] for r in ranks} == {max_steps}
+    assert len({r["weights"] for r in ranks}) == 1
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["data"]["num_workers"] == 2 and config["data"]["persistent_workers"] is True  # workers on
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.err"))
+    assert "DataLoader worker" not in logs and "A temporary saved file already exists" not in logs
+    assert "1 jobs: 1 completed" in output
+    return status

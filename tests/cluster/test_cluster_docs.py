@@ -25,6 +25,8 @@ OTHER_COMMANDS = {
     "python -m sesemi.status runs/lr_scan/<timestamp> --resubmit hydra.launcher.timeout_min=30": (
         "test_a_cancelled_point_is_resubmitted_and_completes_in_its_own_run_dir"
     ),
+    "scripts/slurm_cluster.sh start --nodes 2": "test_start_with_two_nodes_gives_two_nodes_in_namespaces_of_their_own",
+    "scripts/slurm_cluster.sh start": "test_plain_start_returns_to_the_single_node",
 }
 
 

@@ -21,6 +21,7 @@ from cluster_testkit import (
     DOC_COMMANDS,
     Launch,
     cancel_jobs,
+    check_requeued,
     first_attempt_job_id,
     needs_slurm,
     rank_records,
@@ -234,42 +235,9 @@ def test_a_failed_job_is_reported_in_the_summary_not_hidden(launches):
     assert "- job 1 (" in output and "Invalid learning rate" in output
 
 
-def _check_requeued(launch: Launch, run_id: str, reason: str, max_steps: int, world: int) -> dict:
-    output = _completed(launch)
-    sweep_dir = the_sweep_dir(launch.workdir, run_id)
-    assert subdirs(sweep_dir) == [".submitit", "0"]  # resumed in the same run dir
-    run_dir = sweep_dir / "0"
-    status = read_json(run_dir / "status.json")
-    assert status["state"] == "completed", status
-    assert status["restarts"] >= 1 and len(status["attempts"]) == status["restarts"] + 1
-    assert status["requeue_reason"].startswith(reason), status["requeue_reason"]
-    first, second = status["attempts"][:2]
-    assert first["previous_state"] is None and second["previous_state"] == "requeued"
-    assert first["slurm_job_id"] == second["slurm_job_id"]  # the same job, requeued
-    last = run_dir / "checkpoints" / "last.ckpt"
-    assert second["resumed_from"] == str(last)
-    metrics = read_json(run_dir / "metrics.json")
-    assert metrics["global_step"] == max_steps and metrics["last_checkpoint"] == str(last)
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no -v1
-    # The same TensorBoard run continues: one event dir, one event file per attempt, no step twice or backwards.
-    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    assert 2 <= len(events) <= len(status["attempts"])
-    for tag in ("train/loss", "val/acc"):
-        assert_strictly_increasing(tensorboard_steps(run_dir, tag), tag)
-    ranks = rank_records(launch.ranks_dir)
-    assert len(ranks) == world and {r["step"] for r in ranks} == {max_steps}
-    assert len({r["weights"] for r in ranks}) == 1
-    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-    assert config["data"]["num_workers"] == 2 and config["data"]["persistent_workers"] is True  # workers on
-    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.err"))
-    assert "DataLoader worker" not in logs and "A temporary saved file already exists" not in logs
-    assert "1 jobs: 1 completed" in output
-    return status
-
-
 def test_scontrol_requeue_mid_training_resumes_in_the_same_run_dir(launches):
     launch = launches["requeue"]
-    status = _check_requeued(launch, "requeue", "SIGTERM", max_steps=30, world=2)
+    status = check_requeued(launch, "requeue", "SIGTERM", max_steps=30, world=2)
     assert launch.intervention.startswith("scontrol requeue")
     # The signal came mid-training: after the first checkpoint (step 5), well before step 30.
     step = int(status["requeue_reason"].split(" at step ")[1].split()[0])
@@ -277,7 +245,7 @@ def test_scontrol_requeue_mid_training_resumes_in_the_same_run_dir(launches):
 
 
 def _check_time_limit(launch: Launch, run_id: str, world: int) -> None:
-    status = _check_requeued(launch, run_id, "SIGUSR2", max_steps=60, world=world)
+    status = check_requeued(launch, run_id, "SIGUSR2", max_steps=60, world=world)
     # submitit's handler ran once per requeue in each task, i.e. in the training process only: before, every
     # DataLoader worker caught the signal as well (several lines within a second), and one requeued the job itself.
     # (A time limit that comes before training started is requeued by submitit alone: at least `restarts` lines.)
