@@ -17,7 +17,7 @@ import optuna
 import pytest
 import yaml
 from conftest import read_json, run_cli
-from faults import FAULT
+from faults import FAULT, install_slow
 from optuna.trial import TrialState
 
 from sesemi.cluster.launcher import _detachable
@@ -62,26 +62,42 @@ def test_the_docs_show_the_command_this_test_runs():
         assert command in (ROOT / "docs" / doc).read_text(), doc
 
 
-@pytest.mark.slow
-@pytest.mark.slurm
-@pytest.mark.skipif(shutil.which("sinfo") is None, reason="no SLURM client (scripts/slurm_cluster.sh start)")
-def test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_gone(tmp_path: Path):
+def load(sweep: Path) -> optuna.Study:
+    info = json.loads((sweep / "sweep.json").read_text())
+    return optuna.load_study(study_name=info["study_name"], storage=make_storage(None, sweep))
+
+
+def submit(workdir: Path, extra: list[str] = ()) -> tuple[subprocess.Popen, str, str, float, list[dict]]:
+    """The documented command (after FAULT, before ``extra``); returns once it exited, with its output, how long
+    it took and the jobs it submitted."""
     started = time.monotonic()
-    submit = subprocess.Popen(
-        [sys.executable, "-m", "sesemi.train", *FAULT, *DETACHED_ASYNC, "hydra.launcher.cpus_per_task=1"],
-        cwd=tmp_path,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sesemi.train", *FAULT, *DETACHED_ASYNC, "hydra.launcher.cpus_per_task=1", *extra],
+        cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    stdout, stderr = submit.communicate(timeout=180)
-    seconds = time.monotonic() - started
+    stdout, stderr = proc.communicate(timeout=180)
+    jobs_file = workdir / SWEEP_DIR / "jobs.json"
+    jobs = read_json(jobs_file)["jobs"] if jobs_file.is_file() else []
+    return proc, stdout, stderr, time.monotonic() - started, jobs
+
+
+needs_slurm = pytest.mark.skipif(shutil.which("sinfo") is None, reason="no SLURM client (slurm_cluster.sh start)")
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@needs_slurm
+def test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_gone(tmp_path: Path):
+    started = time.monotonic()
+    proc, stdout, stderr, seconds, jobs = submit(tmp_path)
     sweep = tmp_path / SWEEP_DIR
-    jobs = read_json(sweep / "jobs.json")["jobs"] if (sweep / "jobs.json").is_file() else []
     ids = [j["job_id"] for j in jobs]
     try:
-        assert submit.returncode == 0, stderr[-4000:]
-        assert not Path(f"/proc/{submit.pid}").exists()  # the submitting process is gone
+        assert proc.returncode == 0, stderr[-4000:]
+        assert not Path(f"/proc/{proc.pid}").exists()  # the submitting process is gone
         states = _sacct(ids)
         assert set(states.values()) <= {"PENDING", "RUNNING"}, (states, seconds)  # it waited for nothing
         print(f"submitted in {seconds:.1f} s; jobs {states}")
@@ -111,8 +127,7 @@ def test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_
     assert follow.stdout.splitlines()[-1] == "6 jobs: 6 completed"  # 2 workers, 4 trials
     assert set(_sacct(ids).values()) == {"COMPLETED"}
 
-    info = json.loads((sweep / "sweep.json").read_text())
-    trials = optuna.load_study(study_name=info["study_name"], storage=make_storage(None, sweep)).get_trials()
+    trials = load(sweep).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # exactly the budget
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4  # no parameter set twice
     assert len({t.user_attrs["slurm_job_id"] for t in trials}) == 2  # both workers took trials
@@ -132,6 +147,50 @@ def test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_
     assert report.returncode == 0, report.stdout + report.stderr
     print(report.stdout)
     assert "4 trials, 4 complete" in report.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@needs_slurm
+def test_a_requeued_worker_job_has_its_trial_retried_and_the_detached_sweep_still_runs_its_budget(tmp_path: Path):
+    """``scontrol requeue`` of a worker job mid-trial (SIGTERM to the job's processes, then SLURM starts it again):
+    the trial is failed as interrupted and retried with its parameters, as in an attached sweep; the requeued job
+    is a worker again; the budget completes and ``sesemi.status --wait`` says so (the lost trial's row: retried)."""
+    slow = [*install_slow(tmp_path)[:-1], "+callbacks.slow.seconds=1.0"]  # per step, a job's first attempt only
+    proc, _, stderr, _, jobs = submit(tmp_path, ["trainer.max_steps=12", *slow])
+    assert proc.returncode == 0, stderr[-4000:]
+    sweep = tmp_path / SWEEP_DIR
+    ids = [j["job_id"] for j in jobs]
+    victim = None
+    try:
+        deadline = time.monotonic() + 400
+        while victim is None:
+            assert time.monotonic() < deadline, _cli("sesemi.status", [SWEEP_DIR], tmp_path).stdout
+            time.sleep(0.5)
+            for t in load(sweep).get_trials(states=(TrialState.RUNNING,)):
+                if (Path(t.user_attrs.get("run_dir", "/nonexistent")) / "checkpoints" / "last.ckpt").is_file():
+                    victim = t
+                    break
+        subprocess.run(["scontrol", "requeue", victim.user_attrs["slurm_job_id"]], check=True)
+        follow = _cli("sesemi.status", [SWEEP_DIR, "--wait", "--interval", "2"], tmp_path)
+        assert follow.returncode == 0, follow.stdout + follow.stderr
+    finally:
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True, check=False)
+    print(follow.stdout)
+    trials = load(sweep).get_trials()
+    lost = trials[victim.number]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["error"].startswith("interrupted: "), lost.user_attrs
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_history") == [victim.number]]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert [t.state for t in trials if t.number != victim.number] == [TrialState.COMPLETE] * 4  # the budget
+    assert read_json(Path(lost.user_attrs["run_dir"]) / "status.json")["retried_as"] == retry.number
+    row = next(line for line in follow.stdout.splitlines() if line.startswith(f"trial_{victim.number:04d} "))
+    assert " retried " in row, follow.stdout
+    assert follow.stdout.splitlines()[-1] == "7 jobs: 6 completed, 1 retried"
+    worker = lost.user_attrs["worker"].split("@")[0]  # w<k>: the worker dir's name
+    record = read_json(next(Path(j["run_dir"]) for j in jobs if Path(j["run_dir"]).name == worker) / "status.json")
+    assert record["state"] == "completed" and record["restarts"] >= 1, record
 
 
 DETACHED_SYNC = [*DETACHED_ASYNC[:2], "hydra/sweeper=optuna_sync", *DETACHED_ASYNC[5:]]
