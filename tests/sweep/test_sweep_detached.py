@@ -100,7 +100,7 @@ def test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_
         assert not Path(f"/proc/{proc.pid}").exists()  # the submitting process is gone
         states = _sacct(ids)
         assert set(states.values()) <= {"PENDING", "RUNNING"}, (states, seconds)  # it waited for nothing
-        print(f"submitted in {seconds:.1f} s; jobs {states}")
+        print(f"submitted in {seconds:.1f} s; jobs {states}\n{stdout}")
         assert len(ids) == 2 and len({i.split("_")[0] for i in ids}) == 1  # the 2 workers, one job array
         assert [Path(j["run_dir"]).name for j in jobs] == ["w0", "w1"]
         assert f"sesemi: submitted 2 job(s) to slurm: {ids[0]}, {ids[1]}; not waiting" in stdout
