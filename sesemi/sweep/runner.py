@@ -3,9 +3,10 @@
 The sweeper hands the launcher a :class:`SweepTask` instead of the bare training function. In a trial job
 (``SESEMI_SWEEP_TRIAL`` set) it runs that trial with :func:`run_trial`; in a worker job (``SESEMI_SWEEP_WORKER``
 set) it loops: take a waiting trial → sample its parameters → compose its config → run it in-process with the
-pruning callback → tell the study → take the next, until no trial is left. Either way the process that ran the
-trial records its outcome in the study itself (COMPLETE with the value, PRUNED, or FAIL with the error), so the
-outcome is stored even when nobody is left to receive a return value.
+pruning callback → tell the study → take the next, until no trial is left (a detached sweep's worker: until
+no trial waits or runs, reaping lost ones meanwhile, then it writes ``optimization_results.yaml``). Either way
+the process that ran the trial records its outcome in the study itself (COMPLETE with the value, PRUNED, or FAIL
+with the error), so the outcome is stored even when nobody is left to receive a return value.
 """
 
 from __future__ import annotations

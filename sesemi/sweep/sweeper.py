@@ -9,7 +9,9 @@ every trial as a normal run dir ``<sweep dir>/trial_NNNN`` (NNNN = the Optuna tr
 - ``mode: async``: ``workers`` (default ``n_jobs``) worker jobs through the configured launcher (local processes,
   SLURM jobs), each taking the next trial as soon as its last one ended, a worker that ended early replaced while
   trials wait (:mod:`sesemi.sweep.workers`); trials report every validation and are pruned by
-  ``hydra/sweeper/pruner`` (median, successive_halving, hyperband, ...).
+  ``hydra/sweeper/pruner`` (median, successive_halving, hyperband, ...). With ``hydra.launcher.wait=false`` on a
+  SLURM launcher it detaches: the workers are submitted as one job array and this process exits; each worker then
+  waits for the others' trials instead of ending when none waits, so lost trials are still retried (``_detach``).
 - the search space and fixed overrides are checked on the composed config before the study is touched
   (:mod:`sesemi.sweep.space`); each trial's sampler is seeded from the trial's number, so a resumed sweep never
   draws its earlier parameters again (:func:`sesemi.sweep.runner.sampler_for_trial`).
