@@ -185,9 +185,10 @@ def test_a_requeued_worker_job_has_its_trial_retried_and_the_detached_sweep_stil
     assert retry.state == TrialState.COMPLETE and retry.params == victim.params
     assert [t.state for t in trials if t.number != victim.number] == [TrialState.COMPLETE] * 4  # the budget
     assert read_json(Path(lost.user_attrs["run_dir"]) / "status.json")["retried_as"] == retry.number
-    row = next(line for line in follow.stdout.splitlines() if line.startswith(f"trial_{victim.number:04d} "))
+    lines = follow.stdout.splitlines()
+    row = next(line for line in reversed(lines) if line.startswith(f"trial_{victim.number:04d} "))  # the last table
     assert " retried " in row, follow.stdout
-    assert follow.stdout.splitlines()[-1] == "7 jobs: 6 completed, 1 retried"
+    assert lines[-1] == "7 jobs: 6 completed, 1 retried"
     worker = lost.user_attrs["worker"].split("@")[0]  # w<k>: the worker dir's name
     record = read_json(next(Path(j["run_dir"]) for j in jobs if Path(j["run_dir"]).name == worker) / "status.json")
     assert record["state"] == "completed" and record["restarts"] >= 1, record
