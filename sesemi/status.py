@@ -6,13 +6,15 @@ first, then only the rows that need attention (failed, cancelled, lost, missing)
 
 States: ``pending`` (not started training), ``running``, ``requeued`` (waiting to resume), ``completed``,
 ``failed``, ``cancelled``, ``lost`` (the run says running but SLURM no longer runs it, or, without SLURM, its
-heartbeat stopped) and ``missing`` (SLURM ended the job before it started training: see its stderr).
+heartbeat stopped) and ``missing`` (SLURM ended the job before it started training: see its stderr); an Optuna
+trial can also be ``pruned``, or ``retried`` (lost, and a retry with its parameters stands in for it). The trials of
+an asynchronous sweep's workers get a row each (``trial_NNNN``, the worker's job id), next to the workers' rows.
 
 ``--wait`` follows the jobs until every one has ended (redrawing the table on a terminal, a line per change
-otherwise) and exits 0 only when all completed. ``--resubmit`` submits the failed, cancelled, lost and missing
-points of a sweep again, each in its own run dir from its ``checkpoints/last.ckpt``, with its original overrides;
-``hydra.launcher.<key>=<value>`` arguments change their resources (e.g. ``hydra.launcher.timeout_min=120``).
-Completed points are never resubmitted.
+otherwise) and exits 0 only when all completed (or were pruned or retried). ``--resubmit`` submits the failed,
+cancelled, lost and missing points of a sweep again, each in its own run dir from its ``checkpoints/last.ckpt``,
+with its original overrides; ``hydra.launcher.<key>=<value>`` arguments change their resources (e.g.
+``hydra.launcher.timeout_min=120``). Completed points are never resubmitted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sesemi.cluster.tracking import ATTENTION, STALE_S, JobRow, collect, ended
+from sesemi.cluster.tracking import ATTENTION, DONE, STALE_S, JobRow, collect, ended
 
 COLUMNS = ("job", "point", "job id", "slurm", "state", "step", "objective", "elapsed", "eta", "restarts")
 ALL_ROWS_UP_TO = 25
@@ -60,7 +62,7 @@ def _cells(row: JobRow) -> list[str]:
 
 def counts(rows: list[JobRow]) -> str:
     by_state = Counter(r.state for r in rows)
-    order = ("completed", "running", "requeued", "pending", *ATTENTION)
+    order = (*DONE, "running", "requeued", "pending", *ATTENTION)
     parts = [f"{by_state[s]} {s}" for s in order if by_state[s]]
     parts += [f"{n} {s}" for s, n in sorted(by_state.items()) if s not in order]
     return f"{len(rows)} jobs: " + ", ".join(parts)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     if not (args.wait and sys.stdout.isatty()):  # on a terminal the last redraw already shows the table
         print(render(rows, args.all), end="")
-    return 0 if all(r.state == "completed" for r in rows) else 1
+    return 0 if all(r.state in DONE for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -69,6 +69,15 @@ SESEMI_KEYS = ("_target_", "profile", "dry_run", "wait")
 RUN_KEYS = ("devices", "num_nodes", "accelerator", "strategy")  # the run values checked against the resources
 CLUSTER_EXTRA = "pip install 'sesemi[cluster]'"
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_SESEMI_OPTUNA = "sesemi.sweep.sweeper.OptunaSweeper"
+
+
+def _detachable(config: Any) -> bool:
+    """Sweeps whose jobs need nobody waiting for them: Hydra's basic sweeper (every point known at submission) and
+    sesemi's asynchronous Optuna sweeper (its workers take the trials themselves)."""
+    target = OmegaConf.select(config, "hydra.sweeper._target_")
+    mode = OmegaConf.select(config, "hydra.sweeper.mode", default=None)
+    return target == _BASIC_SWEEPER or (target == _SESEMI_OPTUNA and mode == "async")
 
 
 def _missing_extra() -> str | None:
@@ -316,14 +325,15 @@ class _SesemiSubmititLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         plans = [self._plan(o, initial_job_idx + i, sweep_dir) for i, o in enumerate(job_overrides)]
         problems = [(p.num, p.overrides, err) for p in plans for err in p.problems]
-        if not self.wait and OmegaConf.select(self.config, "hydra.sweeper._target_") != _BASIC_SWEEPER:
+        if not self.wait and not _detachable(self.config):
             self._discard_empty_sweep_dir(sweep_dir)
             _exit_with(
                 ConfigError(
                     "hydra.launcher.wait",
                     "is false, but this sweeper chooses its next points from the results of earlier jobs, so the "
                     "submitting process has to wait for them",
-                    "leave hydra.launcher.wait=true for Optuna sweeps (or sweep a grid: -m key=a,b,c)",
+                    "leave hydra.launcher.wait=true for this sweeper (detached sweeps: a grid, -m key=a,b,c, or "
+                    "hydra/sweeper=optuna_async)",
                 )
             )
         if problems:

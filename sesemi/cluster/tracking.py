@@ -3,7 +3,9 @@
 One row per job from what the job itself keeps in its run dir (``status.json``: state, restarts, and while it
 trains the ``progress`` the :class:`~sesemi.callbacks.Heartbeat` callback writes) and SLURM's state of the job
 (one ``sacct`` call for all jobs). The launcher's ``jobs.json`` maps sweep points to job ids and run dirs; run dirs
-without one (local runs, sweeps of Hydra's basic launcher) get a row of their own without a job id.
+without one (local runs, sweeps of Hydra's basic launcher) get a row of their own without a job id. The run dirs
+of a sweep dir that ``jobs.json`` does not list are the trials its asynchronous workers ran (``trial_NNNN``): a row
+each, with its parameters and the SLURM job of the worker that ran it.
 
 Deliberately free of torch/Lightning/Hydra imports: ``sesemi.status`` over hundreds of run dirs answers in well
 under a second.
@@ -26,8 +28,10 @@ STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.json"
 STALE_S = HEARTBEAT_STALE_S  # a heartbeat older than this (and no SLURM job running it): the process is gone
 # Final states: the job will not change by itself any more.
-FINAL = ("completed", "failed", "cancelled", "lost", "missing")
+FINAL = ("completed", "pruned", "retried", "failed", "cancelled", "lost", "missing")
 ATTENTION = ("failed", "cancelled", "lost", "missing")
+# Final states of a sweep that did its job: a trial stopped by the pruner, a lost trial whose retry stands in for it.
+DONE = ("completed", "pruned", "retried")
 
 
 @dataclass
@@ -90,18 +94,55 @@ def find(path: str | os.PathLike) -> Source:
         return Source([], [path])
     sweeps = sorted(p.parent for p in path.rglob(JOBS_FILE))
     covered = {Path(j["run_dir"]).resolve() for s in sweeps for j in (_read_json(s / JOBS_FILE) or {}).get("jobs", [])}
+    covered |= {d.resolve() for s in sweeps for d in worker_trials(s)}
     lone = sorted(p.parent for p in path.rglob(STATUS_FILE) if p.parent.resolve() not in covered)
     if not sweeps and not lone:
         raise FileNotFoundError(f"{path}: no sweep dir (jobs.json) or run dir (status.json) below it")
     return Source(sweeps, lone)
 
 
+def worker_trials(sweep: Path) -> list[Path]:
+    """The run dirs directly below a sweep dir that its ``jobs.json`` does not list: trials run by workers."""
+    listed = {Path(j["run_dir"]).resolve() for j in (_read_json(sweep / JOBS_FILE) or {}).get("jobs", [])}
+    return sorted(p.parent for p in sweep.glob(f"*/{STATUS_FILE}") if p.parent.resolve() not in listed)
+
+
+def _trial_entry(run_dir: Path, jobs: dict[str, str]) -> dict[str, Any]:
+    """A worker's trial as a job entry: its overrides (Hydra's record) and the job of the worker that ran it
+    (``ran_in``; not ``job_id``: the trial is no job of its own, ``--resubmit`` leaves it to the workers).
+
+    ``jobs``: the sweep's job ids by the ``$SLURM_JOB_ID`` their attempts ran as (an array task's own number).
+    """
+    import yaml
+
+    try:
+        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        overrides = []
+    attempts = (_read_json(run_dir / STATUS_FILE) or {}).get("attempts") or [{}]
+    slurm_id = str(attempts[-1].get("slurm_job_id") or "")
+    return {"run_dir": str(run_dir), "overrides": overrides, "ran_in": jobs.get(slurm_id, slurm_id)}
+
+
+def _jobs_by_slurm_id(jobs: list[dict[str, Any]]) -> dict[str, str]:
+    ids = {}
+    for job in jobs:
+        for attempt in (_read_json(Path(job["run_dir"]) / STATUS_FILE) or {}).get("attempts") or []:
+            if attempt.get("slurm_job_id") and job.get("job_id"):
+                ids[str(attempt["slurm_job_id"])] = str(job["job_id"])
+    return ids
+
+
 def job_entries(source: Source) -> list[tuple[Path | None, dict[str, Any], str]]:
-    """(sweep dir, jobs.json entry, executor) per job; lone run dirs as entries of their own."""
+    """(sweep dir, jobs.json entry, executor) per job; a sweep's workers' trials and lone run dirs as entries of
+    their own."""
     entries: list[tuple[Path | None, dict[str, Any], str]] = []
     for sweep in source.sweeps:
         data = _read_json(sweep / JOBS_FILE) or {}
         entries.extend((sweep, job, str(data.get("executor"))) for job in data.get("jobs", []))
+        trials = worker_trials(sweep)
+        jobs = _jobs_by_slurm_id(data.get("jobs", [])) if trials else {}
+        entries.extend((sweep, _trial_entry(d, jobs), str(data.get("executor"))) for d in trials)
     entries.extend((None, {"run_dir": str(run_dir)}, "") for run_dir in source.run_dirs)
     return entries
 
@@ -110,6 +151,8 @@ def derive_state(status: dict[str, Any] | None, slurm: str, now: datetime, stale
     """The run's state as a user needs it: the run's own record, corrected by what SLURM and the heartbeat say."""
     state = (status or {}).get("state")
     slurm_ended = slurm in ENDED
+    if (status or {}).get("retried_as") is not None and state != "completed":
+        return "retried"
     if state in (None, ""):
         if slurm_ended:
             return "cancelled" if slurm == "CANCELLED" else "missing"  # never started training
@@ -131,7 +174,7 @@ def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime,
     row = JobRow(
         run_dir=run_dir,
         num=entry.get("num"),
-        job_id=str(entry.get("job_id") or ""),
+        job_id=str(entry.get("job_id") or entry.get("ran_in") or ""),
         point=_point(entry.get("overrides") or []),
         slurm=slurm,
         stderr=str(entry.get("stderr") or ""),
@@ -168,10 +211,14 @@ def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime,
 
 def collect(path: str | os.PathLike, *, use_sacct: bool = True, stale_s: float = STALE_S) -> list[JobRow]:
     entries = job_entries(find(path))
-    ids = [str(e.get("job_id")) for _, e, executor in entries if e.get("job_id") and executor == "slurm"]
+
+    def job_of(entry: dict[str, Any]) -> str:
+        return str(entry.get("job_id") or entry.get("ran_in") or "")
+
+    ids = [job_of(e) for _, e, executor in entries if job_of(e) and executor == "slurm"]
     states = sacct_states(ids) if use_sacct and ids else {}
     now = datetime.now(timezone.utc)
-    rows = [row_of(s, e, states.get(str(e.get("job_id")), ""), now, stale_s) for s, e, _ in entries]
+    rows = [row_of(s, e, states.get(job_of(e), ""), now, stale_s) for s, e, _ in entries]
     _keep_what_differs(rows, entries)
     return rows
 

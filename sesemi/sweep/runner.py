@@ -3,9 +3,10 @@
 The sweeper hands the launcher a :class:`SweepTask` instead of the bare training function. In a trial job
 (``SESEMI_SWEEP_TRIAL`` set) it runs that trial with :func:`run_trial`; in a worker job (``SESEMI_SWEEP_WORKER``
 set) it loops: take a waiting trial → sample its parameters → compose its config → run it in-process with the
-pruning callback → tell the study → take the next, until no trial is left. Either way the process that ran the
-trial records its outcome in the study itself (COMPLETE with the value, PRUNED, or FAIL with the error), so the
-outcome is stored even when nobody is left to receive a return value.
+pruning callback → tell the study → take the next, until no trial is left (a detached sweep's worker: until
+no trial waits or runs, reaping lost ones meanwhile, then it writes ``optimization_results.yaml``). Either way
+the process that ran the trial records its outcome in the study itself (COMPLETE with the value, PRUNED, or FAIL
+with the error), so the outcome is stored even when nobody is left to receive a return value.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class SweepSettings:
     fixed_overrides: list[str] = field(default_factory=list)
     custom_search_space: str | None = None
     grid_space: dict[str, list[Any]] | None = None
+    poll_interval: float = 2.0
+    detached: bool = False  # no sweeper process: a worker waits for the others' trials (and their retries) to end
 
 
 def _instantiate(node: dict[str, Any]) -> Any:
@@ -305,6 +308,7 @@ def _take_trials(task: SweepTask, name: str, worker_hydra: Any) -> int:
     study = load_study(settings)
     log.info("worker %s on study %s (%s)", name, settings.study_name, storage_lib.mask(settings.storage))
     ran = 0
+    waiter = study_lib.OthersWaiter(study, settings.grace_period, settings.max_retries, settings.poll_interval)
     while True:
         reason = study_lib.abort_reason(study, settings.session)
         if reason:
@@ -316,6 +320,8 @@ def _take_trials(task: SweepTask, name: str, worker_hydra: Any) -> int:
         study_lib.reap_stale(study, settings.grace_period, settings.max_retries)
         trial = take_trial(study, settings)
         if trial is None:
+            if settings.detached and waiter():
+                continue
             break
         ran += 1
         trial.set_user_attr("session", settings.session)
@@ -353,6 +359,10 @@ def _take_trials(task: SweepTask, name: str, worker_hydra: Any) -> int:
         reason = study_lib.check_failures(study, settings.session, settings.n_trials, settings.max_failure_rate)
         if reason:
             study_lib.set_abort(study, settings.session, reason)
+    if settings.detached and not stop.received():  # the sweep ended (or stopped): no sweeper is left to say so
+        abort = study_lib.abort_reason(study, settings.session)
+        results = study_lib.write_results(study, settings.sweep_dir, settings.study_name, abort)
+        log.info("worker %s: the sweep %s: %s", name, f"stopped ({abort})" if abort else "ended", results["trials"])
     return ran
 
 

@@ -91,6 +91,15 @@ def mask(spec: Any) -> str:
     return spec
 
 
+def is_in_memory(spec: Any) -> bool:
+    """An SQLite URL without a file (``sqlite://``, ``sqlite:///:memory:``): a database private to each process."""
+    if not is_rdb(spec) or not str(spec).startswith("sqlite"):
+        return False
+    from sqlalchemy.engine import make_url
+
+    return make_url(str(spec)).database in (None, "", ":memory:")
+
+
 def has_password(spec: Any) -> bool:
     if not is_rdb(spec):
         return False
@@ -108,6 +117,13 @@ def checked_spec(spec: Any) -> str | None:
             "hydra.sweeper.storage",
             "is an object; sesemi's sweeper takes a journal file path or a database URL",
             "give the path or URL itself (the ${sesemi.optuna_storage:...} resolver is for hydra/sweeper=optuna)",
+        )
+    if is_in_memory(spec):
+        raise ConfigError(
+            "hydra.sweeper.storage",
+            f"{spec} is an in-memory database: every trial job and worker would open an empty one of its own",
+            "leave hydra.sweeper.storage unset (the journal file <sweep dir>/optuna.journal), or give a file "
+            "(sqlite:///<path>.db, <path>.journal) or a database server's URL",
         )
     if has_password(spec):
         raise ConfigError(

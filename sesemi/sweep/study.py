@@ -16,13 +16,18 @@ retry is a new trial with its own number and run dir, so nothing is overwritten.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -135,7 +140,17 @@ def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int | None) -> i
         add_ticket(study, attrs)
     number = max(t.number for t in waiting(study) if retry_history(t) == history)
     log.warning("trial %d was lost; retried as trial %s", trial.number, number)
+    _mark_retried(trial.user_attrs.get(RUN_DIR), number)
     return number
+
+
+def _mark_retried(run_dir: str | None, number: int) -> None:
+    """The lost trial's run dir names its retry (``retried_as``): ``sesemi.status`` shows it ``retried``, not failed."""
+    from sesemi.rundir import RunRecord, is_run_dir
+
+    if run_dir and is_run_dir(run_dir):
+        with contextlib.suppress(OSError):
+            RunRecord(run_dir).update(retried_as=number)
 
 
 def mark_run_dir_failed(run_dir: str | None, reason: str) -> None:
@@ -188,6 +203,40 @@ def reap_stale(study: optuna.Study, grace_period: float, max_retries: int | None
             mark_run_dir_failed(trial.user_attrs.get(RUN_DIR), reason)
             retry(study, trial, max_retries)
     return reaped
+
+
+class OthersWaiter:
+    """For a process with no trial to take: reap lost trials, and wait while trials run elsewhere.
+
+    Calling it returns True when a trial waits (take it) or after one poll while others still run (one of them may
+    turn out lost and be retried); False when nothing waits or runs. Which trials it waits for is logged once per set.
+    """
+
+    def __init__(self, study: optuna.Study, grace_period: float, max_retries: int | None, poll_interval: float) -> None:
+        self.study = study
+        self.grace_period = grace_period
+        self.max_retries = max_retries
+        self.poll_interval = poll_interval
+        self._waited_for: list[int] | None = None
+
+    def __call__(self) -> bool:
+        reap_stale(self.study, self.grace_period, self.max_retries)
+        if waiting(self.study):
+            return True
+        others = [t.number for t in running(self.study)]
+        if not others:
+            return False
+        if others != self._waited_for:
+            self._waited_for = others
+            log.info(
+                "waiting for %d running trial(s) %s (another process's, or lost: failed and retried after "
+                "grace_period=%.0fs)",
+                len(others),
+                others,
+                self.grace_period,
+            )
+        time.sleep(max(1.0, min(self.poll_interval, self.grace_period / 2)))
+        return True
 
 
 def drop_stale_waiting(study: optuna.Study, keys: set[str]) -> list[int]:
@@ -244,6 +293,38 @@ def check_failures(study: optuna.Study, session: str, n_trials: int, max_failure
             f"allows; last error (trial {last.number}): {last.user_attrs.get('error')}"
         )
     return None
+
+
+RESULTS_FILE = "optimization_results.yaml"
+
+
+def write_results(
+    study: optuna.Study, sweep_dir: str | os.PathLike, study_name: str, aborted: str | None = None
+) -> dict[str, Any]:
+    """``<sweep dir>/optimization_results.yaml`` (trials per state, the best trial), written atomically: the last
+    workers of a detached sweep may write it at the same time. Returns what it wrote."""
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    retried = retried_numbers(trials)
+    for t in trials:
+        name = "RETRIED" if t.number in retried else t.state.name
+        states[name] = states.get(name, 0) + 1
+    results: dict[str, Any] = {"name": "sesemi-optuna", "study_name": study_name, "trials": states}
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        best = study.best_trial
+        results.update(
+            best_trial=best.number,
+            best_params=best.params,
+            best_value=best.value,
+            best_run_dir=best.user_attrs.get(RUN_DIR),
+        )
+    if aborted:
+        results["aborted"] = aborted
+    path = Path(sweep_dir) / RESULTS_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(results, default=str)), sort_keys=False))
+    os.replace(tmp, path)
+    return results
 
 
 def record_command(study: optuna.Study, command: dict[str, Any], new_study: bool) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@ every trial as a normal run dir ``<sweep dir>/trial_NNNN`` (NNNN = the Optuna tr
 - ``mode: async``: ``workers`` (default ``n_jobs``) worker jobs through the configured launcher (local processes,
   SLURM jobs), each taking the next trial as soon as its last one ended, a worker that ended early replaced while
   trials wait (:mod:`sesemi.sweep.workers`); trials report every validation and are pruned by
-  ``hydra/sweeper/pruner`` (median, successive_halving, hyperband, ...).
+  ``hydra/sweeper/pruner`` (median, successive_halving, hyperband, ...). With ``hydra.launcher.wait=false`` on a
+  SLURM launcher it detaches: the workers are submitted as one job array and this process exits; each worker then
+  waits for the others' trials instead of ending when none waits, so lost trials are still retried (``_detach``).
 - the search space and fixed overrides are checked on the composed config before the study is touched
   (:mod:`sesemi.sweep.space`); each trial's sampler is seeded from the trial's number, so a resumed sweep never
   draws its earlier parameters again (:func:`sesemi.sweep.runner.sampler_for_trial`).
@@ -162,6 +164,8 @@ class OptunaSweeper(Sweeper):
             fixed_overrides=[*fixed_overrides, self.job_dir_override],
             custom_search_space=self.custom_search_space,
             grid_space=grid,
+            poll_interval=self.poll_interval,
+            detached=self.detached,
         )
 
     def sweep(self, arguments: list[str]) -> None:
@@ -188,6 +192,7 @@ class OptunaSweeper(Sweeper):
         if not self.study_name:
             self.study_name = self.sweep_dir.name
         session = f"{time.strftime('%Y%m%d_%H%M%S')}-{os.getpid()}"
+        self.detached = self._detached()
         spec = storage_lib.checked_spec(self.storage)
         settings = self._settings(arguments, session, spec)
         self.task.settings = settings
@@ -291,12 +296,52 @@ class OptunaSweeper(Sweeper):
             sum(1 for t in counted if t.state.name in ("WAITING", "RUNNING")),
             self.sweep_dir,
         )
+        if self.detached:
+            self._detach()
+            return
         if self.mode == "sync":
             self._sweep_sync()
         else:
             self._sweep_async()
         self._check_abort()
         self._finish()
+
+    def _detached(self) -> bool:
+        """``hydra.launcher.wait=false``: whether this sweep can run without this process, checked before the study is
+        touched (a refusal creates nothing)."""
+        from sesemi.errors import ConfigError
+
+        if OmegaConf.select(self.config, "hydra.launcher.wait", default=True) is not False:
+            return False
+        if self.mode != "async":
+            raise ConfigError(
+                "hydra.launcher.wait",
+                "is false, but the synchronous sweeper samples each batch from the results of the last one, so the "
+                "submitting process has to wait for them",
+                "use hydra/sweeper=optuna_async (its workers take the trials themselves), or leave "
+                "hydra.launcher.wait=true",
+            )
+        target = str(OmegaConf.select(self.config, "hydra.launcher._target_", default=""))
+        if not target.endswith(".SlurmLauncher"):
+            raise ConfigError(
+                "hydra.launcher.wait",
+                f"is false with the launcher {target.rsplit('.', 1)[-1] or 'none'}: a detached asynchronous sweep's "
+                "workers are SLURM jobs that outlive this process",
+                "use hydra/launcher=slurm or hydra/launcher=slurm_cpu, or leave hydra.launcher.wait=true",
+            )
+        return True
+
+    def _detach(self) -> None:
+        """Submit the workers as one job array and return: each worker takes trials, reaps lost ones and stops when
+        none waits or runs (:func:`sesemi.sweep.runner.run_worker`), so the budget needs nobody on this side."""
+        from sesemi.sweep import study as study_lib
+
+        slots = min(self.workers, len(study_lib.waiting(self.study)))
+        if not slots:
+            log.info("nothing to submit: no trial of the budget (n_trials=%d) waits", self.n_trials)
+            return
+        self.launcher.launch([self._worker_overrides(k) for k in range(slots)], initial_job_idx=0)
+        print(f"  the study so far: python -m sesemi.sweep_report {os.path.relpath(self.sweep_dir)}", flush=True)
 
     # ----------------------------------------------------------------------------------------------------------------
     def _local_processes(self) -> bool:
@@ -342,34 +387,13 @@ class OptunaSweeper(Sweeper):
             study_lib.set_abort(self.study, self.settings.session, reason)
             self._finish(aborted=reason)
 
-    def _wait_for_others(self) -> bool:
-        """Trials still running elsewhere (or lost and not yet noticed): wait, reaping; True when something waits."""
-        from sesemi.sweep import study as study_lib
-
-        study_lib.reap_stale(self.study, self.grace_period, self.max_retries)
-        if study_lib.waiting(self.study):
-            return True
-        others = [t.number for t in study_lib.running(self.study)]
-        if not others:
-            return False
-        if others != getattr(self, "_waited_for", None):  # said once per set of trials, not at every poll
-            self._waited_for = others
-            log.info(
-                "waiting for %d running trial(s) %s (another process's, or lost: failed and retried after "
-                "grace_period=%.0fs)",
-                len(others),
-                others,
-                self.grace_period,
-            )
-        time.sleep(max(1.0, min(self.poll_interval, self.grace_period / 2)))
-        return True
-
     def _sweep_sync(self) -> None:
         from sesemi.compat import optuna as compat
         from sesemi.sweep import study as study_lib
         from sesemi.sweep.runner import TRIAL_ENV, take_trial, trial_overrides, trial_subdir
 
         settings, study = self.settings, self.study
+        waiter = study_lib.OthersWaiter(study, self.grace_period, self.max_retries, self.poll_interval)
         while True:
             self._check_abort()
             study_lib.reap_stale(study, self.grace_period, self.max_retries)
@@ -389,7 +413,7 @@ class OptunaSweeper(Sweeper):
                     continue
                 batch.append((trial, [*overrides, f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}"]))
             if not batch:
-                if self.dry_run or not self._wait_for_others():
+                if self.dry_run or not waiter():
                     break
                 continue
             for trial, _ in batch:
@@ -452,35 +476,15 @@ class OptunaSweeper(Sweeper):
     def _finish(self, aborted: str | None = None) -> None:
         from sesemi.sweep import study as study_lib
 
-        study = self.study
-        trials = study.get_trials(deepcopy=False)
-        states: dict[str, int] = {}
-        retried = study_lib.retried_numbers(trials)
-        for t in trials:
-            name = "RETRIED" if t.number in retried else t.state.name
-            states[name] = states.get(name, 0) + 1
-        results: dict[str, Any] = {"name": "sesemi-optuna", "study_name": self.study_name, "trials": states}
-        complete = [t for t in trials if t.state.name == "COMPLETE"]
-        if complete:
-            best = study.best_trial
-            results.update(
-                best_trial=best.number,
-                best_params=best.params,
-                best_value=best.value,
-                best_run_dir=best.user_attrs.get(study_lib.RUN_DIR),
-            )
+        results = study_lib.write_results(self.study, self.sweep_dir, self.study_name, aborted)
+        if "best_trial" in results:
             log.info(
                 "best trial %d: %s = %.5g with %s",
-                best.number,
+                results["best_trial"],
                 OmegaConf.select(self.config, "run.objective"),
-                best.value,
-                best.params,
+                results["best_value"],
+                results["best_params"],
             )
-        if aborted:
-            results["aborted"] = aborted
-        OmegaConf.save(
-            OmegaConf.create(json.loads(json.dumps(results, default=str))), self.sweep_dir / "optimization_results.yaml"
-        )
-        log.info("trials: %s; report: python -m sesemi.sweep_report %s", states, self.sweep_dir)
+        log.info("trials: %s; report: python -m sesemi.sweep_report %s", results["trials"], self.sweep_dir)
         if aborted:
             raise SweepAborted(aborted)

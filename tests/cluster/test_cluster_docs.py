@@ -27,7 +27,19 @@ OTHER_COMMANDS = {
     ),
     "scripts/slurm_cluster.sh start --nodes 2": "test_start_with_two_nodes_gives_two_nodes_in_namespaces_of_their_own",
     "scripts/slurm_cluster.sh start": "test_plain_start_returns_to_the_single_node",
+    # tests/sweep/test_sweep_detached.py (DETACHED_ASYNC: checked there against this page and docs/sweeps.md)
+    "python -m sesemi.train -m hparams_search=digits_fixmatch hydra/sweeper=optuna_async hydra.sweeper.workers=2 "
+    "hydra.sweeper.n_trials=4 hydra/launcher=slurm_cpu hydra.launcher.partition=debug hydra.launcher.wait=false": (
+        "test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_gone"
+    ),
+    "python -m sesemi.status runs/sweeps/digits_fixmatch --wait": (
+        "test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_gone"
+    ),
+    "python -m sesemi.sweep_report runs/sweeps/digits_fixmatch": (
+        "test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_gone"
+    ),
 }
+SWEEP_DOC = DOC.parent / "sweeps.md"
 
 
 def shown_commands() -> list[str]:
@@ -42,7 +54,11 @@ def test_every_command_in_the_cluster_docs_is_run_by_a_test():
     for command in commands:
         assert command in run_by_tests or command in OTHER_COMMANDS, f"no test runs: {command}"
     here = Path(__file__).parent
-    files = [*here.glob("test_cluster_*.py"), *here.glob("test_status_*.py")]
+    files = [
+        *here.glob("test_cluster_*.py"),
+        *here.glob("test_status_*.py"),
+        here.parent / "sweep" / "test_sweep_detached.py",
+    ]
     tests = "".join(p.read_text() for p in files if p != Path(__file__))
     for test in OTHER_COMMANDS.values():
         assert f"def {test}(" in tests, test
@@ -61,3 +77,11 @@ def test_the_docs_mention_the_inline_requeue_and_cancel_commands_the_tests_use()
 
 def test_the_docs_profile_example_is_the_tested_one():
     assert f"```yaml\n{MYCLUSTER_PROFILE}```" in DOC.read_text()
+
+
+def test_the_sweeps_page_shows_the_detached_commands_of_this_page():
+    blocks = re.findall(r"```bash\n(.*?)```", SWEEP_DOC.read_text(), flags=re.DOTALL)
+    detached = [block for block in blocks if "hydra.launcher.wait=false" in block]
+    assert len(detached) == 1
+    for line in detached[0].strip().splitlines():
+        assert line in shown_commands() and line in OTHER_COMMANDS, line

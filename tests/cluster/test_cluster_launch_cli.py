@@ -77,8 +77,16 @@ def test_sbatch_options_on_the_command_line_and_jobs_named_after_the_sweep(workd
     assert "#SBATCH --mail-type=END" in proc.stdout and "#SBATCH --job-name=scan.0-1" in proc.stdout
 
 
-def test_a_detached_optuna_sweep_is_refused_before_submission(workdir: Path):
+def test_a_detached_sync_optuna_sweep_is_refused_before_submission(workdir: Path):
     args = ["-m", "hydra/launcher=slurm_cpu", "hydra/sweeper=optuna_sync", "hydra.launcher.wait=false"]
+    proc = run_cli(args, workdir, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "sesemi: error: hydra.launcher.wait: is false, but the synchronous sweeper samples each batch" in proc.stderr
+    assert "use hydra/sweeper=optuna_async" in proc.stderr
+
+
+def test_a_detached_sweep_of_hydras_optuna_sweeper_is_refused_before_submission(workdir: Path):
+    args = ["-m", "hydra/launcher=slurm_cpu", "hydra/sweeper=optuna", "hydra.launcher.wait=false", "optimizer.lr=0.1"]
     proc = run_cli(args, workdir, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "sesemi: error: hydra.launcher.wait: is false, but this sweeper chooses its next points" in proc.stderr

@@ -36,6 +36,9 @@ def _beat(seconds_ago: float) -> dict:
         ({"state": "requeued"}, "PENDING", "requeued"),
         ({"state": "completed"}, "COMPLETED", "completed"),
         ({"state": "failed"}, "COMPLETED", "failed"),  # the training raised; the batch script ended normally
+        ({"state": "pruned"}, "RUNNING", "pruned"),  # an Optuna trial the pruner stopped (its worker runs on)
+        ({"state": "failed", "retried_as": 7}, "RUNNING", "retried"),  # lost; trial 7 stands in for it
+        ({"state": "requeued", "retried_as": 7}, "PENDING", "retried"),
     ],
 )
 def test_the_state_a_user_sees(record, slurm, expected):
@@ -68,6 +71,39 @@ def test_a_sweep_point_is_what_differs_between_its_jobs(tmp_path: Path):
         ("completed", 10, 10, 0.5),
         ("running", 5, 10, None),
     ]
+
+
+def test_an_async_sweep_shows_its_workers_and_each_trial_with_the_job_that_ran_it(tmp_path: Path):
+    sweep = tmp_path / "sweeps" / "study"
+    jobs = []
+    for k, (state, slurm_id) in enumerate([("running", "41"), ("completed", "42")]):
+        worker = sweep / "workers" / "20260101_120000-1" / f"w{k}"
+        worker.mkdir(parents=True)
+        (worker / "status.json").write_text(json.dumps({"state": state, "attempts": [{"slurm_job_id": slurm_id}]}))
+        overrides = ["optimizer.momentum=0.9", f"hydra.sweep.subdir=workers/x/w{k}"]
+        jobs.append({"num": k, "job_id": f"40_{k}", "run_dir": str(worker), "overrides": overrides})
+    (sweep / "jobs.json").write_text(json.dumps({"executor": "local", "jobs": jobs}))
+    trials = [("completed", "41", {}), ("pruned", "42", {}), ("failed", "41", {"retried_as": 3}), ("running", "41", {})]
+    for number, (state, slurm_id, extra) in enumerate(trials):
+        run_dir = sweep / f"trial_{number:04d}"
+        (run_dir / ".hydra").mkdir(parents=True)
+        attempts = [{"slurm_job_id": slurm_id}]
+        (run_dir / "status.json").write_text(json.dumps({"state": state, "attempts": attempts, **extra}))
+        overrides = f"- optimizer.lr=0.{number}\n- optimizer.momentum=0.9\n- hydra.sweep.subdir=trial_{number:04d}\n"
+        (run_dir / ".hydra" / "overrides.yaml").write_text(overrides)
+    rows = collect(sweep, use_sacct=False)
+    table = [(r.name, r.point, r.job_id, r.state) for r in rows]
+    assert table == [
+        ("0", "", "40_0", "running"),
+        ("1", "", "40_1", "completed"),
+        ("trial_0000", "optimizer.lr=0.0", "40_0", "completed"),
+        ("trial_0001", "optimizer.lr=0.1", "40_1", "pruned"),
+        ("trial_0002", "optimizer.lr=0.2", "40_0", "retried"),
+        ("trial_0003", "optimizer.lr=0.3", "40_0", "running"),
+    ]
+    assert all(not r.entry.get("job_id") for r in rows[2:])  # --resubmit leaves trials to the workers
+    assert collect(tmp_path, use_sacct=False) == rows  # from a dir above: the same rows, none twice
+    assert status.counts(rows) == "6 jobs: 2 completed, 1 pruned, 1 retried, 2 running"
 
 
 def test_two_hundred_jobs_show_the_counts_first_then_the_rows_that_need_attention(tmp_path: Path):
