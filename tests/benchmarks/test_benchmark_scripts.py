@@ -271,7 +271,10 @@ def test_usb_side_by_side(tmp_path: Path):
         tmp_path,
     )
     budget = result["budget"]
-    assert budget["steps"] >= 20 and 0 <= budget["test_acc_raw"] <= 1 and 0 <= budget["test_acc_ema"] <= 1
+    assert budget["steps_planned"] >= 20 and 1 <= budget["steps"] <= budget["steps_planned"]
+    assert budget["steps"] == budget["steps_planned"] or budget["stopped_by_budget"]
+    assert 0 <= budget["test_acc_raw"] <= 1 and 0 <= budget["test_acc_ema"] <= 1
+    assert budget["fmnist_table_row"].startswith("| 10 | 0.05 min | USB fixmatch")
     text = section(doc, "usb")
     assert "Step rate" in text and "USB's FixMatch in a budget" in text  # both modes in one section
     assert_tables(text)
