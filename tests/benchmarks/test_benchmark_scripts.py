@@ -215,3 +215,67 @@ def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
     text = doc.read_text()
     assert text.count("## P1: step overhead") == 1 and "second version" in text and "| 1 | 2 |" not in text
     assert "Intro by hand." in text and "<!-- sweep:start -->\nsweep table\n<!-- sweep:end -->" in text
+
+
+USB_PYTHON = ROOT / ".venv-usb" / "bin" / "python"
+
+
+def test_usb_side_by_side_needs_its_venv(tmp_path: Path):
+    """Without USB's venv (benchmarks/setup_usb.sh) the script says so in one line and writes nothing."""
+    out, doc = tmp_path / "out.json", tmp_path / "benchmarks.md"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "usb_side_by_side.py"), "step", "--out", str(out)]
+    cmd += ["--doc", str(doc), "--usb-python", str(tmp_path / "no-venv" / "bin" / "python")]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --usb-python {tmp_path / 'no-venv' / 'bin' / 'python'} does not exist: run "
+        "`bash benchmarks/setup_usb.sh` first"
+    ]
+    assert not out.exists() and not doc.exists()
+
+
+def test_usb_stand_ins_fail_by_name():
+    """The empty modules that stand in for semilearn's unused imports import, and fail by name when used."""
+    import usb_side_by_side
+
+    finder = usb_side_by_side._StandIns(("sesemi_absent_pkg", "json"))
+    assert finder.roots == ("sesemi_absent_pkg",)  # an installed package is never replaced
+    sys.meta_path.append(finder)
+    try:
+        from sesemi_absent_pkg.file_utils import PaddingStrategy
+
+        with pytest.raises(ModuleNotFoundError, match=r"sesemi_absent_pkg\.file_utils\.PaddingStrategy"):
+            PaddingStrategy()
+        with pytest.raises(ModuleNotFoundError, match=r"PaddingStrategy\.LONGEST"):
+            _ = PaddingStrategy.LONGEST
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [m for m in sys.modules if m.startswith("sesemi_absent_pkg")]:
+            del sys.modules[name]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file() or not USB_PYTHON.is_file(),
+    reason="needs Fashion-MNIST and USB's venv (bash benchmarks/setup_usb.sh)",
+)
+def test_usb_side_by_side(tmp_path: Path):
+    step_args = ["step", "--repeats", "1", "--steps", "4", "--warmup", "1"]
+    result, doc = run_script("usb_side_by_side.py", step_args, tmp_path)
+    step = result["step"]
+    assert step["batch"] == [16, 112] and step["params"] > 10_000
+    assert step["steps_per_s"]["sesemi"] > 0 and step["steps_per_s"]["usb"] > 0 and step["ratio"] > 0
+    result, doc = run_script(
+        "usb_side_by_side.py",
+        ["budget", "--budget-min", "0.05", "--calibration-steps", "12", "data.eval_batch_size=1000"],
+        tmp_path,
+    )
+    budget = result["budget"]
+    assert budget["steps_planned"] >= 20 and 1 <= budget["steps"] <= budget["steps_planned"]
+    assert budget["steps"] == budget["steps_planned"] or budget["stopped_by_budget"]
+    assert 0 <= budget["test_acc_raw"] <= 1 and 0 <= budget["test_acc_ema"] <= 1
+    assert budget["fmnist_table_row"].startswith("| 10 | 0.05 min | USB fixmatch")
+    text = section(doc, "usb")
+    assert "Step rate" in text and "USB's FixMatch in a budget" in text  # both modes in one section
+    assert_tables(text)
+    assert_reproducible(text, "usb_side_by_side.py")
