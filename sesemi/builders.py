@@ -9,6 +9,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 
 from sesemi.callbacks.objective import ObjectiveCheck
 from sesemi.checkpoint_io import AtomicCheckpointIO
@@ -139,6 +140,8 @@ def build_trainer(cfg: DictConfig, runtime: Runtime | None = None, **overrides: 
         # Validate at least once, at the end, even when a short run has fewer steps than the interval.
         overrides.setdefault("val_check_interval", min(interval, trainer_cfg.max_steps))
     overrides.setdefault("plugins", [AtomicCheckpointIO(), *runtime.plugins])
+    if "enable_progress_bar" not in trainer_cfg and not any(isinstance(c, ProgressBar) for c in callbacks):
+        overrides["enable_progress_bar"] = False  # callbacks.progress_bar=null means no bar, not Lightning's own
     return instantiate_key(
         cfg,
         "trainer",

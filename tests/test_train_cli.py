@@ -27,6 +27,7 @@ def test_default_run_writes_a_complete_run_dir(workdir: Path):
     assert re.fullmatch(r"\d{8}_\d{6}", run_dir.name)
     assert f"run dir {run_dir}" in proc.stdout + proc.stderr
     assert re.search(r"val/acc = 0\.\d{4}", proc.stdout + proc.stderr)
+    assert "it/s" not in proc.stdout + proc.stderr  # callbacks.progress_bar=null: no bar, not Lightning's own
 
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config["trainer"]["max_steps"] == 6
