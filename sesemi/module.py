@@ -80,6 +80,12 @@ class SemiSupervisedModule(LightningModule):
         for loss_head in heads.values():
             loss_head.build(_feature_size(backbone), num_classes)
         self.loss_heads = nn.ModuleDict(heads)
+        needs_teacher = [name for name, h in heads.items() if h.teacher_views]
+        if needs_teacher and ema_decay is None:
+            raise ValueError(
+                f"loss heads {needs_teacher} read the EMA teacher (pseudo_labels_from: teacher) but there is none: "
+                "set method.ema.decay (e.g. method.ema.decay=0.999)"
+            )
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         self.ema_evaluate = ema_evaluate and self.ema is not None
         self._ema_step = -1  # the global step the EMA was last updated at
