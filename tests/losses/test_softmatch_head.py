@@ -1,12 +1,15 @@
 """SoftMatchHead: the truncated-Gaussian sample weights and their EMA statistics against the paper's formula, on
-hand-made confidences; checkpointed state."""
+hand-made confidences; checkpointed state, reduced over the global batch under DDP."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -66,3 +69,26 @@ def test_uniform_alignment_is_on_by_default_and_the_state_is_checkpointed():
     for name, value in head.state_dict().items():
         assert torch.equal(restored.state_dict()[name], value), name
     assert {"confidence_mean", "confidence_var", "alignment.p_model"} <= set(head.state_dict())
+
+
+def _ddp_worker(rank: int, init_file: str, probs: torch.Tensor, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        head = _head(momentum=0.5)
+        aligned = head.alignment(probs.chunk(2)[rank])  # each rank sees half of the global batch
+        head.update(aligned.max(-1).values)
+        torch.save(head.state_dict(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_statistics_and_alignment_are_reduced_over_the_global_batch_under_ddp(tmp_path: Path):
+    probs = torch.softmax(torch.tensor([[4.0, 0, 0, 0], [3, 1, 0, 0], [0, 0, 2, 0], [0, 1, 0, 0]]), -1)
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), probs, str(tmp_path / "state")), nprocs=2)
+    single = _head(momentum=0.5)
+    single.update(single.alignment(probs).max(-1).values)
+    for rank in range(2):
+        state = torch.load(tmp_path / f"state.{rank}")
+        for name, value in single.state_dict().items():
+            assert torch.allclose(state[name], value), (rank, name)
