@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from sesemi.checkpoints import load_checkpoint
 from sesemi.compat.lightning import should_update_logs
 from sesemi.ema import EMA
+from sesemi.errors import ConfigError
 from sesemi.losses.base import LossHead, StepContext
 from sesemi.metrics import confusion_matrix_image, per_class_accuracy, pseudo_label_quality, tag
 
@@ -82,9 +83,10 @@ class SemiSupervisedModule(LightningModule):
         self.loss_heads = nn.ModuleDict(heads)
         needs_teacher = [name for name, h in heads.items() if h.teacher_views]
         if needs_teacher and ema_decay is None:
-            raise ValueError(
-                f"loss heads {needs_teacher} read the EMA teacher (pseudo_labels_from: teacher) but there is none: "
-                "set method.ema.decay (e.g. method.ema.decay=0.999)"
+            raise ConfigError(
+                "method.ema.decay",
+                f"is null but loss heads {needs_teacher} read the EMA teacher (pseudo_labels_from: teacher)",
+                "set method.ema.decay (e.g. method.ema.decay=0.999) or pseudo_labels_from: student",
             )
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         self.ema_evaluate = ema_evaluate and self.ema is not None
