@@ -33,6 +33,7 @@ METHODS = [
     "supervised",
     "fixmatch",
     "freematch",
+    "softmatch",
     "pseudo_label",
     "mean_teacher",
     "pi_model",

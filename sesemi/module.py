@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from sesemi.checkpoints import load_checkpoint
 from sesemi.compat.lightning import should_update_logs
 from sesemi.ema import EMA
+from sesemi.errors import ConfigError
 from sesemi.losses.base import LossHead, StepContext
 from sesemi.metrics import confusion_matrix_image, per_class_accuracy, pseudo_label_quality, tag
 
@@ -80,7 +81,13 @@ class SemiSupervisedModule(LightningModule):
         for loss_head in heads.values():
             loss_head.build(_feature_size(backbone), num_classes)
         self.loss_heads = nn.ModuleDict(heads)
-        self.declared_views = [view for h in heads.values() for view in h.views]
+        needs_teacher = [name for name, h in heads.items() if h.teacher_views]
+        if needs_teacher and ema_decay is None:
+            raise ConfigError(
+                "method.ema.decay",
+                f"is null but loss heads {needs_teacher} read the EMA teacher (pseudo_labels_from: teacher)",
+                "set method.ema.decay (e.g. method.ema.decay=0.999) or pseudo_labels_from: student",
+            )
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         self.ema_evaluate = ema_evaluate and self.ema is not None
         self._ema_step = -1  # the global step the EMA was last updated at
@@ -117,25 +124,46 @@ class SemiSupervisedModule(LightningModule):
             return True
         return should_update_logs(trainer)
 
-    def training_step(self, batch: Mapping[str, Mapping[str, Any]], batch_idx: int) -> Tensor:
+    def _max_steps(self) -> int:
+        trainer = self._trainer
+        return trainer.max_steps if trainer is not None else -1
+
+    def stream_start_steps(self, total_steps: int) -> dict[str, int]:
+        """Each stream the loss heads read, with the first step any of them reads it at (their ``start_step``, for a
+        run of ``total_steps``): the data module need not load a stream before it."""
+        starts: dict[str, int] = {}
+        for h in self.loss_heads.values():
+            for stream in h.streams:
+                starts[stream] = min(starts.get(stream, h.first_step(total_steps)), h.first_step(total_steps))
+        return starts
+
+    def training_step(self, batch: Mapping[str, Mapping[str, Any] | None], batch_idx: int) -> Tensor:
         step = self.global_step
         log = self._logs_this_step()
+        # A head whose scale is 0 this step (e.g. before its start_step) is not called and its views not forwarded.
+        scales = {name: h.scale(step, self._max_steps()) for name, h in self.loss_heads.items()}
+        active = {name: h for name, h in self.loss_heads.items() if scales[name] != 0}
+        if not active:
+            raise RuntimeError(
+                f"no loss head is on at step {step} (scales {scales}): give at least one head (e.g. supervised) "
+                "start_step 0 and a non-zero weight"
+            )
         ctx = StepContext(
             batch,
             self.model.backbone,
             self.model.head,
             step,
-            self.declared_views,
+            [view for h in active.values() for view in h.views],
             teacher=self.ema.module if self.ema is not None else None,
             log=(lambda name, value: self.log(f"train/{name}", value)) if log else None,
         )
         total: Tensor | float = 0.0
-        for name, loss_head in self.loss_heads.items():
+        for name, loss_head in active.items():
             ctx.scope = name
             loss = loss_head(ctx)
             if log:
                 self.log(f"train/loss_{name}", loss.detach())
-            total = total + loss_head.scale(step, self.trainer.max_steps) * loss
+            total = total + scales[name] * loss
         if log:  # not prog_bar: Lightning would .item() it after every step (sesemi's ProgressBar shows it)
             self.log("train/loss", total.detach())
             self._log_class_metrics(ctx)

@@ -107,6 +107,7 @@ def _train(cfg: DictConfig, runtime: Runtime) -> dict[str, Any]:
         checks.check_config(cfg)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
+        datamodule.stream_start_steps = module.stream_start_steps(cfg.trainer.max_steps)
         trainer = build_trainer(cfg, runtime)
         checks.check_before_training(cfg, datamodule, module, trainer)
         if resumed:

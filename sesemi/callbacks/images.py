@@ -30,7 +30,7 @@ class ImageGridLogger(pl.Callback):
         from torchvision.utils import make_grid
 
         for stream, views in batch.items():
-            for view, images in views.items():
+            for view, images in (views or {}).items():  # None: a stream not loaded yet (warm-up)
                 if view == "target" or getattr(images, "ndim", 0) != 4:
                     continue
                 grid = make_grid(images[: self.max_images].detach().float().cpu(), nrow=8, normalize=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -64,6 +66,25 @@ class UnlabeledPool(Dataset):
         return sample
 
 
+class DelayedLoader(DataLoader):
+    """A training loader that yields ``None`` for the batches of an epoch that are trained before the step its stream
+    is first read at (e.g. the unlabeled stream during a supervised warm-up): nothing is loaded or augmented for them,
+    the workers get no indices until the first real batch. ``skip_batches`` returns how many batches of the epoch
+    starting now to skip (asked at each epoch start, so a resumed run skips by its restored step); the epoch keeps
+    ``len(self)`` batches. A DataLoader subclass, so Lightning still gives it a DistributedSampler under DDP.
+    """
+
+    def __init__(self, *args: Any, skip_batches: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skip_batches = skip_batches
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        skip = min(max(self.skip_batches(), 0), len(self))
+        yield from itertools.repeat(None, skip)
+        if skip < len(self):
+            yield from itertools.islice(super().__iter__(), len(self) - skip)
+
+
 def _targets(dataset: Dataset, key: str) -> list[int]:
     targets = getattr(dataset, "targets", None)
     if targets is None:
@@ -88,8 +109,10 @@ class SemiSupervisedDataModule(LightningDataModule):
     The training set is split (stratified, seeded) into a labeled subset, an unlabeled rest and optionally a held-out
     validation set; ``extra_unlabeled`` datasets join the unlabeled stream. Each stream applies its named views, e.g.
     ``unlabeled_views={"weak": ..., "strong": ...}``. The two streams are combined with Lightning's
-    ``CombinedLoader(mode="max_size_cycle")``; under DDP Lightning gives each loader a ``DistributedSampler``, so
-    ranks see disjoint shards. Every loader's workers ignore the training process's signals and are seeded by
+    ``CombinedLoader(mode="max_size_cycle")``; a stream whose :attr:`stream_start_steps` entry is a later step (set by
+    the training app from the loss heads' ``start_step``) yields ``None`` batches, unloaded, until then. Under DDP
+    Lightning gives each loader a ``DistributedSampler``, so ranks see disjoint shards. Every loader's workers ignore
+    the training process's signals and are seeded by
     Lightning (:mod:`sesemi.data.workers`); a ``worker_init_fn`` of your own runs after that.
     """
 
@@ -136,6 +159,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.worker_init_fn = workers.worker_init_fn(worker_init_fn)  # workers leave signals to the training process
+        self.stream_start_steps: dict[str, int] = {}  # stream -> the first training step any loss head reads it at
         if self.unlabeled_views is not None and unlabeled_batch_size < 1:
             raise ConfigError(
                 "data.unlabeled_batch_size",
@@ -259,14 +283,34 @@ class SemiSupervisedDataModule(LightningDataModule):
             collate_fn=getattr(dataset, "collate", None),
         )
 
+    def _batches_before(self, step: int) -> int:
+        """How many batches of the epoch starting now are trained before ``step`` (0 without a trainer)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return (step - trainer.global_step) * trainer.accumulate_grad_batches
+
+    def _train_loader(self, stream: str, dataset: Dataset, batch_size: int) -> DataLoader:
+        start = self.stream_start_steps.get(stream, 0)
+        if start <= 0:
+            return self._loader(dataset, batch_size, True)
+        return DelayedLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=self.worker_init_fn,
+            skip_batches=functools.partial(self._batches_before, start),
+        )
+
     def train_dataloader(self) -> CombinedLoader:
-        loaders = {
-            "labeled": self._loader(
-                ViewDataset(self.train_set, self.split.labeled, self.labeled_views), self.labeled_batch_size, True
-            )
-        }
+        labeled = ViewDataset(self.train_set, self.split.labeled, self.labeled_views)
+        loaders = {"labeled": self._train_loader("labeled", labeled, self.labeled_batch_size)}
         if self.unlabeled_views is not None:
-            loaders["unlabeled"] = self._loader(self.unlabeled_dataset(), self.unlabeled_batch_size, True)
+            loaders["unlabeled"] = self._train_loader("unlabeled", self.unlabeled_dataset(), self.unlabeled_batch_size)
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def _eval_set(self) -> Dataset:

@@ -8,11 +8,14 @@ from sesemi.losses.freematch import FreeMatchHead, self_adaptive_fairness
 from sesemi.losses.jigsaw import JigsawHead, jigsaw_permutations, shuffle_tiles
 from sesemi.losses.pseudo_label import PseudoLabelHead, masked_cross_entropy
 from sesemi.losses.rotation import RotationHead, rotate_batch
+from sesemi.losses.softmatch import SoftMatchHead
 from sesemi.losses.supervised import CrossEntropyHead
+from sesemi.losses.weak_strong import DistributionAlignment, WeakStrongHead
 
 __all__ = [
     "ConsistencyHead",
     "CrossEntropyHead",
+    "DistributionAlignment",
     "EntropyMinimizationHead",
     "FixMatchHead",
     "FreeMatchHead",
@@ -21,7 +24,9 @@ __all__ = [
     "PseudoLabelHead",
     "PseudoLabels",
     "RotationHead",
+    "SoftMatchHead",
     "StepContext",
+    "WeakStrongHead",
     "confident_pseudo_labels",
     "jigsaw_permutations",
     "linear_rampup",

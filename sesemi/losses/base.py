@@ -45,7 +45,8 @@ class PseudoLabels(NamedTuple):
 class StepContext:
     """What a loss head sees at one training step, with student/teacher forwards computed once and shared.
 
-    ``batch`` maps a stream name (``labeled``, ``unlabeled``) to its views (e.g. ``weak``, ``strong``) and ``target``.
+    ``batch`` maps a stream name (``labeled``, ``unlabeled``) to its views (e.g. ``weak``, ``strong``) and ``target``;
+    a stream the data module did not load this step (None, e.g. the unlabeled stream during a warm-up) is left out.
     Student logits for every view the heads declare are computed in one concatenated forward pass (as FixMatch
     does, so batch-norm statistics cover labeled and unlabeled data together); other views are computed on demand.
     ``teacher`` is the EMA copy of the network (a module with ``backbone`` and ``head``, like
@@ -55,7 +56,7 @@ class StepContext:
 
     def __init__(
         self,
-        batch: Mapping[str, Mapping[str, Any]],
+        batch: Mapping[str, Mapping[str, Any] | None],
         backbone: nn.Module,
         head: nn.Module,
         step: int,
@@ -63,12 +64,12 @@ class StepContext:
         teacher: nn.Module | None = None,
         log: Callable[[str, Tensor], None] | None = None,
     ) -> None:
-        self.batch = batch
+        self.batch = {stream: views for stream, views in batch.items() if views is not None}
         self.backbone = backbone
         self.head = head
         self.step = step
         self.teacher = teacher
-        self._declared = [v for v in dict.fromkeys(declared_views) if v[0] in batch]
+        self._declared = [v for v in dict.fromkeys(declared_views) if v[0] in self.batch]
         self._features: dict[View, Tensor] = {}
         self._logits: dict[View, Tensor] = {}
         self._teacher_features: dict[View, Tensor] = {}
@@ -180,6 +181,13 @@ def linear_rampup(step: int, length: int) -> float:
     return max(step, 0) / length
 
 
+def _steps(value: float, total_steps: int) -> int:
+    """A step count, or a fraction of ``total_steps`` when ``0 < value < 1`` (and the run length is known)."""
+    if 0 < value < 1 and total_steps > 0:
+        return int(value * total_steps)
+    return int(value)
+
+
 RAMPUPS: dict[str, Callable[[int, int], float]] = {"sigmoid": sigmoid_rampup, "linear": linear_rampup}
 
 
@@ -187,34 +195,52 @@ class LossHead(nn.Module):
     """Base class of loss heads.
 
     Subclasses implement :meth:`forward` (``ctx -> scalar loss``) and list the student views they read in
-    :attr:`views` so the module can batch them into one forward. ``weight`` scales the loss; over ``rampup_steps``
-    (a step count, or below 1 a fraction of ``trainer.max_steps``) it ramps up from 0 with the ``rampup`` schedule
-    (``sigmoid`` or ``linear``). Heads with parameters of their own
+    :attr:`views` so the module can batch them into one forward, and the views only the EMA teacher reads in
+    :attr:`teacher_views`. ``weight`` scales the loss; over ``rampup_steps`` (a step count, or below 1 a fraction of
+    ``trainer.max_steps``) it ramps up from 0 with the ``rampup`` schedule (``sigmoid`` or ``linear``). Before
+    ``start_step`` (same units) the head is off: its scale is 0, the module neither calls it nor forwards its views,
+    and its streams are not loaded (e.g. ``start_step: 0.1`` on an unlabeled head makes the first tenth of the run
+    a cheap supervised warm-up); its ramp-up then counts from ``start_step``. Heads with parameters of their own
     (e.g. the rotation classifier) create them in :meth:`build`, which receives the backbone's feature size.
     """
 
     views: tuple[View, ...] = ()
+    teacher_views: tuple[View, ...] = ()
 
-    def __init__(self, weight: float = 1.0, rampup_steps: float = 0, rampup: str = "sigmoid") -> None:
+    def __init__(
+        self, weight: float = 1.0, rampup_steps: float = 0, rampup: str = "sigmoid", start_step: float = 0
+    ) -> None:
         super().__init__()
         if rampup not in RAMPUPS:
             raise ValueError(f"rampup must be one of {sorted(RAMPUPS)}, got {rampup!r}")
         if rampup_steps < 0:
             raise ValueError(f"rampup_steps must be >= 0, got {rampup_steps}")
+        if start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.weight = weight
         self.rampup_steps = rampup_steps
         self.rampup = rampup
+        self.start_step = start_step
 
     def build(self, in_features: int, num_classes: int) -> None:
         """Create parameters that depend on the backbone's feature size or the number of classes."""
 
+    @property
+    def streams(self) -> set[str]:
+        """The streams the head reads (student or teacher views)."""
+        return {stream for stream, _ in (*self.views, *self.teacher_views)}
+
+    def first_step(self, total_steps: int = -1) -> int:
+        """The step the head starts at: ``start_step``, a fraction of ``total_steps`` when below 1."""
+        return _steps(self.start_step, total_steps)
+
     def scale(self, step: int, total_steps: int = -1) -> float:
-        """``weight`` times the ramp-up at ``step``; a ``rampup_steps`` below 1 is a fraction of ``total_steps``
-        (``trainer.max_steps``), so a recipe's ramp-up follows a longer or shorter run."""
-        length = self.rampup_steps
-        if 0 < length < 1 and total_steps > 0:
-            length = length * total_steps
-        return self.weight * RAMPUPS[self.rampup](step, int(length))
+        """``weight`` times the ramp-up at ``step`` (0 before :meth:`first_step`); a ``rampup_steps`` below 1 is a
+        fraction of ``total_steps`` (``trainer.max_steps``), so a recipe's ramp-up follows a longer or shorter run."""
+        start = self.first_step(total_steps)
+        if step < start:
+            return 0.0
+        return self.weight * RAMPUPS[self.rampup](step - start, _steps(self.rampup_steps, total_steps))
 
     def forward(self, ctx: StepContext) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

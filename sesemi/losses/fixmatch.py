@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sesemi.losses.base import LossHead, StepContext
+from sesemi.losses.base import StepContext
+from sesemi.losses.weak_strong import WeakStrongHead
 
 
 def confident_pseudo_labels(logits: Tensor, threshold: float, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -16,28 +17,20 @@ def confident_pseudo_labels(logits: Tensor, threshold: float, temperature: float
     return labels, (confidence >= threshold).float()
 
 
-class FixMatchHead(LossHead):
-    """Cross-entropy of the strong view against the weak view's confident argmax (threshold 0.95 by default)."""
+class FixMatchHead(WeakStrongHead):
+    """Cross-entropy of the strong view against the weak view's confident argmax (threshold 0.95 by default).
 
-    def __init__(
-        self,
-        threshold: float = 0.95,
-        temperature: float = 1.0,
-        weak_view: str = "weak",
-        strong_view: str = "strong",
-        stream: str = "unlabeled",
-        **kwargs,
-    ) -> None:
+    ``pseudo_labels_from`` (``student``/``teacher``), ``distribution_alignment`` and the view names: see
+    :class:`~sesemi.losses.weak_strong.WeakStrongHead`."""
+
+    def __init__(self, threshold: float = 0.95, temperature: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.threshold, self.temperature = threshold, temperature
-        self.stream, self.weak_view, self.strong_view = stream, weak_view, strong_view
-        self.views = ((stream, weak_view), (stream, strong_view))
 
     def forward(self, ctx: StepContext) -> Tensor:
-        labels, mask = confident_pseudo_labels(
-            ctx.logits(self.stream, self.weak_view), self.threshold, self.temperature
-        )
+        confidence, labels = self.weak_probs(ctx, self.temperature).max(dim=-1)
+        mask = (confidence >= self.threshold).float()
         ctx.report_pseudo_labels(labels, mask, self.stream)
         ctx.log("mask_ratio", mask.mean())
-        loss = F.cross_entropy(ctx.logits(self.stream, self.strong_view), labels, reduction="none")
+        loss = F.cross_entropy(self.strong_logits(ctx), labels, reduction="none")
         return (loss * mask).mean()

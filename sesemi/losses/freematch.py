@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sesemi.losses.base import LossHead, StepContext, sum_across_ranks
+from sesemi.losses.base import StepContext, sum_across_ranks
 from sesemi.losses.pseudo_label import masked_cross_entropy
+from sesemi.losses.weak_strong import WeakStrongHead
 
 
 def _inverse_or_zero(t: Tensor) -> Tensor:
@@ -54,31 +55,24 @@ def self_adaptive_fairness(strong_logits: Tensor, mask: Tensor, class_probs: Ten
     return loss * (mask.sum() > 0).float()
 
 
-class FreeMatchHead(LossHead):
+class FreeMatchHead(WeakStrongHead):
     """FreeMatch's unlabeled loss: self-adaptively thresholded weak-view pseudo-labels for the strong view, plus SAF.
 
     ``momentum`` is the EMA momentum ``lambda`` of the threshold statistics (0.999 in the paper); ``fairness_weight``
     is ``w_f / w_u``, the weight of the self-adaptive fairness term relative to the pseudo-label loss (0 disables it).
-    The statistics need the number of classes, so they are created in :meth:`build`.
+    ``pseudo_labels_from``, ``distribution_alignment`` and the view names: see
+    :class:`~sesemi.losses.weak_strong.WeakStrongHead` (the thresholds follow the probabilities they are given,
+    aligned or the teacher's). The statistics need the number of classes, so they are created in :meth:`build`.
     """
 
-    def __init__(
-        self,
-        momentum: float = 0.999,
-        fairness_weight: float = 0.01,
-        weak_view: str = "weak",
-        strong_view: str = "strong",
-        stream: str = "unlabeled",
-        **kwargs,
-    ) -> None:
+    def __init__(self, momentum: float = 0.999, fairness_weight: float = 0.01, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.momentum, self.fairness_weight = momentum, fairness_weight
-        self.stream, self.weak_view, self.strong_view = stream, weak_view, strong_view
-        self.views = ((stream, weak_view), (stream, strong_view))
 
     def build(self, in_features: int, num_classes: int) -> None:
+        super().build(in_features, num_classes)
         uniform = torch.full((num_classes,), 1.0 / num_classes)
         self.register_buffer("global_threshold", torch.tensor(1.0 / num_classes))  # tau_t
         self.register_buffer("class_probs", uniform.clone())  # p~_t(c)
@@ -109,11 +103,11 @@ class FreeMatchHead(LossHead):
         self.label_hist.mul_(m).add_(stats[1 + num_classes : 1 + 2 * num_classes] / count, alpha=1 - m)
 
     def forward(self, ctx: StepContext) -> Tensor:
-        probs = torch.softmax(ctx.logits(self.stream, self.weak_view).detach().float(), dim=-1)
+        probs = self.weak_probs(ctx)
         self.update(probs)  # the current batch counts toward its own threshold, as in the paper
         confidence, labels = probs.max(dim=-1)
         mask = (confidence >= self.class_thresholds()[labels]).float()
-        strong_logits = ctx.logits(self.stream, self.strong_view)
+        strong_logits = self.strong_logits(ctx)
         loss = masked_cross_entropy(strong_logits, labels, mask)
         ctx.report_pseudo_labels(labels, mask, self.stream)
         ctx.log("mask_ratio", mask.mean())

@@ -23,6 +23,7 @@ METHODS = {
     "pseudo_label": ["supervised", "pseudo_label"],
     "jigsaw": ["supervised", "jigsaw"],
     "freematch": ["supervised", "freematch"],
+    "softmatch": ["supervised", "softmatch"],
 }
 
 
@@ -38,4 +39,28 @@ def test_method_trains_and_logs_each_head_loss(method: str, workdir: Path):
     for head in METHODS[method]:
         value = metrics["final"][f"train/loss_{head}"]
         assert math.isfinite(value)
+    assert math.isfinite(metrics["final"]["train/loss"])
+
+
+# the levers against confirmation bias and for a cheap warm-up, each a command-line switch
+SWITCHES = {
+    "warm-up": ["method=fixmatch", "method.loss_heads.fixmatch.start_step=0.5"],
+    "teacher-pseudo-labels": ["method=freematch", "method.loss_heads.freematch.pseudo_labels_from=teacher"],
+    "distribution-alignment": ["method=fixmatch", "method.loss_heads.fixmatch.distribution_alignment=true"],
+    "softmatch-teacher-no-alignment": [
+        "method=softmatch",
+        "method.loss_heads.softmatch.pseudo_labels_from=teacher",
+        "method.loss_heads.softmatch.distribution_alignment=false",
+    ],
+    "label-smoothing": ["method.loss_heads.supervised.label_smoothing=0.1"],
+}
+
+
+@pytest.mark.parametrize("switch", sorted(SWITCHES))
+def test_each_switch_trains_from_the_command_line(switch: str, workdir: Path):
+    run_cli(SWITCHES[switch], workdir)  # with the image-grid callback: it sees the warm-up's unloaded stream
+    (run_dir,) = run_dirs(workdir)
+    assert read_json(run_dir / "status.json")["state"] == "completed"
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["global_step"] == 6
     assert math.isfinite(metrics["final"]["train/loss"])
