@@ -156,6 +156,7 @@ class SemiSupervisedModule(LightningModule):
             [view for h in active.values() for view in h.views],
             teacher=self.ema.module if self.ema is not None else None,
             log=(lambda name, value: self.log(f"train/{name}", value)) if log else None,
+            detached_views=[view for h in active.values() for view in h.detached_views],
         )
         total: Tensor | float = 0.0
         for name, loss_head in active.items():

@@ -270,8 +270,9 @@ class SemiSupervisedDataModule(LightningDataModule):
         targets = self.unlabeled_dataset().targets
         return targets if bool((targets >= 0).any()) else None
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool, **delay: Any) -> DataLoader:
+        """A loader of ``dataset``; with ``skip_batches`` a :class:`DelayedLoader`."""
+        return (DelayedLoader if delay else DataLoader)(
             dataset,
             batch_size=batch_size,
             shuffle=train,
@@ -281,6 +282,7 @@ class SemiSupervisedDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
             worker_init_fn=self.worker_init_fn,
             collate_fn=getattr(dataset, "collate", None),
+            **delay,
         )
 
     def _batches_before(self, step: int) -> int:
@@ -294,17 +296,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         start = self.stream_start_steps.get(stream, 0)
         if start <= 0:
             return self._loader(dataset, batch_size, True)
-        return DelayedLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.persistent_workers,
-            pin_memory=self.pin_memory,
-            worker_init_fn=self.worker_init_fn,
-            skip_batches=functools.partial(self._batches_before, start),
-        )
+        return self._loader(dataset, batch_size, True, skip_batches=functools.partial(self._batches_before, start))
 
     def train_dataloader(self) -> CombinedLoader:
         labeled = ViewDataset(self.train_set, self.split.labeled, self.labeled_views)

@@ -48,7 +48,9 @@ class StepContext:
     ``batch`` maps a stream name (``labeled``, ``unlabeled``) to its views (e.g. ``weak``, ``strong``) and ``target``;
     a stream the data module did not load this step (None, e.g. the unlabeled stream during a warm-up) is left out.
     Student logits for every view the heads declare are computed in one concatenated forward pass (as FixMatch
-    does, so batch-norm statistics cover labeled and unlabeled data together); other views are computed on demand.
+    does, so batch-norm statistics cover labeled and unlabeled data together); the views heads read only without
+    gradients (``detached_views``, e.g. FixMatch's weak view with ``separate_weak_forward``) in a second one under
+    ``torch.no_grad`` (no backward through them); other views are computed on demand.
     ``teacher`` is the EMA copy of the network (a module with ``backbone`` and ``head``, like
     :class:`sesemi.Classifier`); its features and logits are computed once per view, without gradients.
     Unlabeled samples carry their ``index`` in the unlabeled pool (:meth:`indices`), never their label.
@@ -63,6 +65,7 @@ class StepContext:
         declared_views: list[View],
         teacher: nn.Module | None = None,
         log: Callable[[str, Tensor], None] | None = None,
+        detached_views: list[View] = (),
     ) -> None:
         self.batch = {stream: views for stream, views in batch.items() if views is not None}
         self.backbone = backbone
@@ -70,6 +73,7 @@ class StepContext:
         self.step = step
         self.teacher = teacher
         self._declared = [v for v in dict.fromkeys(declared_views) if v[0] in self.batch]
+        self._detached = [v for v in dict.fromkeys(detached_views) if v[0] in self.batch and v not in self._declared]
         self._features: dict[View, Tensor] = {}
         self._logits: dict[View, Tensor] = {}
         self._teacher_features: dict[View, Tensor] = {}
@@ -102,7 +106,10 @@ class StepContext:
         key = (stream, view)
         if key not in self._features:
             if key in self._declared:
-                self._forward_declared()
+                self._forward(self._declared)
+            elif key in self._detached:
+                with torch.no_grad():
+                    self._forward(self._detached)
             else:
                 self._features[key] = self.backbone(self.images(stream, view))
         return self._features[key]
@@ -159,11 +166,11 @@ class StepContext:
         Keeps references only: free when nothing is logged."""
         self.pseudo_labels[self.scope] = PseudoLabels(labels, mask, stream)
 
-    def _forward_declared(self) -> None:
-        images = [self.images(*v) for v in self._declared]
+    def _forward(self, views: list[View]) -> None:
+        images = [self.images(*v) for v in views]
         sizes = [len(x) for x in images]
         features = self.backbone(torch.cat(images)) if len(images) > 1 else self.backbone(images[0])
-        for view, f in zip(self._declared, features.split(sizes)):
+        for view, f in zip(views, features.split(sizes)):
             self._features[view] = f
 
 
@@ -195,7 +202,8 @@ class LossHead(nn.Module):
     """Base class of loss heads.
 
     Subclasses implement :meth:`forward` (``ctx -> scalar loss``) and list the student views they read in
-    :attr:`views` so the module can batch them into one forward, and the views only the EMA teacher reads in
+    :attr:`views` so the module can batch them into one forward, the student views they read only without gradients
+    in :attr:`detached_views` (one forward without autograd) and the views only the EMA teacher reads in
     :attr:`teacher_views`. ``weight`` scales the loss; over ``rampup_steps`` (a step count, or below 1 a fraction of
     ``trainer.max_steps``) it ramps up from 0 with the ``rampup`` schedule (``sigmoid`` or ``linear``). Before
     ``start_step`` (same units) the head is off: its scale is 0, the module neither calls it nor forwards its views,
@@ -205,6 +213,7 @@ class LossHead(nn.Module):
     """
 
     views: tuple[View, ...] = ()
+    detached_views: tuple[View, ...] = ()
     teacher_views: tuple[View, ...] = ()
 
     def __init__(
@@ -228,7 +237,7 @@ class LossHead(nn.Module):
     @property
     def streams(self) -> set[str]:
         """The streams the head reads (student or teacher views)."""
-        return {stream for stream, _ in (*self.views, *self.teacher_views)}
+        return {stream for stream, _ in (*self.views, *self.detached_views, *self.teacher_views)}
 
     def first_step(self, total_steps: int = -1) -> int:
         """The step the head starts at: ``start_step``, a fraction of ``total_steps`` when below 1."""

@@ -44,8 +44,13 @@ class WeakStrongHead(LossHead):
 
     ``pseudo_labels_from``: ``student`` (the papers) or ``teacher``: the weak view's probabilities come from the EMA
     teacher (``method.ema.decay`` must be set), steadier targets against confirmation bias; the student then does not
-    forward the weak view unless another head reads it. ``distribution_alignment``: align those probabilities with
-    :class:`DistributionAlignment` (momentum ``alignment_momentum``) before pseudo-labels and masks are taken.
+    forward the weak view unless another head reads it. ``separate_weak_forward`` (student only): the weak view
+    goes through the student in a forward of its own without autograd instead of the joint forward with the strong
+    view (the papers' choice, whose backward also runs through the weak images although their targets carry no
+    gradient): a FixMatch step then back-propagates through 16 + 112 images instead of 16 + 224, and the weak
+    view's batch-norm statistics come from the weak batch alone. ``distribution_alignment``: align those
+    probabilities with :class:`DistributionAlignment` (momentum ``alignment_momentum``) before pseudo-labels and
+    masks are taken.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class WeakStrongHead(LossHead):
         pseudo_labels_from: str = "student",
         distribution_alignment: bool = False,
         alignment_momentum: float = 0.999,
+        separate_weak_forward: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +72,8 @@ class WeakStrongHead(LossHead):
         weak = (stream, weak_view)
         if pseudo_labels_from == "teacher":
             self.views, self.teacher_views = ((stream, strong_view),), (weak,)
+        elif separate_weak_forward:
+            self.views, self.detached_views = ((stream, strong_view),), (weak,)
         else:
             self.views = (weak, (stream, strong_view))
         self.distribution_alignment, self.alignment_momentum = distribution_alignment, alignment_momentum

@@ -53,6 +53,13 @@ SWITCHES = {
         "method.loss_heads.softmatch.distribution_alignment=false",
     ],
     "label-smoothing": ["method.loss_heads.supervised.label_smoothing=0.1"],
+    "separate-weak-forward-batched-views": [
+        "method=softmatch",
+        "method.loss_heads.softmatch.separate_weak_forward=true",
+        "augment.weak._target_=sesemi.data.batch_pipeline",
+        "augment.strong._target_=sesemi.data.batch_pipeline",
+        "data.num_workers=1",
+    ],
 }
 
 

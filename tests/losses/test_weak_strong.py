@@ -43,15 +43,19 @@ def test_distribution_alignment_is_a_switch_of_every_weak_strong_head(head_class
 
 
 class Counting(nn.Module):
-    """Identity "backbone" (the images are the logits) recording the batch sizes it forwards."""
+    """A "backbone" (identity by default: the images are the logits) recording the batch sizes it forwards and
+    whether autograd was on."""
 
-    def __init__(self) -> None:
+    def __init__(self, net: nn.Module | None = None) -> None:
         super().__init__()
+        self.net = net or nn.Identity()
         self.sizes: list[int] = []
+        self.grad_modes: list[bool] = []
 
     def forward(self, x: Tensor) -> Tensor:
         self.sizes.append(len(x))
-        return x
+        self.grad_modes.append(torch.is_grad_enabled())
+        return self.net(x)
 
 
 class Flip(nn.Module):
@@ -88,3 +92,32 @@ def test_teacher_pseudo_labels_without_an_ema_teacher_fail_when_the_module_is_bu
         )
     with pytest.raises(ValueError, match="pseudo_labels_from"):
         FixMatchHead(pseudo_labels_from="ema")
+
+
+@pytest.mark.parametrize("head_class", [FixMatchHead, FreeMatchHead, SoftMatchHead])
+def test_a_separate_weak_forward_takes_the_same_pseudo_labels_without_autograd(head_class):
+    """The weak view goes through the student on its own, with no graph; the strong view keeps its gradient; the
+    loss and pseudo-labels are those of the joint forward (here the network has no batch statistics)."""
+    torch.manual_seed(0)
+    weak, strong = torch.randn(6, 3), torch.randn(6, 3)
+    net = nn.Linear(3, 3)
+    results = []
+    for separate in (False, True):
+        head = head_class(separate_weak_forward=separate)
+        head.build(in_features=3, num_classes=3)
+        student = Counting(net)
+        ctx = StepContext(
+            {"unlabeled": {"weak": weak, "strong": strong}},
+            student,
+            nn.Identity(),
+            0,
+            list(head.views),
+            detached_views=list(head.detached_views),
+        )
+        loss = head(ctx)
+        results.append((loss, ctx.pseudo_labels[""].labels, student.sizes, student.grad_modes))
+    (joint_loss, joint_labels, joint_sizes, _), (loss, labels, sizes, grad_modes) = results
+    assert joint_sizes == [12] and sizes == [6, 6]
+    assert grad_modes == [True, False] or grad_modes == [False, True]
+    assert torch.equal(labels, joint_labels) and torch.allclose(loss, joint_loss)
+    assert loss.requires_grad
