@@ -46,7 +46,7 @@ def test_crop_gives_each_image_a_window_of_its_padded_image(images, padding_mode
     offsets = set()
     for o, i in zip(out, images[:64]):
         padded = TF.pad(i, [3], padding_mode=padding_mode)
-        windows = [(t, l) for t in range(7) for l in range(7) if torch.equal(padded[:, t : t + 28, l : l + 28], o)]
+        windows = [(t, c) for t in range(7) for c in range(7) if torch.equal(padded[:, t : t + 28, c : c + 28], o)]
         assert windows, "a crop that is no window of the padded image"
         offsets.add(windows[0])
     assert len(offsets) > 10  # per-image offsets, not one for the batch
