@@ -1,0 +1,195 @@
+"""Fashion-MNIST with few labels: what each lever of a semi-supervised step buys, one variant at a time.
+
+Every variant is the real CLI on the real Fashion-MNIST with the same base (`fmnist_accuracy.py`'s `COMMON`: SmallCNN
+width 16, 16 labeled + 112 unlabeled images per step) plus its overrides, trained for the same number of optimizer
+steps, so its accuracy does not depend on how busy the machine is. Its cost is measured apart: the seconds per step
+of a 10- and a 60-step run (start-up cancels out), from which the steps that fit a budget follow. Results go to
+`benchmarks/results/fmnist_levers.json` and to the `levers` section of docs/benchmarks.md.
+
+    python benchmarks/fmnist_levers.py --variants fixmatch fixmatch_fast --steps 2000 --seeds 0
+
+Several invocations add to one results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DOC, RESULTS, command_line, reproduce, write_json, write_section
+from fmnist_accuracy import FMNIST, train
+
+HEADING = "Fashion-MNIST: what each lever of a semi-supervised step buys"
+
+BATCHED = ["augment.weak._target_=sesemi.data.batch_pipeline", "augment.strong._target_=sesemi.data.batch_pipeline"]
+# name -> (what it changes, overrides); the levers of docs/benchmarks.md, each alone and in the combinations tried
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "supervised": ("labeled images only", ["method=supervised"]),
+    "fixmatch": ("FixMatch as before (per-image augmentation, joint weak+strong forward)", ["method=fixmatch"]),
+    "fixmatch_batched": ("+ batched views", ["method=fixmatch", *BATCHED]),
+    "fixmatch_fast": (
+        "+ batched views + separate weak forward",
+        ["method=fixmatch", *BATCHED, "method.loss_heads.fixmatch.separate_weak_forward=true"],
+    ),
+    "freematch_fast": (
+        "FreeMatch, batched views + separate weak forward",
+        ["method=freematch", *BATCHED, "method.loss_heads.freematch.separate_weak_forward=true"],
+    ),
+    "softmatch_fast": (
+        "SoftMatch (uniform alignment), batched views + separate weak forward",
+        ["method=softmatch", *BATCHED, "method.loss_heads.softmatch.separate_weak_forward=true"],
+    ),
+    "softmatch_fast_teacher": (
+        "+ EMA-teacher pseudo-labels",
+        ["method=softmatch", *BATCHED, "method.loss_heads.softmatch.pseudo_labels_from=teacher"],
+    ),
+    "softmatch_fast_warmup": (
+        "+ supervised warm-up for the first 20% of steps",
+        [
+            "method=softmatch",
+            *BATCHED,
+            "method.loss_heads.softmatch.separate_weak_forward=true",
+            "method.loss_heads.softmatch.start_step=0.2",
+        ],
+    ),
+    "freematch_fast_da": (
+        "FreeMatch + distribution alignment, batched views + separate weak forward",
+        [
+            "method=freematch",
+            *BATCHED,
+            "method.loss_heads.freematch.separate_weak_forward=true",
+            "method.loss_heads.freematch.distribution_alignment=true",
+        ],
+    ),
+    "softmatch_fast_smoothing": (
+        "SoftMatch fast + label smoothing 0.1",
+        [
+            "method=softmatch",
+            *BATCHED,
+            "method.loss_heads.softmatch.separate_weak_forward=true",
+            "method.loss_heads.supervised.label_smoothing=0.1",
+        ],
+    ),
+}
+
+
+def seconds_per_step(overrides: list[str], workdir: Path) -> float:
+    """Steady-state seconds per step: the wall-time difference of a 10- and a 60-step run."""
+    walls = []
+    for steps in (10, 60):
+        started = time.time()
+        train(
+            [
+                *overrides,
+                f"trainer.max_steps={steps}",
+                f"trainer.val_check_interval={steps}",
+                "trainer.limit_val_batches=1",
+                "trainer.limit_test_batches=1",
+                "run.id=calibrate",
+            ],
+            workdir,
+            [],
+        )
+        walls.append(time.time() - started)
+    return (walls[1] - walls[0]) / 50
+
+
+def run(variants: list[str], steps: int, labels: int, seeds: list[int], out: Path) -> list[dict]:
+    results = json.loads(out.read_text()) if out.exists() else []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "data").mkdir()
+        (workdir / "data" / "fashion-mnist").symlink_to(FMNIST)
+        for name in variants:
+            overrides = VARIANTS[name][1]
+            load_before = os.getloadavg()[0]
+            per_step = seconds_per_step(overrides, workdir)
+            for seed in seeds:
+                started = time.time()
+                metrics = train(
+                    [
+                        *overrides,
+                        f"data.labels_per_class={labels}",
+                        f"run.seed={seed}",
+                        f"trainer.max_steps={steps}",
+                        f"trainer.val_check_interval={max(1, steps // 8)}",
+                        f"run.id=levers_{name}",
+                    ],
+                    workdir,
+                    [],
+                )
+                row = {
+                    "variant": name,
+                    "labels_per_class": labels,
+                    "seed": seed,
+                    "steps": metrics["global_step"],
+                    "test_acc": metrics["test"]["test/acc"],
+                    "val_acc": metrics["objective"]["value"],
+                    "s_per_step": round(per_step, 4),
+                    "wall_s": round(time.time() - started, 1),
+                    "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                }
+                print(json.dumps(row), flush=True)
+                key = (name, labels, seed, steps)
+                results = [r for r in results if (r["variant"], r["labels_per_class"], r["seed"], r["steps"]) != key]
+                results.append(row)
+                write_json(out, results)
+    return results
+
+
+def table(results: list[dict], command: str) -> str:
+    lines = [
+        "Fashion-MNIST, SmallCNN width 16, 16 labeled + 112 unlabeled images per step, the same number of steps for "
+        "every variant; test accuracy (10,000 images) of the checkpoint best on validation (EMA weights); *s/step*: "
+        "steady-state seconds per step on this 2-core machine (load average while measured in the last column), "
+        "*steps in 14 min*: what that cost fits in the issue's budget.",
+        "",
+        "| labels/class | variant | what changes | steps | test accuracy | seeds | s/step | steps in 14 min | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = list(VARIANTS)
+    groups = sorted(
+        {(r["labels_per_class"], r["steps"], r["variant"]) for r in results},
+        key=lambda k: (k[0], k[1], order.index(k[2])),
+    )
+    for labels, steps, name in groups:
+        rows = [r for r in results if (r["labels_per_class"], r["steps"], r["variant"]) == (labels, steps, name)]
+        accs = [100 * r["test_acc"] for r in rows]
+        spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else f" (seed {rows[0]['seed']})"
+        per_step = statistics.mean(r["s_per_step"] for r in rows)
+        loads = [x for r in rows for x in r["load"]]
+        lines.append(
+            f"| {labels} | {name} | {VARIANTS[name][0]} | {steps} | {statistics.mean(accs):.1f}{spread} | "
+            f"{len(rows)} | {per_step:.3f} | {int(14 * 60 / per_step)} | {min(loads):.1f}-{max(loads):.1f} |"
+        )
+    return "\n".join([*lines, "", reproduce(command)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--labels", type=int, default=10)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--out", type=Path, default=RESULTS / "fmnist_levers.json")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--commands", type=Path, default=RESULTS / "fmnist_levers_commands.json")
+    args = parser.parse_args()
+    if not FMNIST.is_dir():
+        sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
+    results = run(args.variants, args.steps, args.labels, args.seeds, args.out)
+    command = command_line("fmnist_levers.py")
+    commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
+    write_json(args.commands, commands)
+    write_section(args.doc, "levers", HEADING, table(results, "\n".join(commands)))
+
+
+if __name__ == "__main__":
+    main()
