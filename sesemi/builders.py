@@ -73,7 +73,7 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str] | Non
                 f"drop it (method.loss_heads.{name}=null) or give the head a _target_",
             )
     ema = cfg.method.get("ema") or {}
-    return SemiSupervisedModule(
+    module = SemiSupervisedModule(
         backbone=check_backbone(instantiate_key(cfg, "model.backbone")),
         head=instantiate_key(cfg, "model.head"),
         loss_heads={name: instantiate_key(cfg, f"method.loss_heads.{name}") for name in heads},
@@ -85,6 +85,11 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str] | Non
         ema_evaluate=ema.get("evaluate", True),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    if cfg.run.get("channels_last"):
+        # Conv weights in NHWC: oneDNN (CPU) and tensor-core GPUs convolve faster, and activations follow the
+        # weights' layout, so the input batches need no conversion. Moving and checkpoint loads keep the layout.
+        module.to(memory_format=torch.channels_last)
+    return module
 
 
 def _check_devices(accelerator: str, devices: int | str) -> None:

@@ -49,6 +49,7 @@ CONTINUATION_KEYS = (
     "run.num_nodes",
     "run.accelerator",
     "run.strategy",
+    "run.channels_last",
     "run.data_root",
     "run.src_dir",
     "data.num_workers",
