@@ -19,6 +19,7 @@ from PIL import Image
 import sesemi.configs
 import sesemi.train
 from sesemi.builders import build_module, instantiate_key
+from sesemi.data import MultiView
 from sesemi.datasets import DatasetNotFoundError
 from sesemi.errors import ConfigError
 
@@ -69,7 +70,8 @@ def check_views(cfg: DictConfig, keys: list[str], side: int, mode: str, size: in
     for key in keys:
         transform = instantiate_key(cfg, key)
         assert callable(transform), key
-        view = transform(image)
+        one = MultiView({"view": transform})  # per image, or batched (sesemi.data.batch_pipeline) when collated
+        view = one.collate([one(image)])["view"][0]
         assert view.dtype == torch.float32 and torch.isfinite(view).all(), key
         channels = 1 if mode == "L" else 3
         expected = size or side
