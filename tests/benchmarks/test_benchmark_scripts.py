@@ -205,6 +205,28 @@ def test_fmnist_accuracy(tmp_path: Path):
     assert section(doc.read_text(), "fmnist") == text
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"Fashion-MNIST is not installed at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)",
+)
+def test_fmnist_levers(tmp_path: Path):
+    out, doc, commands = tmp_path / "out.json", tmp_path / "benchmarks.md", tmp_path / "commands.json"
+    args = ["--variants", "fixmatch_fastest", "softmatch_warmup", "--steps", "5", "--labels", "4", "--seeds", "0"]
+    short = ["trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "data.eval_batch_size=64"]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "fmnist_levers.py"), *args, "--out", str(out)]
+    cmd += ["--doc", str(doc), "--commands", str(commands), *short]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    rows = json.loads(out.read_text())
+    assert sorted(r["variant"] for r in rows) == ["fixmatch_fastest", "softmatch_warmup"]
+    assert all(r["steps"] == 5 and 0 <= r["test_acc"] <= 1 and r["s_per_step"] > 0 for r in rows)
+    text = section(doc.read_text(), "levers")
+    assert_tables(text)
+    assert "| 4 | fixmatch_fastest |" in text and "| 4 | softmatch_warmup |" in text
+    assert_reproducible(text, "fmnist_levers.py")
+
+
 def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text(
