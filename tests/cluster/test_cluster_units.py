@@ -191,13 +191,14 @@ def test_signal_handler_only_notes_the_signal(tmp_path: Path):
 def test_a_local_run_does_not_take_submitits_signal(tmp_path: Path):
     callback = StopOnSignal(str(tmp_path))
     before = signal.getsignal(submitit_signal())
+    interrupt = signal.getsignal(signal.SIGINT)  # whatever the process had: restored as it was
     callback._install()
     try:
         assert signal.getsignal(submitit_signal()) == before
         assert signal.getsignal(signal.SIGINT) == callback._note
     finally:
         callback._restore()
-    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == interrupt
 
 
 def test_summary_table_lists_failed_jobs(tmp_path: Path):
