@@ -53,6 +53,17 @@ def run_cli(
     return proc
 
 
+def sacct(job_ids: list[str]) -> dict[str, str]:
+    """SLURM's state of each job (``CANCELLED by 0`` read as ``CANCELLED``), from the accounting database."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {job: state.split()[0] for job, state in (line.split("|", 1) for line in out.split())}
+
+
 def run_dirs(root: Path) -> list[Path]:
     """All run dirs (those with a status file) below ``root``."""
     return sorted(p.parent for p in root.rglob("status.json"))

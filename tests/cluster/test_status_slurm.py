@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from cluster_testkit import DOC_COMMANDS, Launch, cancel_jobs, needs_slurm, read_json, subdirs, the_sweep_dir
-from conftest import FAST
+from conftest import FAST, sacct
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_slurm]
 
@@ -67,16 +67,6 @@ def status_cli(args: list[str], cwd: Path, timeout: float = 420) -> subprocess.C
     return subprocess.run(
         [sys.executable, "-m", "sesemi.status", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
-
-
-def sacct(job_ids: list[str]) -> dict[str, str]:
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(line.split("|", 1) for line in out.split())
 
 
 def detached(workdir: Path, args: list[str]) -> tuple[subprocess.CompletedProcess, float]:

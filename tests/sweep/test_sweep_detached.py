@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import read_json, run_cli
+from conftest import read_json, run_cli, sacct
 from faults import FAULT, install_slow
 from optuna.trial import TrialState
 
@@ -44,16 +44,6 @@ def _cli(module: str, args: list[str], cwd: Path, timeout: float = 420) -> subpr
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
-
-
-def _sacct(job_ids: list[str]) -> dict[str, str]:
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {job: state.split()[0] for job, state in (line.split("|", 1) for line in out.split())}
 
 
 def test_the_docs_show_the_command_this_test_runs():
@@ -98,7 +88,7 @@ def test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_
     try:
         assert proc.returncode == 0, stderr[-4000:]
         assert not Path(f"/proc/{proc.pid}").exists()  # the submitting process is gone
-        states = _sacct(ids)
+        states = sacct(ids)
         assert set(states.values()) <= {"PENDING", "RUNNING"}, (states, seconds)  # it waited for nothing
         print(f"submitted in {seconds:.1f} s; jobs {states}\n{stdout}")
         assert len(ids) == 2 and len({i.split("_")[0] for i in ids}) == 1  # the 2 workers, one job array
@@ -125,7 +115,7 @@ def test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_
             subprocess.run(["scancel", *ids], capture_output=True, check=False)
     print(follow.stdout)
     assert follow.stdout.splitlines()[-1] == "6 jobs: 6 completed"  # 2 workers, 4 trials
-    assert set(_sacct(ids).values()) == {"COMPLETED"}
+    assert set(sacct(ids).values()) == {"COMPLETED"}
 
     trials = load(sweep).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # exactly the budget
