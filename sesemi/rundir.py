@@ -196,6 +196,16 @@ def read_objective(run_dir: PathLike) -> float | None:
     return None if metrics is None else objective_value(metrics)
 
 
+def slurm_job_id() -> str | None:
+    """This process's SLURM job as ``scancel``/``scontrol`` name it alone (None outside SLURM).
+
+    An array task is ``<array job id>_<task id>``, not its ``$SLURM_JOB_ID``: one task's raw id equals the array's
+    id, and ``scontrol requeue <that id>`` requeues every task of the array.
+    """
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 class RunRecord:
     """Writes the status and metrics files of one run dir (on global rank zero only)."""
 
@@ -223,7 +233,7 @@ class RunRecord:
                 "started": _now(),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                "slurm_job_id": slurm_job_id(),
                 "previous_state": previous["state"] if previous else None,
             }
         )

@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import read_json, run_cli, run_dirs
 from faults import FAULT, install_slow, snapshot
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sesemi.builders import instantiate_key
 from sesemi.resume import ScheduleLength
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "lr_scheduler"
@@ -138,7 +138,7 @@ def test_a_longer_run_stretches_each_builtin_schedule_without_raising_the_lr(con
         cfg = OmegaConf.merge(node, {"trainer": {"max_steps": steps}})
         weight = torch.zeros(1, requires_grad=True)
         optimizer = torch.optim.SGD([weight], lr=0.03)
-        return optimizer, instantiate(cfg.s)(optimizer)
+        return optimizer, instantiate_key(cfg, "s")(optimizer)
 
     optimizer, scheduler = schedule(20)
     lrs = []

@@ -47,7 +47,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.distributed import ReduceOp
 
-from sesemi.rundir import RunRecord, last_checkpoint, read_status
+from sesemi.rundir import RunRecord, last_checkpoint, read_status, slurm_job_id
 from sesemi.runtime import RunStopped
 
 log = logging.getLogger("sesemi")
@@ -73,7 +73,7 @@ def restart_checkpoint(run_dir: str | os.PathLike) -> str | None:
     A restart is this SLURM job id already listed in the run dir's ``status.json`` attempts; every rank reaches the
     same answer, since ``last.ckpt`` cannot exist before all ranks joined the first attempt's training.
     """
-    job_id = os.environ.get("SLURM_JOB_ID")
+    job_id = slurm_job_id()
     if not job_id or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
         return None
     status = read_status(run_dir)  # written atomically: never half a file
@@ -85,7 +85,7 @@ def restart_checkpoint(run_dir: str | os.PathLike) -> str | None:
 
 def slurm_is_requeuing() -> bool:
     """True when SLURM is requeuing this job (its restart count is above this attempt's), False for a cancel."""
-    job_id = os.environ.get("SLURM_JOB_ID")
+    job_id = slurm_job_id()
     if not job_id:
         return False
     try:

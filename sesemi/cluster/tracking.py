@@ -111,7 +111,7 @@ def _trial_entry(run_dir: Path, jobs: dict[str, str]) -> dict[str, Any]:
     """A worker's trial as a job entry: its overrides (Hydra's record) and the job of the worker that ran it
     (``ran_in``; not ``job_id``: the trial is no job of its own, ``--resubmit`` leaves it to the workers).
 
-    ``jobs``: the sweep's job ids by the ``$SLURM_JOB_ID`` their attempts ran as (an array task's own number).
+    ``jobs``: the sweep's job ids by the SLURM job id their attempts recorded (:func:`sesemi.rundir.slurm_job_id`).
     """
     import yaml
 

@@ -30,6 +30,7 @@ from sesemi import resolvers
 from sesemi.compat import hydra as hydra_compat
 from sesemi.compat import optuna as compat
 from sesemi.errors import ConfigError
+from sesemi.rundir import slurm_job_id
 from sesemi.runtime import RunStopped
 from sesemi.sweep import stop
 from sesemi.sweep import storage as storage_lib
@@ -199,7 +200,7 @@ def run_trial(
         "worker": worker,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_job_id": slurm_job_id(),
     }.items():
         trial.set_user_attr(key, value)
     context = TrialContext(trial=trial, monitor=str(cfg.run.objective), params=dict(trial.params))
