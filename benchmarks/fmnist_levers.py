@@ -55,6 +55,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "SoftMatch (uniform alignment) on the fastest step",
         [*_head("softmatch", separate_weak_forward=True), *FASTEST],
     ),
+    "softmatch_wide": (
+        "+ width 32 (4x the network's multiply-adds)",
+        [*_head("softmatch", separate_weak_forward=True), "model.backbone.width=32", *FASTEST],
+    ),
+    "softmatch_uratio3": (
+        "+ 48 unlabeled images per step instead of 112",
+        [*_head("softmatch", separate_weak_forward=True), "data.unlabeled_batch_size=48", *FASTEST],
+    ),
     "softmatch_warmup": (
         "+ supervised warm-up, first 20% of the steps",
         [*_head("softmatch", separate_weak_forward=True, start_step=0.2), *FASTEST],

@@ -227,6 +227,28 @@ def test_fmnist_levers(tmp_path: Path):
     assert_reproducible(text, "fmnist_levers.py")
 
 
+@pytest.mark.slow
+def test_recipes(tmp_path: Path):
+    """Each shipped recipe beside supervised-only through the real CLI (digits: shipped inside scikit-learn)."""
+    out, doc, commands = tmp_path / "out.json", tmp_path / "benchmarks.md", tmp_path / "commands.json"
+    args = ["--datasets", "digits", "--labels", "4", "--seeds", "0", "--budget-min", "2.5"]
+    short = ["trainer.max_steps=6", "trainer.val_check_interval=3"]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "recipes.py"), *args, "--out", str(out)]
+    cmd += ["--doc", str(doc), "--commands", str(commands), *short]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    rows = json.loads(out.read_text())
+    assert sorted((r["recipe"], r["role"]) for r in rows) == [
+        ("digits_softmatch_cpu", "semi"),
+        ("digits_supervised", "supervised"),
+    ]
+    assert all(r["steps"] == 6 and 0 <= r["test_acc"] <= 1 and r["budget_min"] == 2.5 for r in rows)
+    text = section(doc.read_text(), "recipes")
+    assert_tables(text)
+    assert "| digits | 4 | 2.5 min | `digits_softmatch_cpu` |" in text
+    assert_reproducible(text, "recipes.py")
+
+
 def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text(
