@@ -117,7 +117,8 @@ def table(results: list[dict], command: str) -> str:
     ]
     groups = sorted({(r["dataset"], r["labels_per_class"], r["budget_min"]) for r in results})
     for dataset, n_labels, budget in groups:
-        rows = [r for r in results if (r["dataset"], r["labels_per_class"], r["budget_min"]) == (dataset, n_labels, budget)]
+        key = (dataset, n_labels, budget)
+        rows = [r for r in results if (r["dataset"], r["labels_per_class"], r["budget_min"]) == key]
         by_role = {role: [r for r in rows if r["role"] == role] for role in ("semi", "supervised")}
         cells = []
         for role in ("semi", "supervised"):
