@@ -188,3 +188,21 @@ def test_a_run_beating_on_another_host_cannot_be_resumed_until_its_heartbeat_is_
         check_not_running(tmp_path)
     status(600)  # silent for 10 minutes: killed without a status update
     check_not_running(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_run_resumed_inside_its_supervised_warm_up_finishes_it_with_loader_workers_on(workdir: Path):
+    """FixMatch off until step 8 (``start_step``), the run ended at step 4 and resumed to 12 with the shipped two
+    persistent loader workers: the unlabeled loss starts at step 8 exactly, every step is logged once."""
+    warm_up = [*FAULT, "method=fixmatch", "method.loss_heads.fixmatch.start_step=8", "lr_scheduler=fixmatch_cosine"]
+    run_cli([*warm_up, "trainer.max_steps=4", "trainer.val_check_interval=2"], workdir, fast=False)  # last.ckpt at 4
+    (run_dir,) = run_dirs(workdir)
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "num_workers: 2" in config and "persistent_workers: true" in config  # the loaders users run
+    run_cli([f"run.resume={run_dir}", "trainer.max_steps=12"], workdir, fast=False)
+    scalars = _scalars(run_dir, "train/loss")
+    assert [step for step, _ in scalars["train/loss_supervised"]] == list(range(12))
+    assert [step for step, _ in scalars["train/loss_fixmatch"]] == list(range(8, 12))
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "completed" and len(status["attempts"]) == 2
+    assert read_json(run_dir / "metrics.json")["global_step"] == 12
