@@ -100,7 +100,8 @@ def _summary(rows: list[dict]) -> tuple[float, str]:
     accs = [100 * r["test_acc"] for r in rows]
     seeds = ", ".join(str(r["seed"]) for r in sorted(rows, key=lambda r: r["seed"]))
     spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
-    return statistics.mean(accs), f"{statistics.mean(accs):.1f}{spread} (seeds {seeds})"
+    label = "seeds" if len(rows) > 1 else "seed"
+    return statistics.mean(accs), f"{statistics.mean(accs):.1f}{spread} ({label} {seeds})"
 
 
 def table(results: list[dict], command: str) -> str:
