@@ -9,6 +9,7 @@ to it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,34 @@ def command_line(script: str, argv: Sequence[str] | None = None) -> str:
     """The command that reproduces a result, run from the repository root."""
     args = list(sys.argv[1:] if argv is None else argv)
     return " ".join(["python", f"benchmarks/{script}", *map(shlex.quote, args)])
+
+
+def add_results_args(parser: argparse.ArgumentParser, name: str) -> None:
+    """The arguments of a script whose invocations add to one results file (``benchmarks/results/<name>.json``) and
+    whose doc section lists every command that contributed to it."""
+    parser.add_argument("--out", type=Path, default=RESULTS / f"{name}.json")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--commands", type=Path, default=RESULTS / f"{name}_commands.json")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.limit_test_batches=2")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the doc's table from --out, train nothing")
+
+
+def publish(
+    args: argparse.Namespace,
+    section: str,
+    heading: str,
+    table: Callable[[list[dict], str], str],
+    results: list[dict] | None = None,
+) -> None:
+    """Rewrite ``section`` of the doc from ``results`` and add this invocation to the recorded commands; with
+    ``results`` None (``--table-only``), from the results file and the commands already recorded."""
+    commands = json.loads(args.commands.read_text()) if args.commands.exists() else []
+    if results is None:
+        results = json.loads(args.out.read_text())
+    else:
+        commands = sorted({*commands, command_line(Path(sys.argv[0]).name)})
+        write_json(args.commands, commands)
+    write_section(args.doc, section, heading, table(results, "\n".join(commands)))
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOC, RESULTS, command_line, reproduce, write_json, write_section
+from common import add_results_args, publish, reproduce, write_json
 
 HEADING = "Fashion-MNIST accuracy with few labels"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -176,23 +176,15 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", type=int, default=[10, 40])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget-min", type=float, default=4.0)
-    parser.add_argument("--out", type=Path, default=RESULTS / "fmnist_accuracy.json")
-    parser.add_argument("--doc", type=Path, default=DOC)
-    parser.add_argument("--commands", type=Path, default=RESULTS / "fmnist_accuracy_commands.json")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.limit_test_batches=2")
-    parser.add_argument("--table-only", action="store_true", help="rewrite the doc's table from --out, train nothing")
-    args = parser.parse_args()
+    add_results_args(parser, "fmnist_accuracy")
+    args = parser.parse_intermixed_args()
     if args.table_only:
-        commands = json.loads(args.commands.read_text())
-        write_section(args.doc, "fmnist", HEADING, table(json.loads(args.out.read_text()), "\n".join(commands)))
+        publish(args, "fmnist", HEADING, table)
         return
     if not FMNIST.is_dir():
         sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
     results = run(args.methods, args.labels, args.seeds, args.budget_min, args.out, args.overrides)
-    command = command_line("fmnist_accuracy.py")
-    commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
-    write_json(args.commands, commands)
-    write_section(args.doc, "fmnist", HEADING, table(results, "\n".join(commands)))
+    publish(args, "fmnist", HEADING, table, results)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOC, RESULTS, command_line, reproduce, write_json, write_section
+from common import add_results_args, publish, reproduce, write_json
 from fmnist_accuracy import FMNIST, train
 
 HEADING = "Fashion-MNIST: what each lever of a semi-supervised step buys"
@@ -160,23 +160,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--labels", type=int, default=10)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--out", type=Path, default=RESULTS / "fmnist_levers.json")
-    parser.add_argument("--doc", type=Path, default=DOC)
-    parser.add_argument("--commands", type=Path, default=RESULTS / "fmnist_levers_commands.json")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.limit_test_batches=2")
-    parser.add_argument("--table-only", action="store_true", help="rewrite the doc's table from --out, train nothing")
+    add_results_args(parser, "fmnist_levers")
     args = parser.parse_intermixed_args()
     if args.table_only:
-        commands = json.loads(args.commands.read_text())
-        write_section(args.doc, "levers", HEADING, table(json.loads(args.out.read_text()), "\n".join(commands)))
+        publish(args, "levers", HEADING, table)
         return
     if not FMNIST.is_dir():
         sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
     results = run(args.variants, args.steps, args.labels, args.seeds, args.out, args.overrides)
-    command = command_line("fmnist_levers.py")
-    commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
-    write_json(args.commands, commands)
-    write_section(args.doc, "levers", HEADING, table(results, "\n".join(commands)))
+    publish(args, "levers", HEADING, table, results)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOC, RESULTS, command_line, load, reproduce, write_json, write_section
+from common import add_results_args, load, publish, reproduce, write_json
 from fmnist_accuracy import FMNIST
 
 HEADING = "The shipped recipes against supervised-only"
@@ -153,23 +153,15 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", type=int, default=[10, 40])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget-min", type=float, default=14.0)
-    parser.add_argument("--out", type=Path, default=RESULTS / "recipes.json")
-    parser.add_argument("--doc", type=Path, default=DOC)
-    parser.add_argument("--commands", type=Path, default=RESULTS / "recipes_commands.json")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.limit_test_batches=2")
-    parser.add_argument("--table-only", action="store_true", help="rewrite the doc's table from --out, train nothing")
+    add_results_args(parser, "recipes")
     args = parser.parse_intermixed_args()
     if args.table_only:
-        commands = json.loads(args.commands.read_text())
-        write_section(args.doc, "recipes", HEADING, table(json.loads(args.out.read_text()), "\n".join(commands)))
+        publish(args, "recipes", HEADING, table)
         return
     if "fmnist" in args.datasets and not FMNIST.is_dir():
         sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
     results = run(args.datasets, args.labels, args.seeds, args.budget_min, args.out, args.overrides)
-    command = command_line("recipes.py")
-    commands = sorted({*json.loads(args.commands.read_text()), command}) if args.commands.exists() else [command]
-    write_json(args.commands, commands)
-    write_section(args.doc, "recipes", HEADING, table(results, "\n".join(commands)))
+    publish(args, "recipes", HEADING, table, results)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from cluster_testkit import (
     subdirs,
     the_sweep_dir,
 )
-from conftest import run_cli
+from conftest import run_cli, sacct
 from faults import FAULT, assert_strictly_increasing, tensorboard_steps
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_slurm]
@@ -167,13 +167,7 @@ def test_two_point_sweep_gives_two_slurm_jobs_and_two_completed_run_dirs(launche
         assert read_json(run_dir / "status.json")["attempts"][0]["slurm_job_id"]
         assert Path(job["stdout"]).is_file() and Path(job["stderr"]).is_file()
     # SLURM's own record of the two jobs, and the summary printed and written into the sweep dir.
-    sacct = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert sorted(sacct.split()) == sorted(f"{j}|COMPLETED" for j in job_ids)
+    assert sacct(job_ids) == dict.fromkeys(job_ids, "COMPLETED")
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     assert [(r["job_id"], r["state"], r["slurm_state"]) for r in rows] == [
         (j, "completed", "COMPLETED") for j in job_ids

@@ -18,6 +18,7 @@ from sesemi.cluster import summary
 from sesemi.cluster.signals import StopOnSignal, restart_checkpoint, submitit_signal
 from sesemi.cluster.validate import check_job
 from sesemi.errors import ConfigError
+from sesemi.rundir import RunRecord, read_status
 from sesemi.runtime import RunStopped
 
 SLURM_VARS = (
@@ -170,6 +171,22 @@ def test_restart_checkpoint_only_for_the_same_slurm_job(tmp_path: Path, monkeypa
     assert restart_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
     (tmp_path / "checkpoints" / "last.ckpt").unlink()
     assert restart_checkpoint(tmp_path) is None  # requeued before its first checkpoint: starts over
+
+
+def test_an_array_task_is_recorded_and_recognised_as_its_own_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """One task of an array has the array's number as ``$SLURM_JOB_ID`` (``scontrol requeue`` of it requeues every
+    task): the task is recorded as ``<array>_<task>`` and a requeue of it finds its own attempts under that name."""
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    RunRecord(tmp_path).start()
+    assert read_status(tmp_path)["attempts"][0]["slurm_job_id"] == "42_1"
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert restart_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")  # task 0 of the same array: another job's run dir
+    assert restart_checkpoint(tmp_path) is None
 
 
 def test_signal_handler_only_notes_the_signal(tmp_path: Path):
