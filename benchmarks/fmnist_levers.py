@@ -76,6 +76,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
             *FASTEST,
         ],
     ),
+    "simmatch_fastest": (
+        "SimMatch (labeled-memory calibration, 10 per class) on the fastest step",
+        [*_head("simmatch", separate_weak_forward=True, bank_per_class=10), *FASTEST],
+    ),
+    "simmatch_mix": (
+        "SimMatch with the authors' CIFAR aggregation (alpha 0.9)",
+        [*_head("simmatch", separate_weak_forward=True, bank_per_class=10, aggregation_alpha=0.9), *FASTEST],
+    ),
     "freematch_da": (
         "FreeMatch + distribution alignment on the fastest step",
         [*_head("freematch", separate_weak_forward=True, distribution_alignment=True), *FASTEST],

@@ -29,6 +29,7 @@ _EXPORTS = {
     "PseudoLabelHead": "sesemi.losses",
     "JigsawHead": "sesemi.losses",
     "FreeMatchHead": "sesemi.losses",
+    "SimMatchHead": "sesemi.losses",
     "SoftMatchHead": "sesemi.losses",
     # models
     "SmallCNN": "sesemi.models",

@@ -8,6 +8,7 @@ from sesemi.losses.freematch import FreeMatchHead, self_adaptive_fairness
 from sesemi.losses.jigsaw import JigsawHead, jigsaw_permutations, shuffle_tiles
 from sesemi.losses.pseudo_label import PseudoLabelHead, masked_cross_entropy
 from sesemi.losses.rotation import RotationHead, rotate_batch
+from sesemi.losses.simmatch import SimMatchHead, aggregate_labels, gather_across_ranks, unfold_labels
 from sesemi.losses.softmatch import SoftMatchHead
 from sesemi.losses.supervised import CrossEntropyHead
 from sesemi.losses.weak_strong import DistributionAlignment, WeakStrongHead
@@ -24,10 +25,13 @@ __all__ = [
     "PseudoLabelHead",
     "PseudoLabels",
     "RotationHead",
+    "SimMatchHead",
     "SoftMatchHead",
     "StepContext",
     "WeakStrongHead",
+    "aggregate_labels",
     "confident_pseudo_labels",
+    "gather_across_ranks",
     "jigsaw_permutations",
     "linear_rampup",
     "masked_cross_entropy",
@@ -39,4 +43,5 @@ __all__ = [
     "softmax_kl",
     "softmax_mse",
     "sum_across_ranks",
+    "unfold_labels",
 ]
