@@ -76,6 +76,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
             *FASTEST,
         ],
     ),
+    "softmatch_cutout_small": (
+        "+ Cutout of a quarter of the side instead of half",
+        [*_head("softmatch", separate_weak_forward=True), "augment.strong.after.0.size=0.25", *FASTEST],
+    ),
+    "softmatch_ra5": (
+        "+ RandAugment magnitude 5 instead of 10",
+        [*_head("softmatch", separate_weak_forward=True), "augment.strong.steps.2.magnitude=5", *FASTEST],
+    ),
     "simmatch_fastest": (
         "SimMatch (labeled-memory calibration, 10 per class) on the fastest step",
         [*_head("simmatch", separate_weak_forward=True, bank_per_class=10), *FASTEST],

@@ -24,6 +24,7 @@ METHODS = {
     "jigsaw": ["supervised", "jigsaw"],
     "freematch": ["supervised", "freematch"],
     "softmatch": ["supervised", "softmatch"],
+    "simmatch": ["supervised", "simmatch"],
 }
 
 
@@ -51,6 +52,11 @@ SWITCHES = {
         "method=softmatch",
         "method.loss_heads.softmatch.pseudo_labels_from=teacher",
         "method.loss_heads.softmatch.distribution_alignment=false",
+    ],
+    "simmatch-teacher-mixing": [
+        "method=simmatch",
+        "method.loss_heads.simmatch.pseudo_labels_from=teacher",
+        "method.loss_heads.simmatch.aggregation_alpha=0.9",
     ],
     "label-smoothing": ["method.loss_heads.supervised.label_smoothing=0.1"],
     "separate-weak-forward-batched-views": [
