@@ -84,6 +84,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "+ RandAugment magnitude 5 instead of 10",
         [*_head("softmatch", separate_weak_forward=True), "augment.strong.steps.2.magnitude=5", *FASTEST],
     ),
+    "softmatch_labeled_strong": (
+        "+ the labeled loss on strong views (RandAugment + Cutout) instead of weak ones",
+        [
+            *_head("softmatch", separate_weak_forward=True),
+            "+data.labeled_views.strong=${augment.strong}",
+            "+method.loss_heads.supervised.view=strong",
+            *FASTEST,
+        ],
+    ),
     "simmatch_fastest": (
         "SimMatch (labeled-memory calibration, 10 per class) on the fastest step",
         [*_head("simmatch", separate_weak_forward=True, bank_per_class=10), *FASTEST],
