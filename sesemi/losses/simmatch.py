@@ -98,7 +98,11 @@ class SimMatchHead(WeakStrongHead):
         if aggregation_alpha is not None and not 0.0 <= aggregation_alpha <= 1.0:
             raise ValueError(f"aggregation_alpha must be in [0, 1] or null, got {aggregation_alpha}")
         self.threshold, self.temperature, self.in_weight = threshold, temperature, in_weight
-        self.projection_dim, self.bank_per_class, self.aggregation_alpha = projection_dim, bank_per_class, aggregation_alpha
+        self.projection_dim, self.bank_per_class, self.aggregation_alpha = (
+            projection_dim,
+            bank_per_class,
+            aggregation_alpha,
+        )
         self.labeled_view = labeled_view
         self.views = (*self.views, ("labeled", labeled_view))
 

@@ -37,13 +37,17 @@ def test_unfolding_scales_each_entry_by_the_class_probability_of_its_label():
 
 
 def test_aggregation_is_the_papers_product_or_the_authors_mixing():
-    aggregated = [[sum(SIMILARITY[b, j] for j in range(4) if MEMORY_LABELS[j] == c) for c in range(3)] for b in range(2)]
+    aggregated = [
+        [sum(SIMILARITY[b, j] for j in range(4) if MEMORY_LABELS[j] == c) for c in range(3)] for b in range(2)
+    ]
     product = aggregate_labels(SIMILARITY, CLASS_PROBS, MEMORY_LABELS)
     mixed = aggregate_labels(SIMILARITY, CLASS_PROBS, MEMORY_LABELS, alpha=0.9)
     for b in range(2):
         calibrated = [CLASS_PROBS[b, c] * aggregated[b][c] for c in range(3)]  # p^_c = p_c q^agg_c / sum
         assert product[b].tolist() == pytest.approx([(x / sum(calibrated)).item() for x in calibrated])
-        assert mixed[b].tolist() == pytest.approx([(0.9 * CLASS_PROBS[b, c] + 0.1 * aggregated[b][c]).item() for c in range(3)])
+        assert mixed[b].tolist() == pytest.approx(
+            [(0.9 * CLASS_PROBS[b, c] + 0.1 * aggregated[b][c]).item() for c in range(3)]
+        )
     assert torch.allclose(product.sum(-1), torch.ones(2)) and torch.allclose(mixed.sum(-1), torch.ones(2))
 
 
@@ -67,8 +71,16 @@ def test_empty_memory_slots_get_no_similarity():
 
 
 def test_loss_is_the_masked_soft_class_loss_plus_the_instance_loss():
-    head = _head(num_classes=3, in_features=4, threshold=0.6, temperature=0.5, in_weight=0.5,
-                 projection_dim=4, bank_per_class=2, distribution_alignment=False)
+    head = _head(
+        num_classes=3,
+        in_features=4,
+        threshold=0.6,
+        temperature=0.5,
+        in_weight=0.5,
+        projection_dim=4,
+        bank_per_class=2,
+        distribution_alignment=False,
+    )
     labeled = torch.randn(6, 4)
     targets = torch.tensor([0, 1, 2, 0, 1, 2])
     weak, strong = torch.randn(5, 4) * 3, torch.randn(5, 4, requires_grad=True)
@@ -105,7 +117,9 @@ def test_memory_projection_and_alignment_are_checkpointed():
     head.remember(torch.randn(4, 128), torch.tensor([0, 1, 2, 2]))
     restored = _head()
     restored.load_state_dict(head.state_dict())
-    assert {"memory", "memory_filled", "memory_next", "alignment.p_model", "projection.0.weight"} <= set(head.state_dict())
+    assert {"memory", "memory_filled", "memory_next", "alignment.p_model", "projection.0.weight"} <= set(
+        head.state_dict()
+    )
     assert torch.equal(restored.memory, head.memory) and torch.equal(restored.memory_filled, head.memory_filled)
 
 

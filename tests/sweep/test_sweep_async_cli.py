@@ -183,10 +183,12 @@ def test_killed_worker_is_replaced_at_once_and_its_trial_retried(workdir: Path):
     others = [t for t in trials if t.number not in (victim.number, retry.number)]
     assert len(others) == 4 and all(t.state == TrialState.COMPLETE for t in others)  # the budget of 5 was run
     assert read_json(Path(lost.user_attrs["run_dir"]) / "status.json")["state"] == "failed"
-    # After the kill, two workers ran side by side again: the survivor and the replacement.
+    # Whether the replacement also takes trials is a race with the survivor, which may drain these short trials
+    # while the replacement is still starting (seen in CI on 2 cores): asserted is that it was launched at once
+    # (above) and ended completed (below), and that every trial after the kill ran on a live worker.
     after = [t for t in trials if t.datetime_start.timestamp() > killed_at]
-    # (A replacement that found the queue empty may itself be replaced once the retry is queued: w3.)
-    assert len({t.user_attrs["worker"].split("@")[0] for t in after}) >= 2, [t.user_attrs["worker"] for t in after]
+    workers_after = [t.user_attrs["worker"].split("@")[0] for t in after]
+    assert workers_after and dead not in workers_after, workers_after
     worker_dirs = {d.name: read_json(d / "status.json")["state"] for d in (sweep / "workers").glob("*/w*")}
     # A worker that found no waiting trial (the lost one is re-queued only after the grace period) ends, and a
     # later replacement takes the retry: more than w2 may appear, but only the killed one failed.
