@@ -62,11 +62,6 @@ def aggregate_labels(
     return calibrated / calibrated.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """``H(targets, softmax(logits))`` per sample."""
-    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
-
-
 class SimMatchHead(WeakStrongHead):
     """SimMatch's unlabeled loss (see the module docstring): class pseudo-labels calibrated by similarity to the
     labeled memory, and instance pseudo-labels over that memory calibrated by the class prediction.
@@ -160,9 +155,9 @@ class SimMatchHead(WeakStrongHead):
         confidence, hard = targets.max(dim=-1)
         mask = (confidence >= self.threshold).float()
         ctx.report_pseudo_labels(hard, mask, self.stream)
-        class_loss = (soft_cross_entropy(self.strong_logits(ctx), targets) * mask).mean()
+        class_loss = (F.cross_entropy(self.strong_logits(ctx).float(), targets, reduction="none") * mask).mean()
         strong_similarity = self.similarity_logits(self.embed(ctx.features(self.stream, self.strong_view)))
-        instance_loss = soft_cross_entropy(strong_similarity, instance_targets).mean()
+        instance_loss = F.cross_entropy(strong_similarity, instance_targets)
         ctx.log("mask_ratio", mask.mean())
         ctx.log("class_loss", class_loss)
         ctx.log("instance_loss", instance_loss)
