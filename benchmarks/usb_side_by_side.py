@@ -53,6 +53,7 @@ import importlib.util
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -507,6 +508,45 @@ def budget(args) -> dict[str, Any]:
 # The doc section: whatever of the two modes the results file holds.
 
 
+def budget_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The budget runs on record, one per (labels per class, budget, seed), in that order (a results file of an
+    earlier version holds one run as a dict)."""
+    rows = result.get("budget", [])
+    return [rows] if isinstance(rows, dict) else rows
+
+
+def mean_std(accs: list[float]) -> str:
+    return f"{100 * statistics.mean(accs):.1f} ± {100 * statistics.stdev(accs):.1f}%"
+
+
+def budget_table(rows: list[dict[str, Any]]) -> str:
+    """One line per budget run, then the mean ± std of each (labels per class, budget) run with several seeds."""
+    lines = [
+        [
+            b["labels_per_class"],
+            f"{b['budget_min']:g} min",
+            b["seed"],
+            f"{b['steps']}" + (" (stopped at 110%)" if b["stopped_by_budget"] else ""),
+            f"{b['s_per_step']:.3f}",
+            f"{b['fit_s']:.0f} s",
+            f"{100 * b['test_acc_raw']:.1f}%",
+            f"{100 * b['test_acc_ema']:.1f}%",
+            f"{100 * b['best_val_acc_ema']:.1f}%, {b['best_val_step']}",
+        ]
+        for b in rows
+    ]
+    for (labels, minutes), group in itertools.groupby(rows, key=lambda r: (r["labels_per_class"], r["budget_min"])):
+        group = list(group)
+        if len(group) > 1:
+            raw, ema = mean_std([g["test_acc_raw"] for g in group]), mean_std([g["test_acc_ema"] for g in group])
+            steps = statistics.mean(g["steps"] for g in group)
+            lines.append(
+                [labels, f"{minutes:g} min", f"mean of {len(group)}", f"{steps:.0f}", "", "", f"**{raw}**", ema, ""]
+            )
+    header = ["labels/class", "budget", "seed", "steps", "s/step", "training", "test top-1 raw", "test top-1 EMA"]
+    return markdown_table([*header, "val (EMA), step"], lines)
+
+
 def section(result: dict[str, Any]) -> str:
     parts = [
         "sesemi beside Microsoft USB (`semilearn` 0.3.2, installed only for this benchmark by "
@@ -531,29 +571,16 @@ def section(result: dict[str, Any]) -> str:
             reproduce(s["command"]),
         ]
     if "budget" in result:
-        b = result["budget"]
+        rows = budget_rows(result)
         parts += [
             "",
-            f"**USB's FixMatch in a budget** through its own `Trainer.fit`, {b['labels_per_class']} labels per class, "
-            f"seed {b['seed']}: test top-1 of the last weights, raw and EMA (USB's own evaluation), on the 10,000 "
-            "test images; *val (EMA)*: the best of USB's 10 validations on the 5,000 held-out images.",
+            "**USB's FixMatch in a budget** through its own `Trainer.fit`: test top-1 of the last weights, raw and EMA "
+            "(USB's own evaluation), on the 10,000 test images; *val (EMA)*: the best of USB's 10 validations on the "
+            "5,000 held-out images; one row per seed, then the mean ± std of each setting run with several seeds.",
             "",
-            markdown_table(
-                ["budget", "steps", "s/step", "training", "test top-1 raw", "test top-1 EMA", "val (EMA), step"],
-                [
-                    [
-                        f"{b['budget_min']:g} min",
-                        f"{b['steps']}" + (" (stopped at 110%)" if b["stopped_by_budget"] else ""),
-                        f"{b['s_per_step']:.3f}",
-                        f"{b['fit_s']:.0f} s",
-                        f"**{100 * b['test_acc_raw']:.1f}%**",
-                        f"{100 * b['test_acc_ema']:.1f}%",
-                        f"{100 * b['best_val_acc_ema']:.1f}%, {b['best_val_step']}",
-                    ]
-                ],
-            ),
+            budget_table(rows),
             "",
-            reproduce(b["command"]),
+            reproduce("\n".join(dict.fromkeys(b["command"] for b in rows))),
         ]
     m = result.get("machine", {})
     parts += ["", f"Torch {m.get('torch')}, {m.get('cpu_count')} cores shared with other jobs."]
@@ -589,9 +616,14 @@ def main() -> None:
     if args.mode == "step" and not 0 <= args.warmup <= args.steps - 2:
         sys.exit(f"error: --warmup {args.warmup} must leave at least 2 of the --steps {args.steps} steps timed")
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
-    result[args.mode] = step(args) if args.mode == "step" else budget(args)
-    result[args.mode]["command"] = command_line("usb_side_by_side.py")
-    result["command"] = result[args.mode]["command"]
+    run = step(args) if args.mode == "step" else budget(args)
+    run["command"] = result["command"] = command_line("usb_side_by_side.py")
+    if args.mode == "step":
+        result["step"] = run
+    else:
+        key = ("labels_per_class", "budget_min", "seed")
+        rows = [r for r in budget_rows(result) if [r[k] for k in key] != [run[k] for k in key]]
+        result["budget"] = sorted([*rows, run], key=lambda r: [r[k] for k in key])
     result["machine"] = machine()
     write_json(args.out, result)
     text = section(result)

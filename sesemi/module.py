@@ -173,6 +173,10 @@ class SemiSupervisedModule(LightningModule):
     def on_fit_start(self) -> None:
         truth = getattr(self.trainer.datamodule, "unlabeled_targets", lambda: None)()
         self._unlabeled_truth = truth.to(self.device) if truth is not None else None
+        datamodule = self.trainer.datamodule
+        pool_size = len(datamodule.unlabeled_dataset()) if getattr(datamodule, "has_unlabeled", False) else None
+        for loss_head in self.loss_heads.values():
+            loss_head.on_fit_start(pool_size)
 
     def _log_class_metrics(self, ctx: StepContext) -> None:
         """On logging steps: the heads' per-class values, and the quality of the pseudo-labels they reported."""

@@ -206,3 +206,27 @@ def test_a_run_resumed_inside_its_supervised_warm_up_finishes_it_with_loader_wor
     status = read_json(run_dir / "status.json")
     assert status["state"] == "completed" and len(status["attempts"]) == 2
     assert read_json(run_dir / "metrics.json")["global_step"] == 12
+
+
+@pytest.mark.slow
+def test_a_resumed_flexmatch_run_keeps_its_per_sample_pool_state(workdir: Path):
+    """FlexMatch's latest confident prediction per unlabeled sample is sized from the data when training starts and
+    restored from last.ckpt on resume (Lightning restores before training starts): no entry recorded before the
+    resume is lost after it. Loader workers on, as users run."""
+    flexmatch = [
+        *FAULT,
+        "method=flexmatch",
+        "method.loss_heads.flexmatch.threshold=0.15",
+        "lr_scheduler=fixmatch_cosine",
+    ]
+    run_cli([*flexmatch, "trainer.max_steps=4", "trainer.val_check_interval=2"], workdir, fast=False)
+    (run_dir,) = run_dirs(workdir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    key = "loss_heads.flexmatch.pool_predictions"
+    before = torch.load(ckpt, weights_only=False)["state_dict"][key]
+    assert (before >= 0).any() and (before == -1).any()
+    run_cli([f"run.resume={run_dir}", "trainer.max_steps=8"], workdir, fast=False)
+    after = torch.load(ckpt, weights_only=False)["state_dict"][key]
+    assert read_json(run_dir / "metrics.json")["global_step"] == 8
+    assert after.shape == before.shape  # the unlabeled pool of the digits split, sized once
+    assert ((after >= 0) | (before == -1)).all() and (after >= 0).sum() > (before >= 0).sum()

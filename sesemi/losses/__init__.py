@@ -1,14 +1,23 @@
 """Loss heads: each is one term of the training objective (see :mod:`sesemi.losses.base`)."""
 
-from sesemi.losses.base import LossHead, PseudoLabels, StepContext, linear_rampup, sigmoid_rampup, sum_across_ranks
+from sesemi.losses.base import (
+    LossHead,
+    PseudoLabels,
+    StepContext,
+    gather_across_ranks,
+    linear_rampup,
+    sigmoid_rampup,
+    sum_across_ranks,
+)
 from sesemi.losses.consistency import ConsistencyHead, softmax_kl, softmax_mse
 from sesemi.losses.entropy import EntropyMinimizationHead, prediction_entropy
 from sesemi.losses.fixmatch import FixMatchHead, confident_pseudo_labels
+from sesemi.losses.flexmatch import FlexMatchHead, curriculum_thresholds
 from sesemi.losses.freematch import FreeMatchHead, self_adaptive_fairness
 from sesemi.losses.jigsaw import JigsawHead, jigsaw_permutations, shuffle_tiles
 from sesemi.losses.pseudo_label import PseudoLabelHead, masked_cross_entropy
 from sesemi.losses.rotation import RotationHead, rotate_batch
-from sesemi.losses.simmatch import SimMatchHead, aggregate_labels, gather_across_ranks, unfold_labels
+from sesemi.losses.simmatch import SimMatchHead, aggregate_labels, unfold_labels
 from sesemi.losses.softmatch import SoftMatchHead
 from sesemi.losses.supervised import CrossEntropyHead
 from sesemi.losses.weak_strong import DistributionAlignment, WeakStrongHead
@@ -19,6 +28,7 @@ __all__ = [
     "DistributionAlignment",
     "EntropyMinimizationHead",
     "FixMatchHead",
+    "FlexMatchHead",
     "FreeMatchHead",
     "JigsawHead",
     "LossHead",
@@ -31,6 +41,7 @@ __all__ = [
     "WeakStrongHead",
     "aggregate_labels",
     "confident_pseudo_labels",
+    "curriculum_thresholds",
     "gather_across_ranks",
     "jigsaw_permutations",
     "linear_rampup",

@@ -34,6 +34,15 @@ def sum_across_ranks(t: Tensor) -> Tensor:
     return t
 
 
+def gather_across_ranks(t: Tensor) -> Tensor:
+    """``t`` of every process concatenated along dim 0 (``t`` itself when not distributed); same shape per rank."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+    return t
+
+
 class PseudoLabels(NamedTuple):
     """Hard pseudo-labels a head trained on, as reported to :meth:`StepContext.report_pseudo_labels`."""
 
@@ -233,6 +242,11 @@ class LossHead(nn.Module):
 
     def build(self, in_features: int, num_classes: int) -> None:
         """Create parameters that depend on the backbone's feature size or the number of classes."""
+
+    def on_fit_start(self, pool_size: int | None) -> None:
+        """Called when training starts (after a checkpoint is restored) with the unlabeled pool's size, over whose
+        ``range`` :meth:`StepContext.indices` runs (None when the run has no unlabeled stream): for state kept per
+        unlabeled sample, such as FlexMatch's latest confident predictions."""
 
     @property
     def streams(self) -> set[str]:

@@ -24,23 +24,13 @@ embeddings, so all ranks hold the same memory. The memory and the projection hea
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sesemi.losses.base import StepContext
+from sesemi.losses.base import StepContext, gather_across_ranks
 from sesemi.losses.weak_strong import WeakStrongHead
 
 _MASKED = -1e9  # logit of a memory slot not yet filled: finite, so 0 * log_softmax stays 0
-
-
-def gather_across_ranks(t: Tensor) -> Tensor:
-    """``t`` of every process concatenated along dim 0 (``t`` itself when not distributed); same shape per rank."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
-    return t
 
 
 def unfold_labels(similarity: Tensor, class_probs: Tensor, memory_labels: Tensor) -> Tensor:

@@ -314,7 +314,7 @@ def test_usb_side_by_side(tmp_path: Path):
         ["budget", "--budget-min", "0.05", "--calibration-steps", "12", "data.eval_batch_size=1000"],
         tmp_path,
     )
-    budget = result["budget"]
+    [budget] = result["budget"]  # one run per (labels, budget, seed)
     assert budget["steps_planned"] >= 20 and 1 <= budget["steps"] <= budget["steps_planned"]
     assert budget["steps"] == budget["steps_planned"] or budget["stopped_by_budget"]
     assert 0 <= budget["test_acc_raw"] <= 1 and 0 <= budget["test_acc_ema"] <= 1

@@ -23,6 +23,7 @@ METHODS = {
     "pseudo_label": ["supervised", "pseudo_label"],
     "jigsaw": ["supervised", "jigsaw"],
     "freematch": ["supervised", "freematch"],
+    "flexmatch": ["supervised", "flexmatch"],
     "softmatch": ["supervised", "softmatch"],
     "simmatch": ["supervised", "simmatch"],
 }
