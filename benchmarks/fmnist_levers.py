@@ -101,6 +101,26 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "SimMatch with the authors' CIFAR aggregation (alpha 0.9)",
         [*_head("simmatch", separate_weak_forward=True, bank_per_class=10, aggregation_alpha=0.9), *FASTEST],
     ),
+    "flexmatch_fastest": (
+        "FlexMatch (curriculum per-class thresholds) on the fastest step",
+        [*_head("flexmatch", separate_weak_forward=True), *FASTEST],
+    ),
+    "flexmatch_no_warmup": (
+        "FlexMatch without threshold warm-up (Eq. 7: normalised by the best-learnt class only)",
+        [*_head("flexmatch", separate_weak_forward=True, threshold_warmup=False), *FASTEST],
+    ),
+    "softmatch_deep": (
+        "+ a fourth stage (128 channels at 3x3: 1.3x the multiply-adds)",
+        [*_head("softmatch", separate_weak_forward=True), "model.backbone.stages=4", *FASTEST],
+    ),
+    "softmatch_rotation": (
+        "+ SESEMI's rotation prediction on the labeled and unlabeled weak views (one rotation per image)",
+        [
+            *_head("softmatch", separate_weak_forward=True),
+            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
+            *FASTEST,
+        ],
+    ),
     "freematch_da": (
         "FreeMatch + distribution alignment on the fastest step",
         [*_head("freematch", separate_weak_forward=True, distribution_alignment=True), *FASTEST],

@@ -28,6 +28,7 @@ _EXPORTS = {
     "ConsistencyHead": "sesemi.losses",
     "PseudoLabelHead": "sesemi.losses",
     "JigsawHead": "sesemi.losses",
+    "FlexMatchHead": "sesemi.losses",
     "FreeMatchHead": "sesemi.losses",
     "SimMatchHead": "sesemi.losses",
     "SoftMatchHead": "sesemi.losses",

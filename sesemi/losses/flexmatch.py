@@ -16,9 +16,9 @@ code, a step's mask uses the thresholds of the predictions seen before it, then 
 update ``u``. All thresholds start at 0 (every pseudo-label used) until the pool holds a confident prediction.
 
 ``u`` is a buffer indexed by the unlabeled sample's ``index`` in the pool, sized when training starts (8 bytes per
-unlabeled image) and checkpointed; resuming checks that the pool has the checkpoint's size. Under DDP every rank
-records every rank's predictions, so all ranks hold the same thresholds. The thresholds are logged as one curve per
-class (``flexmatch_threshold/<class>``).
+unlabeled image) and checkpointed; state loaded for a pool of another size (a pretrained checkpoint of a run on
+other data) starts afresh. Under DDP every rank records every rank's predictions, so all ranks hold the same
+thresholds. The thresholds are logged as one curve per class (``flexmatch_threshold/<class>``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from sesemi.errors import ConfigError
@@ -91,16 +92,15 @@ class FlexMatchHead(WeakStrongHead):
                 f"holds a FlexMatchHead (stream {self.stream!r}) but the run has no unlabeled pool",
                 "give data an unlabeled stream (method.unlabeled_views) or drop the FlexMatch head",
             )
-        if len(self.pool_predictions) == 0:
-            self.pool_predictions = self.pool_predictions.new_full((pool_size,), UNUSED)
-        elif len(self.pool_predictions) != pool_size:
-            raise ConfigError(
-                "data",
-                f"gives an unlabeled pool of {pool_size} images but the checkpoint's FlexMatch state is for "
-                f"{len(self.pool_predictions)}",
-                "resume with the data settings (labels_per_class, val_per_class, seed, extra unlabeled sets) it was "
-                "trained with",
+        if len(self.pool_predictions) not in (0, pool_size):
+            # Resuming keeps the run's data settings, so this is state from another pool (run.pretrained_checkpoint
+            # of a run on other data): its predictions are of other images.
+            rank_zero_warn(
+                f"FlexMatch: the loaded predictions are for an unlabeled pool of {len(self.pool_predictions)} images, "
+                f"this run's has {pool_size}: they start afresh"
             )
+        if len(self.pool_predictions) != pool_size:
+            self.pool_predictions = self.pool_predictions.new_full((pool_size,), UNUSED)
 
     @torch.no_grad()
     def update(self, indices: Tensor, confidence: Tensor, labels: Tensor) -> None:
