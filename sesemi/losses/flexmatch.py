@@ -50,8 +50,9 @@ def curriculum_thresholds(
 ) -> Tensor:
     """``T(c) = M(beta(c)) tau`` for every class from the pool's latest confident predictions ``u`` (``-1``:
     unused), see the module docstring."""
-    counts = F.one_hot(pool_predictions + 1, num_classes + 1).sum(0).float()  # [unused, sigma(0), ...]; no bincount:
-    learning_effect = counts[1:]  # it has no deterministic CUDA kernel
+    # [unused, sigma(0), sigma(1), ...]; one_hot rather than bincount, which has no deterministic CUDA kernel
+    counts = F.one_hot(pool_predictions + 1, num_classes + 1).sum(0).float()
+    learning_effect = counts[1:]
     normaliser = torch.maximum(learning_effect.max(), counts[0]) if warmup else learning_effect.max()
     return MAPPINGS[mapping](learning_effect / normaliser.clamp_min(1.0)) * threshold
 
