@@ -508,13 +508,6 @@ def budget(args) -> dict[str, Any]:
 # The doc section: whatever of the two modes the results file holds.
 
 
-def budget_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The budget runs on record, one per (labels per class, budget, seed), in that order (a results file of an
-    earlier version holds one run as a dict)."""
-    rows = result.get("budget", [])
-    return [rows] if isinstance(rows, dict) else rows
-
-
 def mean_std(accs: list[float]) -> str:
     return f"{100 * statistics.mean(accs):.1f} ± {100 * statistics.stdev(accs):.1f}%"
 
@@ -571,7 +564,7 @@ def section(result: dict[str, Any]) -> str:
             reproduce(s["command"]),
         ]
     if "budget" in result:
-        rows = budget_rows(result)
+        rows = result["budget"]  # one run per (labels per class, budget, seed), in that order
         parts += [
             "",
             "**USB's FixMatch in a budget** through its own `Trainer.fit`: test top-1 of the last weights, raw and EMA "
@@ -622,7 +615,7 @@ def main() -> None:
         result["step"] = run
     else:
         key = ("labels_per_class", "budget_min", "seed")
-        rows = [r for r in budget_rows(result) if [r[k] for k in key] != [run[k] for k in key]]
+        rows = [r for r in result.get("budget", []) if [r[k] for k in key] != [run[k] for k in key]]
         result["budget"] = sorted([*rows, run], key=lambda r: [r[k] for k in key])
     result["machine"] = machine()
     write_json(args.out, result)

@@ -114,7 +114,7 @@ class FlexMatchHead(WeakStrongHead):
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         saved = state_dict.get(prefix + "pool_predictions")
-        if saved is not None:  # take the checkpoint's pool size; on_fit_start checks it against the data's
+        if saved is not None:  # the checkpoint's pool size; on_fit_start compares it with the data's
             self.pool_predictions = self.pool_predictions.new_full(saved.shape, UNUSED)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
