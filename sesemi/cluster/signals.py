@@ -53,6 +53,15 @@ from sesemi.runtime import RunStopped
 log = logging.getLogger("sesemi")
 
 
+_NOTED: set[signal.Signals] = set()  # every signal a run of this process noted, for what runs on after the run
+
+
+def noted(sig: signal.Signals) -> bool:
+    """True once a run of this process noted ``sig`` (a sweep worker, which runs trial after trial, asks: SIGTERM
+    means its job is ending, and it must take no new trial)."""
+    return sig in _NOTED
+
+
 def submitit_signal() -> signal.Signals:
     """The signal submitit uses for preemption and time limits (``USR2`` unless SUBMITIT_PREEMPT_SIGNAL says)."""
     name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
@@ -126,6 +135,7 @@ class StopOnSignal(Callback):
         if os.getpid() != self._pid:
             return  # a child that inherited the handler (a forked DataLoader worker): the signal is not its own
         sig = signal.Signals(signum)
+        _NOTED.add(sig)
         if self._stopping:
             return  # checkpointed already; e.g. the SIGTERM of SLURM ending a job that was just requeued
         if sig == signal.SIGINT and self.received == signal.SIGINT:

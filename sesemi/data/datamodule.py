@@ -281,6 +281,7 @@ class SemiSupervisedDataModule(LightningDataModule):
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
             worker_init_fn=self.worker_init_fn,
+            multiprocessing_context=workers.loader_context(self.num_workers),
             collate_fn=getattr(dataset, "collate", None),
             **delay,
         )

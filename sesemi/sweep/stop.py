@@ -4,7 +4,9 @@ SLURM sends SIGTERM to every process of the job and SIGKILL ``KillWait`` seconds
 logs SIGTERM, and while a trial trains, Lightning and sesemi's preemption callback replace the handler with theirs
 (checkpoint, stop at the end of the step). Whoever handles the signal, the worker must know it got one: the
 handler installed here notes it and calls the one it replaced, and :func:`watch` wraps whichever handler is
-current again (the sweep's trial callback calls it at every step, after the others installed theirs).
+current again (the sweep's trial callback calls it at every step, after the others installed theirs). Before a
+trial's first step the run's own handler may take the signal unwrapped (it owns the signals from before its data is
+built); it notes the signal too (:func:`sesemi.cluster.signals.noted`), and :func:`received` asks both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import signal
 import threading
 from typing import Any
 
+from sesemi.cluster import signals
+
 log = logging.getLogger("sesemi.sweep")
 
 _RECEIVED = threading.Event()
@@ -21,7 +25,7 @@ _RECEIVED = threading.Event()
 
 def received() -> bool:
     """True once this process got SIGTERM."""
-    return _RECEIVED.is_set()
+    return _RECEIVED.is_set() or signals.noted(signal.SIGTERM)
 
 
 class _Noting:

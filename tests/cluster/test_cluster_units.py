@@ -14,7 +14,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 import sesemi.cluster.launcher  # noqa: F401  (registers the launcher schemas, as Hydra's plugin discovery does)
 from sesemi.cluster import environment as launch
-from sesemi.cluster import summary
+from sesemi.cluster import signals, summary
 from sesemi.cluster.signals import StopOnSignal, restart_checkpoint, submitit_signal
 from sesemi.cluster.validate import check_job
 from sesemi.errors import ConfigError
@@ -189,16 +189,23 @@ def test_an_array_task_is_recorded_and_recognised_as_its_own_job(tmp_path: Path,
     assert restart_checkpoint(tmp_path) is None
 
 
-def test_signal_handler_only_notes_the_signal(tmp_path: Path):
+def test_signal_handler_only_notes_the_signal(tmp_path: Path, monkeypatch):
+    from sesemi.sweep import stop
+
+    monkeypatch.setattr(signals, "_NOTED", set())  # this process's record of signals, fresh for the test
     callback = StopOnSignal(str(tmp_path), slurm=True)
     callback._install()
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, submitit_signal()):
             assert signal.getsignal(sig) == callback._note
+        assert not stop.received()
         callback._note(signal.SIGTERM, None)
         callback._note(submitit_signal(), None)
         callback._note(signal.SIGTERM, None)
         assert callback.received == submitit_signal()  # the requeueing signal wins
+        # A sweep worker whose trial got SIGTERM before the trial's first step (the run's handler took it, not the
+        # sweep's wrapper) still knows its job is ending: it takes no new trial.
+        assert signals.noted(signal.SIGTERM) and stop.received()
     finally:
         callback._restore()
     assert signal.getsignal(signal.SIGTERM) != callback._note
