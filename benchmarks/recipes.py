@@ -9,7 +9,8 @@ checkpoint best on validation, with the EMA weights the configs evaluate. Result
 
     python benchmarks/recipes.py --datasets fmnist --labels 10 40 --seeds 0 1 2
 
-Several invocations add to one results file.
+Several invocations add to one results file; `--roles semi` re-runs only the semi-supervised recipes (after a change
+to them), keeping the supervised-only rows.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fmnist_accuracy import FMNIST
 
 HEADING = "The shipped recipes against supervised-only"
 QUIET = ["callbacks.progress_bar=null", "callbacks.images=null"]
+ROLES = ["semi", "supervised"]
 # dataset -> (semi-supervised recipe, supervised-only recipe), both shipped in configs/experiment/
 RECIPES: dict[str, tuple[str, str]] = {
     "fmnist": ("fmnist_softmatch_cpu", "fmnist_supervised"),
@@ -51,7 +53,13 @@ def train(experiment: str, overrides: list[str], workdir: Path) -> dict:
 
 
 def run(
-    datasets: list[str], labels: list[int], seeds: list[int], budget_min: float, out: Path, extra: list[str]
+    datasets: list[str],
+    labels: list[int],
+    seeds: list[int],
+    budget_min: float,
+    out: Path,
+    extra: list[str],
+    roles: list[str] = ROLES,
 ) -> list[dict]:
     results = json.loads(out.read_text()) if out.exists() else []
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +69,9 @@ def run(
         for dataset in datasets:
             for n_labels in labels:
                 for seed in seeds:
-                    for role, experiment in zip(("semi", "supervised"), RECIPES[dataset], strict=True):
+                    for role, experiment in zip(ROLES, RECIPES[dataset], strict=True):
+                        if role not in roles:
+                            continue
                         overrides = [
                             *(SUPERVISED_OVERRIDES.get(dataset, []) if role == "supervised" else []),
                             f"data.labels_per_class={n_labels}",
@@ -120,9 +130,9 @@ def table(results: list[dict], command: str) -> str:
     for dataset, n_labels, budget in groups:
         key = (dataset, n_labels, budget)
         rows = [r for r in results if (r["dataset"], r["labels_per_class"], r["budget_min"]) == key]
-        by_role = {role: [r for r in rows if r["role"] == role] for role in ("semi", "supervised")}
+        by_role = {role: [r for r in rows if r["role"] == role] for role in ROLES}
         cells = []
-        for role in ("semi", "supervised"):
+        for role in ROLES:
             if not by_role[role]:
                 cells += ["-"] * 4
                 continue
@@ -153,6 +163,7 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", type=int, default=[10, 40])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget-min", type=float, default=14.0)
+    parser.add_argument("--roles", nargs="+", default=ROLES, choices=ROLES, help="which recipe of each dataset runs")
     add_results_args(parser, "recipes")
     args = parser.parse_intermixed_args()
     if args.table_only:
@@ -160,7 +171,7 @@ def main() -> None:
         return
     if "fmnist" in args.datasets and not FMNIST.is_dir():
         sys.exit(f"Fashion-MNIST not found at {FMNIST}: apt-get install dataset-fashion-mnist")
-    results = run(args.datasets, args.labels, args.seeds, args.budget_min, args.out, args.overrides)
+    results = run(args.datasets, args.labels, args.seeds, args.budget_min, args.out, args.overrides, args.roles)
     publish(args, "recipes", HEADING, table, results)
 
 

@@ -247,6 +247,14 @@ def test_recipes(tmp_path: Path):
     assert_tables(text)
     assert "| digits | 4 | 2.5 min | `digits_softmatch_cpu` |" in text
     assert_reproducible(text, "recipes.py")
+    # A changed semi-supervised recipe is re-run alone: the supervised-only rows stay.
+    cmd[cmd.index("--seeds") + 1] = "1"
+    proc = subprocess.run([*cmd, "--roles", "semi"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    rows = json.loads(out.read_text())
+    assert sorted((r["role"], r["seed"]) for r in rows) == [("semi", 0), ("semi", 1), ("supervised", 0)]
+    text = section(doc.read_text(), "recipes")
+    assert re.search(r"\| `digits_softmatch_cpu` \| [\d.]+ ± [\d.]+ \(seeds 0, 1\) \|", text), text
 
 
 def test_write_section_rewrites_only_its_own_section(tmp_path: Path):

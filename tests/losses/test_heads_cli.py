@@ -25,6 +25,7 @@ METHODS = {
     "freematch": ["supervised", "freematch"],
     "flexmatch": ["supervised", "flexmatch"],
     "softmatch": ["supervised", "softmatch"],
+    "softmatch_rotation": ["supervised", "softmatch", "rotation"],
     "simmatch": ["supervised", "simmatch"],
 }
 
