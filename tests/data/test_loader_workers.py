@@ -3,6 +3,7 @@ moment, also while the loaders start their workers (a run's first step, its firs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -36,10 +37,8 @@ def sigterm_storm():
     def storm() -> None:
         while not stop.is_set():
             for pid in [me, *_children(me)]:
-                try:
+                with contextlib.suppress(ProcessLookupError):  # a worker that just ended
                     os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.0005)
 
     thread = threading.Thread(target=storm, daemon=True)
