@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -14,10 +15,13 @@ from pytorch_lightning.callbacks import ProgressBar
 from sesemi.callbacks.objective import ObjectiveCheck
 from sesemi.checkpoint_io import AtomicCheckpointIO
 from sesemi.checks import check_backbone
+from sesemi.compat.torch import cpu_has_native_bf16
 from sesemi.data.datamodule import SemiSupervisedDataModule
 from sesemi.errors import ConfigError
 from sesemi.module import SemiSupervisedModule
 from sesemi.runtime import Runtime
+
+log = logging.getLogger("sesemi")
 
 
 def _full_key(err: BaseException, default: str) -> str:
@@ -117,13 +121,30 @@ def resolve_accelerator(accelerator: str) -> str:
     return accelerator
 
 
-def resolve_precision(precision: str | int, accelerator: str) -> str | int:
-    """``auto``: bf16 mixed precision on GPUs that have it, fp16 mixed on older GPUs, full precision on CPU."""
-    if precision != "auto":
-        return precision
+def native_bf16(accelerator: str) -> bool:
+    """Whether the device computes bf16 in hardware: a GPU with bf16, a CPU with AVX512-BF16 or AMX."""
     if accelerator in ("gpu", "cuda"):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+        return torch.cuda.is_bf16_supported()
+    return accelerator == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_precision(precision: str | int, accelerator: str) -> str | int:
+    """``auto``: bf16 mixed precision on GPUs that have it, fp16 mixed on older GPUs, full precision on CPU.
+    ``bf16-mixed-if-native``: bf16 mixed precision where the device computes bf16 in hardware, else full precision
+    (the CPU recipes: bf16 speeds up a CPU that has it and slows one without several times)."""
+    if precision == "auto":
+        if accelerator in ("gpu", "cuda"):
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "32-true"
+    if precision == "bf16-mixed-if-native":
+        return "bf16-mixed" if native_bf16(accelerator) else "32-true"
+    if str(precision).startswith("bf16") and accelerator == "cpu" and not native_bf16(accelerator):
+        log.warning(
+            "sesemi: run.precision=%s on a CPU without bf16 hardware (AVX512-BF16 or AMX): PyTorch emulates it, "
+            "several times slower than fp32; set run.precision=32-true or bf16-mixed-if-native",
+            precision,
+        )
+    return precision
 
 
 def build_trainer(cfg: DictConfig, runtime: Runtime | None = None, **overrides: Any):

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from sesemi.errors import ConfigError
 
-# The values pytorch_lightning.Trainer(precision=...) accepts, and sesemi's own "auto".
+# The values pytorch_lightning.Trainer(precision=...) accepts, and sesemi's own (sesemi.builders.resolve_precision).
 PRECISIONS = (
-    "auto", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed",
+    "auto", "bf16-mixed-if-native", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed",
     "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16", 64, 32, 16,
 )  # fmt: skip
 
@@ -41,7 +41,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             "run.precision",
             f"unknown precision {cfg.run.precision!r}",
-            "use run.precision=auto, 32-true, 16-mixed or bf16-mixed",
+            "use run.precision=auto, 32-true, 16-mixed, bf16-mixed or bf16-mixed-if-native",
         )
 
 
