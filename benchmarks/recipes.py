@@ -30,7 +30,7 @@ from fmnist_accuracy import FMNIST
 
 HEADING = "The shipped recipes against supervised-only"
 QUIET = ["callbacks.progress_bar=null", "callbacks.images=null"]
-ROLES = ["semi", "supervised"]
+ROLES = ("semi", "supervised")
 # dataset -> (semi-supervised recipe, supervised-only recipe), both shipped in configs/experiment/
 RECIPES: dict[str, tuple[str, str]] = {
     "fmnist": ("fmnist_softmatch_cpu", "fmnist_supervised"),
@@ -59,7 +59,7 @@ def run(
     budget_min: float,
     out: Path,
     extra: list[str],
-    roles: list[str] = ROLES,
+    roles: tuple[str, ...] | list[str] = ROLES,
 ) -> list[dict]:
     results = json.loads(out.read_text()) if out.exists() else []
     with tempfile.TemporaryDirectory() as tmp:

@@ -134,7 +134,7 @@ def resolve_precision(precision: str | int, accelerator: str) -> str | int:
     (the CPU recipes: bf16 speeds up a CPU that has it and slows one without several times)."""
     if precision == "auto":
         if accelerator in ("gpu", "cuda"):
-            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+            return "bf16-mixed" if native_bf16(accelerator) else "16-mixed"
         return "32-true"
     if precision == "bf16-mixed-if-native":
         return "bf16-mixed" if native_bf16(accelerator) else "32-true"
