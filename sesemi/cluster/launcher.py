@@ -154,6 +154,7 @@ def make_executor(executor_kind: str, params: dict[str, Any], sweep_dir: Path) -
     import submitit
 
     from sesemi.cluster.schemas import BASE_KEYS
+    from sesemi.compat import submitit as compat_submitit
 
     params = dict(params)
     folder = Path(str(params.pop("submitit_folder")))
@@ -165,6 +166,7 @@ def make_executor(executor_kind: str, params: dict[str, Any], sweep_dir: Path) -
         if value is not None:
             init[f"{executor_kind}_{key}"] = value
     executor = submitit.AutoExecutor(cluster=executor_kind, **init)
+    compat_submitit.start_jobs_with(executor, "sesemi.cluster.job")
     executor.update_parameters(**{k if k in BASE_KEYS else f"{executor_kind}_{k}": v for k, v in params.items()})
     return executor
 
@@ -214,8 +216,9 @@ class _SesemiSubmititLauncher(Launcher):
         import submitit
         from lightning_utilities.core.rank_zero import rank_zero_only
 
-        from sesemi.compat.submitit import usr_signal
+        from sesemi.cluster import job as job_process
 
+        job_process.hand_over()  # a signal that came while the process started: submitit handles it now
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         env = submitit.JobEnvironment()
         rank = env.global_rank
@@ -238,7 +241,7 @@ class _SesemiSubmititLauncher(Launcher):
             configure_logging=rank == 0,  # the job's log file is rank 0's; other ranks log to their stderr
         )
         # The task returned: from now on a preemption/time-limit signal must not requeue (and rerun) the job.
-        signal.signal(usr_signal(), signal.SIG_IGN)
+        signal.signal(job_process.submitit_signal(), signal.SIG_IGN)
         return ret
 
     # -------------------------------------------------------------------------------------------- submit side

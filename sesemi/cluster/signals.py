@@ -47,6 +47,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.distributed import ReduceOp
 
+from sesemi.cluster.job import submitit_signal
 from sesemi.rundir import RunRecord, last_checkpoint, read_status, slurm_job_id
 from sesemi.runtime import RunStopped
 
@@ -60,12 +61,6 @@ def noted(sig: signal.Signals) -> bool:
     """True once a run of this process noted ``sig`` (a sweep worker, which runs trial after trial, asks: SIGTERM
     means its job is ending, and it must take no new trial)."""
     return sig in _NOTED
-
-
-def submitit_signal() -> signal.Signals:
-    """The signal submitit uses for preemption and time limits (``USR2`` unless SUBMITIT_PREEMPT_SIGNAL says)."""
-    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    return getattr(signal, f"SIG{name}", signal.SIGUSR2)
 
 
 def _priority(slurm: bool) -> dict[signal.Signals, int]:

@@ -5,7 +5,6 @@ Imported lazily (only when a job is submitted or runs): submitit is the optional
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 
@@ -15,11 +14,15 @@ def job_paths(job: Any) -> Any:
     return sub_jobs[0].paths if sub_jobs else job.paths
 
 
-def usr_signal() -> signal.Signals:
-    """submitit's preemption/time-limit signal (``JobEnvironment._usr_sig``, from SUBMITIT_PREEMPT_SIGNAL)."""
-    import submitit
+def start_jobs_with(executor: Any, module: str) -> None:
+    """Make an ``AutoExecutor``'s jobs run ``<python> -u -m <module> -u -m submitit.core._submit FOLDER``.
 
-    return submitit.JobEnvironment._usr_sig()
+    submitit has no parameter for the module its jobs start with: it writes ``<python> -u -m submitit.core._submit
+    FOLDER`` (``_submitit_command_str``) from its ``python`` parameter, so ``module`` goes there and takes the rest
+    of the line as its arguments (see :mod:`sesemi.cluster.job`).
+    """
+    inner = executor._executor
+    inner.python = f"{inner.python} -u -m {module}"
 
 
 def sbatch_script(executor: Any, n_jobs: int) -> str:

@@ -122,8 +122,8 @@ DOC_COMMANDS = {
         "hydra/launcher=slurm_cpu",
         "hydra.launcher.partition=debug",
         "run.id=timelimit",
-        "hydra.launcher.timeout_min=2",
-        "hydra.launcher.signal_delay_s=45",
+        "hydra.launcher.timeout_min=3",
+        "hydra.launcher.signal_delay_s=60",
     ],
     "two_nodes": [
         "-m",
@@ -138,13 +138,19 @@ DOC_COMMANDS = {
         "hydra.launcher.partition=debug",
         "run.id=nodes_timelimit",
         "run.num_nodes=2",
-        "hydra.launcher.timeout_min=2",
-        "hydra.launcher.signal_delay_s=45",
+        "hydra.launcher.timeout_min=3",
+        "hydra.launcher.signal_delay_s=60",
     ],
     "local_sweep_ddp": ["-m", "run.id=local_ddp", "run.devices=2", "run.accelerator=cpu", "optimizer.lr=0.01,0.1"],
     "local_launcher": ["-m", "hydra/launcher=local", "run.id=sublocal", "run.devices=2", "run.accelerator=cpu"],
     "single_ddp": ["run.devices=2", "run.accelerator=cpu"],
 }
+
+# The time-limit tests' runs: slowed down in their first attempt until SLURM's USR2 comes mid-training. The signal
+# is due 120 s after the job started (timeout_min=3, signal_delay_s=60), SLURM may send it up to 60 s early, and a
+# loaded 2-core machine may take a minute to start the job's processes: 3 s per step keeps training going past it.
+TIMELIMIT_RUN = ["trainer.max_steps=60", "trainer.val_check_interval=10"]
+TIMELIMIT_SLOW_S = 3.0
 
 needs_slurm = pytest.mark.skipif(
     shutil.which("sinfo") is None,
@@ -248,7 +254,7 @@ class Launch:
             raise AssertionError(f"{self.name}: the action failed: {self.action_error}\n{output[-3000:]}")
         return rc, output
 
-    def wait_for(self, predicate: Callable[[], object], what: str, timeout: float = 240) -> object:
+    def wait_for(self, predicate: Callable[[], object], what: str, timeout: float = 240, poll_s: float = 0.5) -> object:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()
@@ -256,7 +262,7 @@ class Launch:
                 return value
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name}: the launch ended before {what}")
-            time.sleep(0.5)
+            time.sleep(poll_s)
         raise AssertionError(f"{self.name}: timed out waiting for {what}")
 
 

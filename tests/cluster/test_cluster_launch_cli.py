@@ -39,7 +39,7 @@ def test_dry_run_prints_the_jobs_resources_and_sbatch_script_and_submits_nothing
         "--job-name=lr_scan.0-2",
     ):
         assert f"#SBATCH {directive}" in out, directive
-    assert "srun --unbuffered" in out and "-m submitit.core._submit" in out
+    assert "srun --unbuffered" in out and "-u -m sesemi.cluster.job -u -m submitit.core._submit" in out
     for num, lr in enumerate(("0.01", "0.03", "0.1")):
         assert f"#{num}: run.id=lr_scan optimizer.lr={lr} run.devices=4" in out
         assert "runs/lr_scan/" in out and f"/{num}\n" in out

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from cluster_testkit import (
     DOC_COMMANDS,
+    TIMELIMIT_RUN,
+    TIMELIMIT_SLOW_S,
     Launch,
     cancel_jobs,
     check_requeued,
@@ -45,7 +47,6 @@ pytestmark = [
 
 SMALL = ["hydra.launcher.cpus_per_task=1"]  # as in test_cluster_slurm.py
 SHOW_HOST = "echo $(hostname) $(ip -4 -o addr show eth0 | cut -d' ' -f7)"  # run on each node by srun
-TIMELIMIT_RUN = ["trainer.max_steps=60", "trainer.val_check_interval=10"]  # + 2 s per step in attempt 1
 
 
 def cluster(*args: str) -> subprocess.CompletedProcess:
@@ -87,7 +88,7 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
             ranks_dir=root / "nodes_ranks",
             defaults=FAULT,
         )
-        # A real time limit (2 minutes, USR2 45 s before) on a 2-node job, 2 s per step in attempt 1.
+        # A real time limit (3 minutes, USR2 60 s before) on a 2-node job, slow in attempt 1.
         started["timelimit"] = Launch(
             "timelimit",
             root / "timelimit",
@@ -95,7 +96,7 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
                 *TIMELIMIT_RUN,
                 *DOC_COMMANDS["two_nodes_timelimit"],
                 *SMALL,
-                *rankcheck_overrides(root / "tl_ranks", 2.0),
+                *rankcheck_overrides(root / "tl_ranks", TIMELIMIT_SLOW_S),
             ],
             timeout=600,
             ranks_dir=root / "tl_ranks",

@@ -19,6 +19,8 @@ import torch
 import yaml
 from cluster_testkit import (
     DOC_COMMANDS,
+    TIMELIMIT_RUN,
+    TIMELIMIT_SLOW_S,
     Launch,
     cancel_jobs,
     check_requeued,
@@ -38,7 +40,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_slurm]
 # Test-only: one CPU per task, so that all launches of this module fit the test cluster's 8 CPUs at once.
 SMALL = ["hydra.launcher.cpus_per_task=1"]
 SLOW_RUN = ["trainer.max_steps=30", "trainer.val_check_interval=5"]  # + a 0.3 s pause per step in attempt 1
-TIMELIMIT_RUN = ["trainer.max_steps=60", "trainer.val_check_interval=10"]  # + 2 s per step in attempt 1
 
 
 def _signal_when_checkpointed(command: list[str]):
@@ -55,17 +56,38 @@ def _signal_when_checkpointed(command: list[str]):
     return action
 
 
+def _signal_while_starting(launch: Launch) -> None:
+    """An action: submitit's signal (as a time limit's or a preemption's early warning) to the job's task while it
+    unpickles the job, i.e. imports torch, Lightning and sesemi (submitit logs "Loading pickle" just before)."""
+    task_log = launch.wait_for(
+        lambda: next(
+            (p for p in launch.workdir.glob("runs/*/*/.submitit/*/*_0_log.out") if "Loading pickle" in p.read_text()),
+            None,
+        ),
+        "the job to load its pickle",
+        poll_s=0.05,
+    )
+    job_id = task_log.parent.name
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, capture_output=True, text=True)
+    launch.intervention = f"scancel --signal=USR2 {job_id}"
+
+
 @pytest.fixture(scope="module")
 def launches(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("slurm")
     # The fault launches (time limits, requeue, cancel) keep the shipped data settings: FAULT is FAST without
     # data.num_workers=0, so 2 persistent DataLoader workers per rank receive SLURM's signals too.
     started = {
-        # A real time limit (first: it takes longest): 2 minutes, the signal 45 s before; 2 s/step in attempt 1.
+        # A real time limit (first: it takes longest): 3 minutes, the signal 60 s before; slow in attempt 1.
         "timelimit": Launch(
             "timelimit",
             root / "timelimit",
-            [*TIMELIMIT_RUN, *DOC_COMMANDS["timelimit"], *SMALL, *rankcheck_overrides(root / "tl_ranks", 2.0)],
+            [
+                *TIMELIMIT_RUN,
+                *DOC_COMMANDS["timelimit"],
+                *SMALL,
+                *rankcheck_overrides(root / "tl_ranks", TIMELIMIT_SLOW_S),
+            ],
             timeout=600,
             ranks_dir=root / "tl_ranks",
             defaults=FAULT,
@@ -80,7 +102,7 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
                 "run.id=timelimit_ddp",
                 "run.devices=2",
                 *SMALL,
-                *rankcheck_overrides(root / "tl_ddp_ranks", 2.0),
+                *rankcheck_overrides(root / "tl_ddp_ranks", TIMELIMIT_SLOW_S),
             ],
             timeout=600,
             ranks_dir=root / "tl_ddp_ranks",
@@ -110,6 +132,14 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
             ],
             action=_signal_when_checkpointed(["scancel"]),
             ranks_dir=root / "cancel_ranks",
+            defaults=FAULT,
+        ),
+        # A preemption warning (USR2) while the job process starts, before submitit's handler exists.
+        "startup_signal": Launch(
+            "startup_signal",
+            root / "startup_signal",
+            ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=startup", *SMALL],
+            action=_signal_while_starting,
             defaults=FAULT,
         ),
         # The issue's sweep, on the CPU profile: 2 points -> a job array of 2.
@@ -259,6 +289,25 @@ def test_time_limit_signal_requeues_and_the_job_finishes(launches):
 
 def test_time_limit_of_a_two_process_ddp_job_requeues_and_finishes(launches):
     _check_time_limit(launches["timelimit_ddp"], "timelimit_ddp", world=2)
+
+
+def test_a_preemption_signal_while_the_job_starts_requeues_it(launches):
+    launch = launches["startup_signal"]
+    output = _completed(launch)
+    assert launch.intervention.startswith("scancel --signal=USR2")
+    sweep_dir = the_sweep_dir(launch.workdir, "startup")
+    assert subdirs(sweep_dir) == [".submitit", "0"]
+    status = read_json(sweep_dir / "0" / "status.json")
+    assert status["state"] == "completed", status
+    job_id = read_json(sweep_dir / "jobs.json")["jobs"][0]["job_id"]
+    logs = sweep_dir / ".submitit" / job_id
+    # It came before submitit's handler existed (without sesemi's job process: the task died of it, job FAILED)...
+    assert "SIGUSR2 came while the job was starting" in (logs / f"{job_id}_0_log.err").read_text()
+    # ...and submitit took it over and requeued the job, which then ran.
+    assert "Caught signal SIGUSR2" in (logs / f"{job_id}_0_log.out").read_text()
+    assert [a["slurm_job_id"] for a in status["attempts"]] == [job_id]  # the run itself started once
+    assert sacct([job_id]) == {job_id: "COMPLETED"}
+    assert "1 jobs: 1 completed" in output
 
 
 def test_scancel_gives_a_cancelled_run_whose_checkpoint_resumes(launches):
