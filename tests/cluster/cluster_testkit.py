@@ -30,8 +30,9 @@ additional_parameters: {mail-type: END}
 
 # Written into <launch dir>/src/ (run.src_dir), so jobs on the cluster import it like a user's own package.
 RANKCHECK_SOURCE = '''
-"""Test-only: each rank writes what it trained with and a hash of its final weights; optionally slows the
-first attempt of a SLURM job down (so that it can be requeued mid-training)."""
+"""Test-only: each rank writes what it trained with and a hash of its final weights; optionally slows a run's
+first start down (so that it can be requeued mid-training), not the starts that resume it from a checkpoint: a job
+that SLURM or submitit requeued before its run started is slowed down too."""
 import hashlib, json, os, time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class RankCheck(Callback):
         self.slow_s = float(slow_s)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.slow_s and int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
+        if self.slow_s and trainer.ckpt_path is None:
             time.sleep(self.slow_s)
 
     def on_train_end(self, trainer, pl_module):
@@ -146,9 +147,10 @@ DOC_COMMANDS = {
     "single_ddp": ["run.devices=2", "run.accelerator=cpu"],
 }
 
-# The time-limit tests' runs: slowed down in their first attempt until SLURM's USR2 comes mid-training. The signal
-# is due 120 s after the job started (timeout_min=3, signal_delay_s=60), SLURM may send it up to 60 s early, and a
-# loaded 2-core machine may take a minute to start the job's processes: 3 s per step keeps training going past it.
+# The time-limit tests' runs: slowed down in their first start until SLURM's USR2 comes mid-training. The signal is
+# due 120 s after the job started (timeout_min=3, signal_delay_s=60; SLURM may send it up to a minute early): 3 s per
+# step keeps training going past it. On a loaded 2-core machine the job's processes may take over a minute to start:
+# a signal before training requeues the job (submitit), and the run's first start is then the requeued job's.
 TIMELIMIT_RUN = ["trainer.max_steps=60", "trainer.val_check_interval=10"]
 TIMELIMIT_SLOW_S = 3.0
 

@@ -88,7 +88,7 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
             ranks_dir=root / "nodes_ranks",
             defaults=FAULT,
         )
-        # A real time limit (3 minutes, USR2 60 s before) on a 2-node job, slow in attempt 1.
+        # A real time limit (3 minutes, USR2 60 s before) on a 2-node job, slow in its first start.
         started["timelimit"] = Launch(
             "timelimit",
             root / "timelimit",

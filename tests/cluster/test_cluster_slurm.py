@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_slurm]
 
 # Test-only: one CPU per task, so that all launches of this module fit the test cluster's 8 CPUs at once.
 SMALL = ["hydra.launcher.cpus_per_task=1"]
-SLOW_RUN = ["trainer.max_steps=30", "trainer.val_check_interval=5"]  # + a 0.3 s pause per step in attempt 1
+SLOW_RUN = ["trainer.max_steps=30", "trainer.val_check_interval=5"]  # + a 0.3 s pause per step in the first start
 
 
 def _signal_when_checkpointed(command: list[str]):
@@ -78,7 +78,7 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
     # The fault launches (time limits, requeue, cancel) keep the shipped data settings: FAULT is FAST without
     # data.num_workers=0, so 2 persistent DataLoader workers per rank receive SLURM's signals too.
     started = {
-        # A real time limit (first: it takes longest): 3 minutes, the signal 60 s before; slow in attempt 1.
+        # A real time limit (first: it takes longest): 3 minutes, the signal 60 s before; slow in its first start.
         "timelimit": Launch(
             "timelimit",
             root / "timelimit",
