@@ -36,6 +36,7 @@ import re
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,6 +170,11 @@ def make_executor(executor_kind: str, params: dict[str, Any], sweep_dir: Path) -
     compat_submitit.start_jobs_with(executor, "sesemi.cluster.job")
     executor.update_parameters(**{k if k in BASE_KEYS else f"{executor_kind}_{k}": v for k, v in params.items()})
     return executor
+
+
+# The sweep dir's jobs.json and summary are read, changed and written again by each launch() of the sweep; the
+# asynchronous sweeper calls launch() from one thread per worker slot (sesemi.sweep.workers), at the same time.
+_SWEEP_FILES = threading.RLock()
 
 
 class _SesemiSubmititLauncher(Launcher):
@@ -450,36 +456,37 @@ class _SesemiSubmititLauncher(Launcher):
         Each entry also keeps the job's resolved resources (``params``) and the launch dir, so that
         ``python -m sesemi.status --resubmit`` can submit a point again as it was.
         """
-        path = sweep_dir / summary.JOBS_FILE
-        previous = json.loads(path.read_text())["jobs"] if path.is_file() else []
-        current = {p.num for p in plans}
-        jobs = [j for j in previous if j["num"] not in current]
-        earlier = {j["num"]: j for j in previous if j["num"] in current}
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for p in plans:
-            job = {
-                "num": p.num,
-                **self._job_files(p),
-                "run_dir": str(p.run_dir),
-                "overrides": p.overrides,
-                "params": p.params,
-                "submitted": earlier.get(p.num, {}).get("submitted", now),
+        with _SWEEP_FILES:
+            path = sweep_dir / summary.JOBS_FILE
+            previous = json.loads(path.read_text())["jobs"] if path.is_file() else []
+            current = {p.num for p in plans}
+            jobs = [j for j in previous if j["num"] not in current]
+            earlier = {j["num"]: j for j in previous if j["num"] in current}
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            for p in plans:
+                job = {
+                    "num": p.num,
+                    **self._job_files(p),
+                    "run_dir": str(p.run_dir),
+                    "overrides": p.overrides,
+                    "params": p.params,
+                    "submitted": earlier.get(p.num, {}).get("submitted", now),
+                }
+                if "previous_job_ids" in earlier.get(p.num, {}):
+                    job["previous_job_ids"] = earlier[p.num]["previous_job_ids"]
+                if errors and p.num in errors:
+                    job["error"] = errors[p.num]
+                if states and p.num in states:
+                    job["job_state"] = states[p.num]  # the scheduler's state when the launcher saw the job end
+                jobs.append(job)
+            data = {
+                "executor": self._EXECUTOR,
+                "profile": self.profile,
+                "sweep_dir": str(sweep_dir),
+                "launch_dir": os.getcwd(),
+                "jobs": sorted(jobs, key=lambda j: j["num"]),
             }
-            if "previous_job_ids" in earlier.get(p.num, {}):
-                job["previous_job_ids"] = earlier[p.num]["previous_job_ids"]
-            if errors and p.num in errors:
-                job["error"] = errors[p.num]
-            if states and p.num in states:
-                job["job_state"] = states[p.num]  # the scheduler's state when the launcher saw the job end
-            jobs.append(job)
-        data = {
-            "executor": self._EXECUTOR,
-            "profile": self.profile,
-            "sweep_dir": str(sweep_dir),
-            "launch_dir": os.getcwd(),
-            "jobs": sorted(jobs, key=lambda j: j["num"]),
-        }
-        summary.write_json(path, data)
+            summary.write_json(path, data)
 
     def _folder(self, plans: list[_JobPlan]) -> Path:
         return Path(self._job_files(plans[0])["stdout"]).parent.parent
@@ -524,15 +531,18 @@ class _SesemiSubmititLauncher(Launcher):
                     states[plan.num] = str(plan.handle.state)
                 except Exception:  # noqa: BLE001
                     states[plan.num] = "UNKNOWN"
-        self._write_jobs(sweep_dir, plans, errors, states)
-        jobs = json.loads((sweep_dir / summary.JOBS_FILE).read_text())["jobs"]
-        current = {p.num for p in plans}
-        earlier: dict[str, str] = {}
-        if self._EXECUTOR == "slurm":
-            earlier = summary.sacct_states(j["job_id"] for j in jobs if j["num"] not in current)
-        rows = [summary.job_row(j, earlier.get(str(j["job_id"])) or j.get("job_state"), j.get("error")) for j in jobs]
-        batch = [row for row in rows if row["job"] in current]
-        csv_path, md_path = summary.write(sweep_dir, rows)
+        with _SWEEP_FILES:
+            self._write_jobs(sweep_dir, plans, errors, states)
+            jobs = json.loads((sweep_dir / summary.JOBS_FILE).read_text())["jobs"]
+            current = {p.num for p in plans}
+            earlier: dict[str, str] = {}
+            if self._EXECUTOR == "slurm":
+                earlier = summary.sacct_states(j["job_id"] for j in jobs if j["num"] not in current)
+            rows = [
+                summary.job_row(j, earlier.get(str(j["job_id"])) or j.get("job_state"), j.get("error")) for j in jobs
+            ]
+            batch = [row for row in rows if row["job"] in current]
+            csv_path, md_path = summary.write(sweep_dir, rows)
         text = summary.format_table(batch)
         more = f" (this batch; all {len(rows)} jobs of the sweep are in it)" if len(rows) > len(batch) else ""
         print(f"\nsesemi: sweep summary{more} ({md_path}, {csv_path.name}):\n{text}", flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sesemi.rundir import objective_value, read_metrics, read_status
+from sesemi.rundir import objective_value, read_metrics, read_status, write_atomic
 
 JOBS_FILE = "jobs.json"
 COLUMNS = ("job", "job_id", "state", "slurm_state", "objective", "restarts", "run_dir", "stdout", "stderr", "error")
@@ -77,9 +78,7 @@ def _sacct(ids: list[str]) -> dict[str, str]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically: a reader (``sesemi.status`` of another shell) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -153,11 +152,12 @@ def write(sweep_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> tuple[Pat
     """``summary.csv`` (every column, absolute paths) and ``summary.md`` (the table) in the sweep dir."""
     sweep_dir = Path(sweep_dir)
     csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    md_path.write_text(f"# Sweep {sweep_dir}\n\n" + format_table(rows, base=sweep_dir))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(csv_path, table.getvalue())
+    write_atomic(md_path, f"# Sweep {sweep_dir}\n\n" + format_table(rows, base=sweep_dir))
     return csv_path, md_path
 
 

@@ -32,6 +32,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from sesemi.compat import optuna as compat
+from sesemi.rundir import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -320,10 +321,9 @@ def write_results(
         )
     if aborted:
         results["aborted"] = aborted
-    path = Path(sweep_dir) / RESULTS_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(results, default=str)), sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(
+        Path(sweep_dir) / RESULTS_FILE, yaml.safe_dump(json.loads(json.dumps(results, default=str)), sort_keys=False)
+    )
     return results
 
 

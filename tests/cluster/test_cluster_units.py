@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -252,23 +253,27 @@ def test_summary_table_lists_failed_jobs(tmp_path: Path):
     assert summary.main([str(tmp_path), "--no-write"]) == 1  # not all completed
 
 
-def test_jobs_file_and_summary_accumulate_over_launcher_batches(tmp_path: Path, capsys: pytest.CaptureFixture):
-    """Sweepers such as Optuna call the launcher once per batch, into the same sweep dir."""
+def _ended_job(sweep_dir: Path, num: int, state: str) -> Any:
+    """A launcher's plan of job ``num`` whose run dir says ``state`` (the job itself has ended)."""
     from types import SimpleNamespace
 
-    from sesemi.cluster.launcher import LocalLauncher, _JobPlan
+    from sesemi.cluster.launcher import _JobPlan
 
-    def plan(num: int, state: str) -> _JobPlan:
-        run_dir = tmp_path / str(num)
-        run_dir.mkdir()
-        (run_dir / "status.json").write_text(json.dumps({"state": state, "restarts": 0}))
-        paths = SimpleNamespace(stdout=tmp_path / f"{num}.out", stderr=tmp_path / f"{num}.err")
-        handle = SimpleNamespace(job_id=str(100 + num), paths=paths, state="FINISHED")
-        return _JobPlan(num, [f"optimizer.lr=0.{num + 1}"], {}, run_dir, handle=handle)
+    run_dir = sweep_dir / str(num)
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text(json.dumps({"state": state, "restarts": 0}))
+    paths = SimpleNamespace(stdout=sweep_dir / f"{num}.out", stderr=sweep_dir / f"{num}.err")
+    handle = SimpleNamespace(job_id=str(100 + num), paths=paths, state="FINISHED")
+    return _JobPlan(num, [f"optimizer.lr=0.{num + 1}"], {}, run_dir, handle=handle)
+
+
+def test_jobs_file_and_summary_accumulate_over_launcher_batches(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Sweepers such as Optuna call the launcher once per batch, into the same sweep dir."""
+    from sesemi.cluster.launcher import LocalLauncher
 
     launcher = LocalLauncher(submitit_folder=".submitit/%j", profile="local", dry_run=False)
-    launcher._summarize(tmp_path, [plan(0, "completed")], {})
-    launcher._summarize(tmp_path, [plan(1, "failed")], {1: "ValueError: boom"})
+    launcher._summarize(tmp_path, [_ended_job(tmp_path, 0, "completed")], {})
+    launcher._summarize(tmp_path, [_ended_job(tmp_path, 1, "failed")], {1: "ValueError: boom"})
     jobs = json.loads((tmp_path / "jobs.json").read_text())["jobs"]
     assert [(j["num"], j["job_id"], j["job_state"]) for j in jobs] == [(0, "100", "FINISHED"), (1, "101", "FINISHED")]
     rows = summary.collect(tmp_path)
@@ -278,6 +283,40 @@ def test_jobs_file_and_summary_accumulate_over_launcher_batches(tmp_path: Path, 
     ]
     out = capsys.readouterr().out
     assert "this batch; all 2 jobs of the sweep are in it" in out and "- job 1 (101) failed: ValueError: boom" in out
+
+
+def test_launches_of_one_sweep_at_the_same_time_record_every_job(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """The asynchronous sweeper launches each worker from a thread of its own, at the same time: every job is in
+    jobs.json and the summary, and no launch fails on another's write (it once did: a worker job then counted as
+    ended while it ran, and a needless third worker was submitted)."""
+    import threading
+
+    from sesemi.cluster.launcher import LocalLauncher
+
+    launcher = LocalLauncher(submitit_folder=".submitit/%j", profile="local", dry_run=False)
+    plans = [_ended_job(tmp_path, num, "completed") for num in range(8)]
+    start = threading.Barrier(len(plans))
+    errors: list[BaseException] = []
+
+    def launch(plan: Any) -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                launcher._write_jobs(tmp_path, [plan])
+                launcher._summarize(tmp_path, [plan], {})
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=launch, args=(plan,)) for plan in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    capsys.readouterr()
+    assert errors == []
+    assert [j["num"] for j in json.loads((tmp_path / "jobs.json").read_text())["jobs"]] == list(range(8))
+    assert [r["job"] for r in summary.collect(tmp_path)] == list(range(8))
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
 def test_the_launcher_names_the_run_dirs_the_jobs_really_use(tmp_path: Path):
