@@ -1,4 +1,8 @@
-"""Every method config trains for a few real steps on the embedded digits through the CLI and logs each head's loss."""
+"""Every method config trains for a few real steps on the embedded digits through the CLI and logs each head's loss.
+
+All methods are one multirun (``-m method=a,b,...``), as a user compares them: one process start, a run dir per
+method, each checked by its own test.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +34,21 @@ METHODS = {
 }
 
 
+def _runs_by_overrides(root: Path) -> dict[tuple[str, ...], Path]:
+    """Each run dir of a multirun below ``root`` by its job's overrides."""
+    return {tuple(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())): d for d in run_dirs(root)}
+
+
+@pytest.fixture(scope="module")
+def method_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], Path]:
+    root = tmp_path_factory.mktemp("methods")
+    run_cli(["-m", f"method={','.join(sorted(METHODS))}", "trainer.max_steps=4", "callbacks.images=null"], root)
+    return _runs_by_overrides(root)
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_method_trains_and_logs_each_head_loss(method: str, workdir: Path):
-    run_cli([f"method={method}", "trainer.max_steps=4", "callbacks.images=null"], workdir)
-    (run_dir,) = run_dirs(workdir)
+def test_method_trains_and_logs_each_head_loss(method: str, method_runs: dict[tuple[str, ...], Path]):
+    (run_dir,) = [d for overrides, d in method_runs.items() if f"method={method}" in overrides]
     assert read_json(run_dir / "status.json")["state"] == "completed"
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["global_step"] == 4
