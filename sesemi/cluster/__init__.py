@@ -7,6 +7,8 @@ builders, module, data...) never imports this package; the entry points ask it a
 - :mod:`sesemi.cluster.signals`: one signal mechanism, local and on SLURM: USR2 (time limit, preemption warning),
   SIGTERM (``scancel``, ``scontrol requeue``, ``kill``) and SIGINT (Ctrl-C) checkpoint at the end of the step and
   record ``requeued``/``cancelled``/``interrupted``; a requeued job resumes in the same run dir.
+- :mod:`sesemi.cluster.job`: the process every submitit job starts as; it holds submitit's preemption/time-limit
+  signal from the first instant until submitit's own handler exists (``python -m sesemi.cluster.job ...``).
 - :mod:`sesemi.cluster.ranks`: DDP rank processes of a multi-device job inside an in-process sweep.
 - :mod:`sesemi.cluster.launcher`: the ``slurm``/``slurm_cpu``/``local`` launchers (Hydra plugins): they check each
   sweep job's resources against its run config before anything is submitted, group jobs with equal resources into
