@@ -75,7 +75,8 @@ def write_atomic(path: PathLike, text: str) -> None:
         raise
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a reader (``sesemi.status`` of another shell) never sees half a file."""
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
@@ -220,7 +221,7 @@ class RunRecord:
         status = read_status(self.dir) or {"attempts": []}
         status.update(fields)
         status["updated"] = _now()
-        _write_json(self.status_path, status)
+        write_json(self.status_path, status)
 
     @rank_zero_only
     def start(self) -> None:
@@ -249,7 +250,7 @@ class RunRecord:
 
     @rank_zero_only
     def complete(self, metrics: dict[str, Any]) -> None:
-        _write_json(self.metrics_path, metrics)
+        write_json(self.metrics_path, metrics)
         self.update(state="completed", ended=_now())
 
     @rank_zero_only

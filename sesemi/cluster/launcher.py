@@ -62,6 +62,7 @@ from sesemi.compat.hydra import (
     singleton_state,
 )
 from sesemi.errors import ConfigError
+from sesemi.rundir import write_json
 
 log = logging.getLogger("sesemi.cluster")
 
@@ -486,7 +487,7 @@ class _SesemiSubmititLauncher(Launcher):
                 "launch_dir": os.getcwd(),
                 "jobs": sorted(jobs, key=lambda j: j["num"]),
             }
-            summary.write_json(path, data)
+            write_json(path, data)
 
     def _folder(self, plans: list[_JobPlan]) -> Path:
         return Path(self._job_files(plans[0])["stdout"]).parent.parent

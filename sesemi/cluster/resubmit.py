@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from sesemi.cluster.summary import JOBS_FILE, write_json
+from sesemi.cluster.summary import JOBS_FILE
 from sesemi.cluster.tracking import ATTENTION, JobRow
 from sesemi.cluster.validate import check_job
+from sesemi.rundir import write_json
 
 RESUBMIT = ATTENTION  # failed, cancelled, lost, missing
 

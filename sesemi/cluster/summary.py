@@ -76,11 +76,6 @@ def _sacct(ids: list[str]) -> dict[str, str]:
     return states
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a reader (``sesemi.status`` of another shell) never sees half a file."""
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
