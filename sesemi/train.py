@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from sesemi import checks, resolvers, resume, rundir
 from sesemi.errors import ConfigError
 from sesemi.runtime import RunStopped, Runtime
+from sesemi.workspace import add_src_dir
 
 log = logging.getLogger("sesemi")
 
@@ -32,15 +33,6 @@ resolvers.register()
 # The EMA copy is kept in eval mode on purpose; Lightning's SLURM hint fires on every login node that has srun.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
-
-
-def add_src_dir(src_dir: str | None) -> None:
-    """Make the user's ``src/`` packages importable for ``_target_`` (no setup.py needed)."""
-    if not src_dir:
-        return
-    path = Path(src_dir).absolute()
-    if path.is_dir() and str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 
 def _objective(cfg: DictConfig, trainer: Any) -> float:

@@ -96,3 +96,12 @@ def test_the_train_function_is_core_and_only_the_entry_point_asks_the_cluster_la
 def test_nothing_below_the_sweep_imports_it():
     users = {m for m, tree in SOURCES.items() if any(_within(i, ("sesemi.sweep",)) for i in _imports(tree))}
     assert users <= {m for m in SOURCES if _within(m, ("sesemi.sweep", "sesemi.sweep_report"))}, users
+
+
+def test_inference_commands_do_not_import_the_training_app():
+    """``sesemi.predict``/``sesemi.pseudo_label`` start without Lightning: nothing of theirs imports ``sesemi.train``
+    (the user's ``src/`` is put on the path by ``sesemi.workspace``, which imports nothing of sesemi)."""
+    inference = ("sesemi.inference", "sesemi.predict", "sesemi.pseudo_label")
+    users = {m for m, tree in SOURCES.items() if _within(m, inference) and "sesemi.train" in _imports(tree)}
+    assert not users, users
+    assert not _imports(SOURCES["sesemi.workspace"])

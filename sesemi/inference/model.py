@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from sesemi.errors import ConfigError
 from sesemi.inference.build import build_classifier, instantiate, trained_with_flips
 from sesemi.inference.checkpoint import choose_weights, class_names, network_state, read_checkpoint, resolve_checkpoint
+from sesemi.workspace import add_src_dir
 
 log = logging.getLogger("sesemi")
 
@@ -108,8 +109,6 @@ class InferenceModel:
         src_dir: str | None = "src",
     ) -> InferenceModel:
         """Rebuild the network from the checkpoint's ``sesemi_config`` and load its (EMA) weights."""
-        from sesemi.train import add_src_dir
-
         path = resolve_checkpoint(checkpoint)
         state = read_checkpoint(path)
         cfg = OmegaConf.create(state["sesemi_config"])
