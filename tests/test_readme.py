@@ -49,10 +49,11 @@ def on_screen(output: str) -> list[str]:
 
 
 def shape(line: str) -> str:
-    """A console line without what changes from run to run: numbers, the run dir's location, the bar's fill."""
+    """A console line without what changes from run to run: numbers (and the padding tqdm gives them), the run dir's
+    location, the bar's fill."""
     line = re.sub(r"\S*/runs/", "<dir>/runs/", line)
     line = re.sub(r"\|[^|]*\|", "|<bar>|", line)
-    return re.sub(r"\d+(\.\d+)?", "N", line)
+    return re.sub(r" *\d+(\.\d+)?", " N", line)
 
 
 def readme_commands() -> list[str]:
