@@ -99,8 +99,9 @@ def test_nothing_below_the_sweep_imports_it():
 
 
 def test_inference_commands_do_not_import_the_training_app():
-    """``sesemi.predict``/``sesemi.pseudo_label`` start without Lightning: nothing of theirs imports ``sesemi.train``
-    (the user's ``src/`` is put on the path by ``sesemi.workspace``, which imports nothing of sesemi)."""
+    """``sesemi.predict``/``sesemi.pseudo_label`` check their arguments without loading the training app (Lightning,
+    its callbacks): nothing of theirs imports ``sesemi.train``; the user's ``src/`` is put on the path by
+    ``sesemi.workspace``, which imports nothing of sesemi."""
     inference = ("sesemi.inference", "sesemi.predict", "sesemi.pseudo_label")
     users = {m for m, tree in SOURCES.items() if _within(m, inference) and "sesemi.train" in _imports(tree)}
     assert not users, users
