@@ -121,6 +121,24 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
             *FASTEST,
         ],
     ),
+    "softmatch_rotation_strong": (
+        "+ rotation prediction on the labeled weak and unlabeled strong views",
+        [
+            *_head("softmatch", separate_weak_forward=True),
+            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
+            "+method.loss_heads.rotation.sources=[[labeled,weak],[unlabeled,strong]]",
+            *FASTEST,
+        ],
+    ),
+    "softmatch_rotation_all": (
+        "+ rotation prediction on the labeled and unlabeled weak views, all four rotations of each image",
+        [
+            *_head("softmatch", separate_weak_forward=True),
+            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
+            "+method.loss_heads.rotation.all_rotations=true",
+            *FASTEST,
+        ],
+    ),
     "freematch_da": (
         "FreeMatch + distribution alignment on the fastest step",
         [*_head("freematch", separate_weak_forward=True, distribution_alignment=True), *FASTEST],
