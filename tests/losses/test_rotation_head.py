@@ -1,8 +1,10 @@
-"""The rotation head's labels match the rotations applied."""
+"""The rotation head: labels match the rotations applied, and its loss is SESEMI's rotation cross-entropy."""
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from sesemi.losses import rotate_batch
+from sesemi.losses import RotationHead, StepContext, rotate_batch
 
 
 def test_rotation_labels_match_rotations():
@@ -11,3 +13,35 @@ def test_rotation_labels_match_rotations():
     rotated = rotate_batch(images, torch.tensor([0, 1, 2, 3]))
     for k in range(4):
         assert torch.equal(rotated[k], torch.rot90(image[0], k, dims=(-2, -1)))
+
+
+def _head_and_context(all_rotations: bool) -> tuple[RotationHead, StepContext, torch.Tensor]:
+    torch.manual_seed(0)
+    labeled, unlabeled = torch.randn(3, 1, 6, 6), torch.randn(5, 1, 6, 6)
+    head = RotationHead(all_rotations=all_rotations)
+    head.build(in_features=36, num_classes=10)
+    batch = {"labeled": {"weak": labeled}, "unlabeled": {"weak": unlabeled}}
+    ctx = StepContext(batch, nn.Flatten(), nn.Identity(), 0, list(head.views))
+    return head, ctx, torch.cat([labeled, unlabeled])
+
+
+def test_all_rotations_loss_is_the_mean_cross_entropy_over_every_image_and_rotation():
+    head, ctx, images = _head_and_context(all_rotations=True)
+    expected = torch.stack(
+        [
+            F.cross_entropy(head.classifier(torch.rot90(image, k, dims=(-2, -1)).flatten()), torch.tensor(k))
+            for k in range(4)
+            for image in images
+        ]
+    ).mean()
+    torch.testing.assert_close(head(ctx), expected)
+
+
+def test_one_rotation_per_image_scores_the_rotation_it_drew():
+    head, ctx, images = _head_and_context(all_rotations=False)
+    torch.manual_seed(1)
+    loss = head(ctx)
+    torch.manual_seed(1)
+    labels = torch.randint(0, 4, (len(images),))
+    rotated = torch.stack([torch.rot90(image, int(k), dims=(-2, -1)) for image, k in zip(images, labels)])
+    torch.testing.assert_close(loss, F.cross_entropy(head.classifier(rotated.flatten(1)), labels))
