@@ -139,6 +139,24 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
             *FASTEST,
         ],
     ),
+    "softmatch_rotation_half": (
+        "+ rotation prediction (one rotation per image) at weight 0.5 instead of 1",
+        [
+            *_head("softmatch", separate_weak_forward=True),
+            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
+            "+method.loss_heads.rotation.weight=0.5",
+            *FASTEST,
+        ],
+    ),
+    "softmatch_rotation_double": (
+        "+ rotation prediction (one rotation per image) at weight 2 instead of 1",
+        [
+            *_head("softmatch", separate_weak_forward=True),
+            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
+            "+method.loss_heads.rotation.weight=2",
+            *FASTEST,
+        ],
+    ),
     "freematch_da": (
         "FreeMatch + distribution alignment on the fastest step",
         [*_head("freematch", separate_weak_forward=True, distribution_alignment=True), *FASTEST],
