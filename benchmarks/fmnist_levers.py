@@ -39,6 +39,17 @@ def _head(method: str, **settings: object) -> list[str]:
     return [f"method={method}", *(f"method.loss_heads.{method}.{k}={v}" for k, v in values.items())]
 
 
+def _softmatch_rotation(*settings: str) -> list[str]:
+    """SoftMatch on the fastest step plus SESEMI's rotation head with ``settings`` (``key=value`` of that head)."""
+    rotation = "+method.loss_heads.rotation"
+    return [
+        *_head("softmatch", separate_weak_forward=True),
+        f"{rotation}._target_=sesemi.losses.RotationHead",
+        *(f"{rotation}.{s}" for s in settings),
+        *FASTEST,
+    ]
+
+
 # name -> (what it changes, overrides): the levers of docs/benchmarks.md, each alone and in the combinations tried
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "supervised": ("labeled images only", ["method=supervised"]),
@@ -115,47 +126,23 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "softmatch_rotation": (
         "+ SESEMI's rotation prediction on the labeled and unlabeled weak views (one rotation per image)",
-        [
-            *_head("softmatch", separate_weak_forward=True),
-            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
-            *FASTEST,
-        ],
+        _softmatch_rotation(),
     ),
     "softmatch_rotation_strong": (
         "+ rotation prediction on the labeled weak and unlabeled strong views",
-        [
-            *_head("softmatch", separate_weak_forward=True),
-            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
-            "+method.loss_heads.rotation.sources=[[labeled,weak],[unlabeled,strong]]",
-            *FASTEST,
-        ],
+        _softmatch_rotation("sources=[[labeled,weak],[unlabeled,strong]]"),
     ),
     "softmatch_rotation_all": (
         "+ rotation prediction on the labeled and unlabeled weak views, all four rotations of each image",
-        [
-            *_head("softmatch", separate_weak_forward=True),
-            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
-            "+method.loss_heads.rotation.all_rotations=true",
-            *FASTEST,
-        ],
+        _softmatch_rotation("all_rotations=true"),
     ),
     "softmatch_rotation_half": (
         "+ rotation prediction (one rotation per image) at weight 0.5 instead of 1",
-        [
-            *_head("softmatch", separate_weak_forward=True),
-            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
-            "+method.loss_heads.rotation.weight=0.5",
-            *FASTEST,
-        ],
+        _softmatch_rotation("weight=0.5"),
     ),
     "softmatch_rotation_double": (
         "+ rotation prediction (one rotation per image) at weight 2 instead of 1",
-        [
-            *_head("softmatch", separate_weak_forward=True),
-            "+method.loss_heads.rotation._target_=sesemi.losses.RotationHead",
-            "+method.loss_heads.rotation.weight=2",
-            *FASTEST,
-        ],
+        _softmatch_rotation("weight=2"),
     ),
     "freematch_da": (
         "FreeMatch + distribution alignment on the fastest step",
