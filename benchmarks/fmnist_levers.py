@@ -144,6 +144,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "+ rotation prediction (one rotation per image) at weight 2 instead of 1",
         _softmatch_rotation("weight=2"),
     ),
+    "softmatch_rotation_joint": (
+        "+ SLA's joint (class, rotation) classification of the labeled images' four rotations, an auxiliary task",
+        [*_softmatch_rotation(), "+method.loss_heads.joint_rotation._target_=sesemi.losses.JointRotationHead"],
+    ),
     "freematch_da": (
         "FreeMatch + distribution alignment on the fastest step",
         [*_head("freematch", separate_weak_forward=True, distribution_alignment=True), *FASTEST],

@@ -24,6 +24,7 @@ _EXPORTS = {
     "CrossEntropyHead": "sesemi.losses",
     "FixMatchHead": "sesemi.losses",
     "RotationHead": "sesemi.losses",
+    "JointRotationHead": "sesemi.losses",
     "EntropyMinimizationHead": "sesemi.losses",
     "ConsistencyHead": "sesemi.losses",
     "PseudoLabelHead": "sesemi.losses",

@@ -16,7 +16,7 @@ from sesemi.losses.flexmatch import FlexMatchHead, curriculum_thresholds
 from sesemi.losses.freematch import FreeMatchHead, self_adaptive_fairness
 from sesemi.losses.jigsaw import JigsawHead, jigsaw_permutations, shuffle_tiles
 from sesemi.losses.pseudo_label import PseudoLabelHead, masked_cross_entropy
-from sesemi.losses.rotation import RotationHead, rotate_batch
+from sesemi.losses.rotation import JointRotationHead, RotationHead, rotate_batch
 from sesemi.losses.simmatch import SimMatchHead, aggregate_labels, unfold_labels
 from sesemi.losses.softmatch import SoftMatchHead
 from sesemi.losses.supervised import CrossEntropyHead
@@ -31,6 +31,7 @@ __all__ = [
     "FlexMatchHead",
     "FreeMatchHead",
     "JigsawHead",
+    "JointRotationHead",
     "LossHead",
     "PseudoLabelHead",
     "PseudoLabels",

@@ -52,3 +52,31 @@ class RotationHead(LossHead):
         logits = self.classifier(ctx.backbone(rotate_batch(images, labels)))
         ctx.log("acc", (logits.argmax(1) == labels).float().mean())
         return F.cross_entropy(logits, labels)
+
+
+class JointRotationHead(LossHead):
+    """Self-supervised label augmentation (SLA; Lee, Hwang & Shin 2020) as an auxiliary task: a linear classifier
+    over every (class, rotation) pair learns each labeled image under all four rotations,
+
+        loss = mean over images i and rotations r of CE(W f(rot_r(x_i)), 4 * y_i + r),
+
+    so the shared backbone must tell the classes apart at every orientation (rotation prediction alone never sees a
+    label). SLA makes this joint classifier *the* classifier and averages its four rotations at inference; here the
+    class head and inference are unchanged, and the joint classifier is used only for this loss.
+    """
+
+    def __init__(self, stream: str = "labeled", view: str = "weak", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stream, self.view = stream, view
+        self.classifier: nn.Module | None = None
+
+    def build(self, in_features: int, num_classes: int) -> None:
+        self.classifier = nn.Linear(in_features, 4 * num_classes)
+
+    def forward(self, ctx: StepContext) -> Tensor:
+        images, targets = ctx.images(self.stream, self.view), ctx.targets(self.stream)
+        rotations = torch.arange(4, device=images.device).repeat_interleave(len(images))
+        logits = self.classifier(ctx.backbone(rotate_batch(images.repeat(4, 1, 1, 1), rotations)))
+        joint = 4 * targets.repeat(4) + rotations
+        ctx.log("acc", (logits.argmax(1) == joint).float().mean())
+        return F.cross_entropy(logits, joint)

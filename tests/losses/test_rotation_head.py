@@ -1,10 +1,11 @@
-"""The rotation head: labels match the rotations applied, and its loss is SESEMI's rotation cross-entropy."""
+"""The rotation heads: labels match the rotations applied; the rotation head's loss is SESEMI's rotation
+cross-entropy, the joint head's is SLA's cross-entropy over (class, rotation) pairs."""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sesemi.losses import RotationHead, StepContext, rotate_batch
+from sesemi.losses import JointRotationHead, RotationHead, StepContext, rotate_batch
 
 
 def test_rotation_labels_match_rotations():
@@ -45,3 +46,21 @@ def test_one_rotation_per_image_scores_the_rotation_it_drew():
     labels = torch.randint(0, 4, (len(images),))
     rotated = torch.stack([torch.rot90(image, int(k), dims=(-2, -1)) for image, k in zip(images, labels)])
     torch.testing.assert_close(loss, F.cross_entropy(head.classifier(rotated.flatten(1)), labels))
+
+
+def test_joint_rotation_loss_is_the_cross_entropy_over_class_rotation_pairs_of_every_labeled_image():
+    torch.manual_seed(0)
+    labeled, targets = torch.randn(3, 1, 6, 6), torch.tensor([2, 0, 9])
+    head = JointRotationHead()
+    head.build(in_features=36, num_classes=10)
+    batch = {"labeled": {"weak": labeled, "target": targets}, "unlabeled": {"weak": torch.randn(5, 1, 6, 6)}}
+    ctx = StepContext(batch, nn.Flatten(), nn.Identity(), 0, [])
+    expected = torch.stack(
+        [
+            F.cross_entropy(head.classifier(torch.rot90(image, k, dims=(-2, -1)).flatten()), 4 * target + k)
+            for k in range(4)
+            for image, target in zip(labeled, targets)
+        ]
+    ).mean()
+    assert head.classifier.out_features == 40  # one output per (class, rotation)
+    torch.testing.assert_close(head(ctx), expected)
