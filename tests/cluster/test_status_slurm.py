@@ -79,6 +79,16 @@ def detached(workdir: Path, args: list[str]) -> tuple[subprocess.CompletedProces
     return proc, time.monotonic() - started
 
 
+def job_state(workdir: Path, run_dir_glob: str) -> str | None:
+    """The state a run dir's status.json records (None before it is written)."""
+    for status in workdir.glob(f"{run_dir_glob}/status.json"):
+        try:
+            return read_json(status)["state"]
+        except (ValueError, KeyError):
+            return None
+    return None
+
+
 def snapshot(run_dir: Path) -> dict[str, str]:
     return {
         str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -110,11 +120,13 @@ def launches(tmp_path_factory: pytest.TempPathFactory):
                 "+callbacks.fail._target_=sesemi_faults.FailAfterRequeue",
             ],
         ),
-        # Ctrl-C on a waiting launcher.
+        # Ctrl-C on a waiting launcher. Its job must still be running when the test reaches it, after the tests
+        # before it: an hour of 1 s steps, cancelled by the test (and by the teardown).
         "interrupted": Background(
             "interrupted",
             root / "interrupted",
-            [*WORKERS_ON, *DOC_COMMANDS["sweep"][:3], "run.id=ctrlc", *SMALL, *slow(1.0), "trainer.max_steps=60"],
+            [*WORKERS_ON, *DOC_COMMANDS["sweep"][:3], "run.id=ctrlc", *SMALL, *slow(1.0), "trainer.max_steps=3600"],
+            timeout=1800,
         ),
     }
     yield started
@@ -216,7 +228,7 @@ def test_the_launcher_waits_for_a_job_whose_failed_attempt_was_requeued(launches
 
 def test_ctrl_c_on_the_launcher_leaves_the_jobs_running_and_says_how_to_follow_or_cancel_them(launches):
     launch = launches["interrupted"]
-    launch.wait_for(lambda: list(launch.workdir.glob("runs/ctrlc/*/0/status.json")), "the job to start training")
+    launch.wait_for(lambda: job_state(launch.workdir, "runs/ctrlc/*/0") == "running", "the job to start training")
     launch.proc.send_signal(signal.SIGINT)
     rc, output = launch.wait()
     sweep_dir = the_sweep_dir(launch.workdir, "ctrlc")
