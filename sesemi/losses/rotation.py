@@ -21,6 +21,13 @@ def rotate_batch(images: Tensor, labels: Tensor) -> Tensor:
     return out
 
 
+def all_rotations(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Every image under each of the four rotations: the rotated batch (rotation-major: all images at 0 degrees,
+    then all at 90, ...) and each copy's rotation label."""
+    rotated = torch.cat([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)])
+    return rotated, torch.arange(4, device=images.device).repeat_interleave(len(images))
+
+
 class RotationHead(LossHead):
     """Predict the rotation of each image from the shared backbone's features with a 4-way linear classifier.
 
@@ -45,11 +52,11 @@ class RotationHead(LossHead):
     def forward(self, ctx: StepContext) -> Tensor:
         images = torch.cat([ctx.images(s, v) for s, v in self.sources if s in ctx.batch])
         if self.all_rotations:
-            labels = torch.arange(4, device=images.device).repeat_interleave(len(images))
-            images = images.repeat(4, 1, 1, 1)
+            rotated, labels = all_rotations(images)
         else:
             labels = torch.randint(0, 4, (len(images),), device=images.device)
-        logits = self.classifier(ctx.backbone(rotate_batch(images, labels)))
+            rotated = rotate_batch(images, labels)
+        logits = self.classifier(ctx.backbone(rotated))
         ctx.log("acc", (logits.argmax(1) == labels).float().mean())
         return F.cross_entropy(logits, labels)
 
@@ -75,8 +82,8 @@ class JointRotationHead(LossHead):
 
     def forward(self, ctx: StepContext) -> Tensor:
         images, targets = ctx.images(self.stream, self.view), ctx.targets(self.stream)
-        rotations = torch.arange(4, device=images.device).repeat_interleave(len(images))
-        logits = self.classifier(ctx.backbone(rotate_batch(images.repeat(4, 1, 1, 1), rotations)))
+        rotated, rotations = all_rotations(images)
+        logits = self.classifier(ctx.backbone(rotated))
         joint = 4 * targets.repeat(4) + rotations
         ctx.log("acc", (logits.argmax(1) == joint).float().mean())
         return F.cross_entropy(logits, joint)

@@ -268,14 +268,20 @@ class Launch:
         raise AssertionError(f"{self.name}: timed out waiting for {what}")
 
 
+def run_status(workdir: Path, run_dir_glob: str) -> dict:
+    """The status.json of the first run dir matching the glob; empty until one is written and readable."""
+    for status in workdir.glob(f"{run_dir_glob}/status.json"):
+        try:
+            return json.loads(status.read_text())
+        except ValueError:
+            return {}
+    return {}
+
+
 def first_attempt_job_id(run_dir_glob: str, workdir: Path) -> Callable[[], str | None]:
     def probe() -> str | None:
-        for status in workdir.glob(f"{run_dir_glob}/status.json"):
-            try:
-                return json.loads(status.read_text())["attempts"][0]["slurm_job_id"]
-            except (ValueError, KeyError, IndexError):
-                return None
-        return None
+        attempts = run_status(workdir, run_dir_glob).get("attempts") or [{}]
+        return attempts[0].get("slurm_job_id")
 
     return probe
 

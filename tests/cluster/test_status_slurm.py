@@ -19,7 +19,16 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_testkit import DOC_COMMANDS, Launch, cancel_jobs, needs_slurm, read_json, subdirs, the_sweep_dir
+from cluster_testkit import (
+    DOC_COMMANDS,
+    Launch,
+    cancel_jobs,
+    needs_slurm,
+    read_json,
+    run_status,
+    subdirs,
+    the_sweep_dir,
+)
 from conftest import FAST, sacct
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_slurm]
@@ -77,16 +86,6 @@ def detached(workdir: Path, args: list[str]) -> tuple[subprocess.CompletedProces
         [sys.executable, "-m", "sesemi.train", *FAST, *args], cwd=workdir, capture_output=True, text=True, timeout=300
     )
     return proc, time.monotonic() - started
-
-
-def job_state(workdir: Path, run_dir_glob: str) -> str | None:
-    """The state a run dir's status.json records (None before it is written)."""
-    for status in workdir.glob(f"{run_dir_glob}/status.json"):
-        try:
-            return read_json(status)["state"]
-        except (ValueError, KeyError):
-            return None
-    return None
 
 
 def snapshot(run_dir: Path) -> dict[str, str]:
@@ -228,7 +227,9 @@ def test_the_launcher_waits_for_a_job_whose_failed_attempt_was_requeued(launches
 
 def test_ctrl_c_on_the_launcher_leaves_the_jobs_running_and_says_how_to_follow_or_cancel_them(launches):
     launch = launches["interrupted"]
-    launch.wait_for(lambda: job_state(launch.workdir, "runs/ctrlc/*/0") == "running", "the job to start training")
+    launch.wait_for(
+        lambda: run_status(launch.workdir, "runs/ctrlc/*/0").get("state") == "running", "the job to start training"
+    )
     launch.proc.send_signal(signal.SIGINT)
     rc, output = launch.wait()
     sweep_dir = the_sweep_dir(launch.workdir, "ctrlc")
