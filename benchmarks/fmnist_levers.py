@@ -148,6 +148,18 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "+ SLA's joint (class, rotation) classification of the labeled images' four rotations, an auxiliary task",
         [*_softmatch_rotation(), "+method.loss_heads.joint_rotation._target_=sesemi.losses.JointRotationHead"],
     ),
+    "softmatch_rotation_graph": (
+        "+ CoMatch's graph-contrastive loss (strong-view embeddings against the weak view's, pseudo-label graph)",
+        [
+            *_softmatch_rotation(),
+            "+method.loss_heads.graph._target_=sesemi.losses.GraphContrastiveHead",
+            "+method.loss_heads.graph.separate_weak_forward=true",
+        ],
+    ),
+    "softmatch_rotation_wide": (
+        "+ rotation prediction (one rotation per image), width 32 (4x the network's multiply-adds)",
+        [*_softmatch_rotation(), "model.backbone.width=32"],
+    ),
     "freematch_da": (
         "FreeMatch + distribution alignment on the fastest step",
         [*_head("freematch", separate_weak_forward=True, distribution_alignment=True), *FASTEST],

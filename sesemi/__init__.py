@@ -32,6 +32,7 @@ _EXPORTS = {
     "FlexMatchHead": "sesemi.losses",
     "FreeMatchHead": "sesemi.losses",
     "SimMatchHead": "sesemi.losses",
+    "GraphContrastiveHead": "sesemi.losses",
     "SoftMatchHead": "sesemi.losses",
     # models
     "SmallCNN": "sesemi.models",

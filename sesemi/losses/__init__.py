@@ -14,6 +14,7 @@ from sesemi.losses.entropy import EntropyMinimizationHead, prediction_entropy
 from sesemi.losses.fixmatch import FixMatchHead, confident_pseudo_labels
 from sesemi.losses.flexmatch import FlexMatchHead, curriculum_thresholds
 from sesemi.losses.freematch import FreeMatchHead, self_adaptive_fairness
+from sesemi.losses.graph_contrastive import GraphContrastiveHead, pseudo_label_graph
 from sesemi.losses.jigsaw import JigsawHead, jigsaw_permutations, shuffle_tiles
 from sesemi.losses.pseudo_label import PseudoLabelHead, masked_cross_entropy
 from sesemi.losses.rotation import JointRotationHead, RotationHead, rotate_batch
@@ -30,6 +31,7 @@ __all__ = [
     "FixMatchHead",
     "FlexMatchHead",
     "FreeMatchHead",
+    "GraphContrastiveHead",
     "JigsawHead",
     "JointRotationHead",
     "LossHead",
@@ -48,6 +50,7 @@ __all__ = [
     "linear_rampup",
     "masked_cross_entropy",
     "prediction_entropy",
+    "pseudo_label_graph",
     "rotate_batch",
     "self_adaptive_fairness",
     "shuffle_tiles",
