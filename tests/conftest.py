@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,15 @@ FAST = [
     "data.num_workers=0",
     "callbacks.progress_bar=null",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background (``cmd &`` in a script, or under nohup) inherits SIGINT ignored, and so
+    would every CLI it starts: a Python process that starts with SIGINT ignored never raises KeyboardInterrupt, so
+    the Ctrl-C tests would signal a launcher that cannot hear it and wait out their timeouts. The suite takes the
+    default handler back; the processes it starts then start with SIGINT as a terminal gives it."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def compose_config(output_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
