@@ -13,7 +13,7 @@ The *embedding graph* is each strong-view embedding's similarity distribution ov
 backbone learns a clustered representation of the unlabeled pool that class pseudo-labels alone do not ask for.
 
 CoMatch contrasts two strong views of each image; here the strong view is contrasted with the weak view the class
-head already forwards (detached, the key side of a momentum-contrast pair), so the loss costs no extra forward
+head already forwards (detached, as the keys of momentum contrast are), so the loss costs no extra forward
 pass, and CoMatch's memory-smoothed pseudo-labels are left to the class head beside it.
 """
 
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from sesemi.losses.base import StepContext
-from sesemi.losses.weak_strong import WeakStrongHead
+from sesemi.losses.weak_strong import EmbeddingProjection, WeakStrongHead
 
 
 def pseudo_label_graph(probs: Tensor, threshold: float) -> Tensor:
@@ -54,13 +54,7 @@ class GraphContrastiveHead(WeakStrongHead):
 
     def build(self, in_features: int, num_classes: int) -> None:
         super().build(in_features, num_classes)
-        self.projection = nn.Sequential(
-            nn.Linear(in_features, in_features), nn.ReLU(), nn.Linear(in_features, self.projection_dim)
-        )
-
-    def embed(self, features: Tensor) -> Tensor:
-        """L2-normalised float32 projections (the projection itself may run under autocast)."""
-        return F.normalize(self.projection(features).float(), dim=-1)
+        self.projection = EmbeddingProjection(in_features, self.projection_dim)
 
     def forward(self, ctx: StepContext) -> Tensor:
         probs = self.weak_probs(ctx)  # outside no_grad: it may run the joint forward the strong view's loss needs
@@ -71,8 +65,8 @@ class GraphContrastiveHead(WeakStrongHead):
         )
         with torch.no_grad():
             targets = pseudo_label_graph(probs, self.threshold)
-            keys = self.embed(weak_features)
-        queries = self.embed(ctx.features(self.stream, self.strong_view))
+            keys = self.projection(weak_features)
+        queries = self.projection(ctx.features(self.stream, self.strong_view))
         with torch.autocast(queries.device.type, enabled=False):
             similarity = queries @ keys.t() / self.temperature
         ctx.log("graph_density", (targets > 0).float().mean())

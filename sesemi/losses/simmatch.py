@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from sesemi.losses.base import StepContext, gather_across_ranks
-from sesemi.losses.weak_strong import WeakStrongHead
+from sesemi.losses.weak_strong import EmbeddingProjection, WeakStrongHead
 
 _MASKED = -1e9  # logit of a memory slot not yet filled: finite, so 0 * log_softmax stays 0
 
@@ -93,19 +93,13 @@ class SimMatchHead(WeakStrongHead):
 
     def build(self, in_features: int, num_classes: int) -> None:
         super().build(in_features, num_classes)
-        self.projection = nn.Sequential(
-            nn.Linear(in_features, in_features), nn.ReLU(), nn.Linear(in_features, self.projection_dim)
-        )
+        self.projection = EmbeddingProjection(in_features, self.projection_dim)
         self.register_buffer("memory", torch.zeros(num_classes, self.bank_per_class, self.projection_dim))
         self.register_buffer("memory_filled", torch.zeros(num_classes, dtype=torch.long))  # slots in use per class
         self.register_buffer("memory_next", torch.zeros(num_classes, dtype=torch.long))  # next slot to overwrite
         self.register_buffer(
             "memory_labels", torch.arange(num_classes).repeat_interleave(self.bank_per_class), persistent=False
         )
-
-    def embed(self, features: Tensor) -> Tensor:
-        """L2-normalised float32 projections (the projection itself may run under autocast)."""
-        return F.normalize(self.projection(features).float(), dim=-1)
 
     @torch.no_grad()
     def remember(self, embeddings: Tensor, labels: Tensor) -> None:
@@ -130,7 +124,7 @@ class SimMatchHead(WeakStrongHead):
         return logits.masked_fill(~filled.flatten(), _MASKED)
 
     def forward(self, ctx: StepContext) -> Tensor:
-        self.remember(self.embed(ctx.features("labeled", self.labeled_view)).detach(), ctx.targets("labeled"))
+        self.remember(self.projection(ctx.features("labeled", self.labeled_view)).detach(), ctx.targets("labeled"))
         class_probs = self.weak_probs(ctx)
         with torch.no_grad():
             weak_features = (
@@ -138,7 +132,7 @@ class SimMatchHead(WeakStrongHead):
                 if self.pseudo_labels_from == "teacher"
                 else ctx.features(self.stream, self.weak_view)
             )
-            similarity = torch.softmax(self.similarity_logits(self.embed(weak_features)), dim=-1)
+            similarity = torch.softmax(self.similarity_logits(self.projection(weak_features)), dim=-1)
             labels = self.memory_labels
             instance_targets = unfold_labels(similarity, class_probs, labels)
             targets = aggregate_labels(similarity, class_probs, labels, self.aggregation_alpha)
@@ -146,7 +140,7 @@ class SimMatchHead(WeakStrongHead):
         mask = (confidence >= self.threshold).float()
         ctx.report_pseudo_labels(hard, mask, self.stream)
         class_loss = (F.cross_entropy(self.strong_logits(ctx).float(), targets, reduction="none") * mask).mean()
-        strong_similarity = self.similarity_logits(self.embed(ctx.features(self.stream, self.strong_view)))
+        strong_similarity = self.similarity_logits(self.projection(ctx.features(self.stream, self.strong_view)))
         instance_loss = F.cross_entropy(strong_similarity, instance_targets)
         ctx.log("mask_ratio", mask.mean())
         ctx.log("class_loss", class_loss)

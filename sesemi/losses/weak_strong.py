@@ -5,6 +5,7 @@ to a uniform class distribution."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sesemi.losses.base import LossHead, StepContext, sum_across_ranks
@@ -37,6 +38,17 @@ class DistributionAlignment(nn.Module):
         target = 1.0 / probs.shape[-1]
         aligned = probs * (target + 1e-6) / (self.p_model + 1e-6)
         return aligned / aligned.sum(dim=-1, keepdim=True)
+
+
+class EmbeddingProjection(nn.Sequential):
+    """The projection head of SimMatch and CoMatch: ``Linear(d, d) - ReLU - Linear(d, dim)`` mapping backbone
+    features to L2-normalised float32 embeddings (the layers themselves may run under autocast)."""
+
+    def __init__(self, in_features: int, dim: int) -> None:
+        super().__init__(nn.Linear(in_features, in_features), nn.ReLU(), nn.Linear(in_features, dim))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return F.normalize(super().forward(features).float(), dim=-1)
 
 
 class WeakStrongHead(LossHead):
