@@ -17,6 +17,14 @@ Hydra launcher plugin calls (Hydra's basic launcher, hydra-submitit-launcher, hy
 - ``run_job``: runs the task function in the job's output dir with Hydra's logging and ``.hydra/`` files.
 - ``filter_overrides``: drops ``hydra.*`` overrides when a job's overrides are shown to users.
 - ``load_sweep_config``: one sweep job's composed config (through ``HydraContext.config_loader``).
+
+Code snapshots (``sesemi.cluster.snapshot``):
+
+- ``repoint_search_path``: a job composes its config with the config loader pickled at submission, whose search path
+  names the live workspace ``configs/``; the job must compose from the snapshot's copy. ``ConfigLoaderImpl`` builds
+  its config sources once, from its search path, when it is created (``ConfigLoaderImpl.repository``, not part of
+  the ``ConfigLoader`` interface; ``ConfigSearchPath.append/prepend`` say they take effect only before that), so the
+  path is changed and the sources built again.
 """
 
 from __future__ import annotations
@@ -58,6 +66,18 @@ def load_sweep_config(hydra_context: HydraContext, master: DictConfig, overrides
     return hydra_context.config_loader.load_sweep_config(master, list(overrides))
 
 
+def repoint_search_path(config_loader: Any, old: str, new: str) -> bool:
+    """Make a config loader's search path entries that are ``old`` (e.g. ``file:///ws/configs``) ``new``, and its
+    config sources follow; False when no entry is ``old`` (nothing changed)."""
+    search_path = config_loader.get_search_path()
+    entries = [e for e in search_path.get_path() if e.path == old]
+    for entry in entries:
+        entry.path = new
+    if entries:
+        config_loader.repository.initialize_sources(search_path)
+    return bool(entries)
+
+
 def singleton_state() -> dict[type, Any]:
     return Singleton.get_state()
 
@@ -74,6 +94,7 @@ __all__ = [
     "grid_choices",
     "job_error",
     "load_sweep_config",
+    "repoint_search_path",
     "restore_singletons",
     "run_job",
     "search_space",
