@@ -8,7 +8,6 @@ as the launchers pickle theirs; the live ``src/`` and ``configs/`` are edited af
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from cluster_testkit import cancel_jobs, needs_slurm, read_json, the_sweep_dir
-from conftest import FAST, sacct
+from conftest import FAST
 
 from sesemi.cluster import snapshot
 from sesemi.errors import ConfigError
@@ -316,6 +315,12 @@ def submit_probe(executor, state: dict, out: Path, requeue: bool = False):
     return executor.submit(exec, PROBE, {**state, "OUT": str(out), "REQUEUE": requeue})
 
 
+def squeue_state(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def check_ran_the_snapshot(record: dict, snap: snapshot.Snapshot) -> None:
     assert record["snapshot"] == str(snap.path)
     assert record["value"] == "v1" and Path(record["module"]).is_relative_to(snap.path / "src"), record
@@ -375,7 +380,7 @@ def test_a_slurm_job_and_its_requeued_attempt_run_the_submitted_code(
     job = submit_probe(executor, state, tmp_path / "out", requeue=True)
     try:
         edit_live(workspace)  # while the job is held in the queue
-        assert sacct([str(job.job_id)])[str(job.job_id)] == "PENDING"
+        assert squeue_state(str(job.job_id)) == "PENDING"
         subprocess.run(["scontrol", "release", str(job.job_id)], check=True)
         deadline = time.monotonic() + 400
         while not (tmp_path / "out" / "attempt_1.json").is_file():
@@ -440,7 +445,7 @@ def test_a_detached_grid_runs_the_code_and_config_it_was_submitted_with(workspac
         sweep_dir = the_sweep_dir(workspace, "snap")
         jobs = read_json(sweep_dir / "jobs.json")
         ids = [j["job_id"] for j in jobs["jobs"]]
-        assert set(sacct(ids).values()) == {"PENDING"}  # held
+        assert {squeue_state(i) for i in ids} == {"PENDING"}  # held
         (code,) = (sweep_dir / snapshot.STORE).iterdir()  # one snapshot for the whole grid
         edit_live(workspace)
         (workspace / "src" / "snapmark" / "probe.py").write_text("raise ImportError('the live src was imported')\n")
