@@ -59,7 +59,8 @@ def instantiate_key(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(_full_key(err, key), str(err), "put the files there or change run.data_root") from err
     except (TypeError, ValueError) as err:
         full_key = _full_key(err, key)
-        fix = getattr(err, "fix", None) or f"check the arguments under {full_key}"  # e.g. CorruptImagesError's
+        fix_at = getattr(err, "fix_at", None)  # a dataset's fix that names its key (DatasetFilesError)
+        fix = fix_at(full_key) if fix_at else getattr(err, "fix", None) or f"check the arguments under {full_key}"
         raise ConfigError(full_key, f"{type(err).__name__}: {err}", fix) from err
 
 

@@ -52,6 +52,30 @@ class CorruptImagesError(ValueError):
         return cls(f"{dataset} {root}: {len(errors)} of {total} images cannot be decoded: {shown}{more}")
 
 
+class DatasetFilesError(ValueError):
+    """Files of a dataset that cannot be used as they are (a symlink loop, an empty class folder); the message names
+    them and ``fix`` says what to do.
+
+    A fix that sets an argument of the dataset writes ``{key}`` where the dataset's config key goes: :meth:`fix_at`
+    fills it in (the builders know the key, the dataset does not). Built from the message and the fix only, so it
+    pickles and re-raises cleanly from DataLoader workers.
+    """
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message, fix)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def fix_at(self, key: str) -> str:
+        """The fix for the dataset built from config key ``key`` (``data.train``, ...)."""
+        return str(self.args[1]).replace("{key}", key)
+
+    @property
+    def fix(self) -> str:
+        return self.fix_at("<the dataset's config key>")
+
+
 def dataset_dir(root: str | os.PathLike, folder: str, marker: str) -> Path:
     """The dataset's directory: ``root/folder``, or ``root`` itself when the user pointed at that folder.
 

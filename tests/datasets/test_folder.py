@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sesemi.datasets.errors import DatasetNotFoundError
+from sesemi.datasets.errors import CorruptImagesError, DatasetFilesError, DatasetNotFoundError
 from sesemi.datasets.folder import ImageFolder, UnlabeledImages
 
 
@@ -40,8 +40,9 @@ def tree(tmp_path):
 
 def test_image_folder(tree):
     root, arrays = tree
+    (root / "empty").rmdir()
     dataset = ImageFolder(root)
-    assert dataset.classes == ["cat", "dog", "empty"]
+    assert dataset.classes == ["cat", "dog"]
     assert dataset.paths == [str(root / p) for p in ["cat/a.png", "cat/sub/b.PNG", "dog/c.jpg", "dog/gray.png"]]
     assert dataset.targets == [0, 0, 1, 1] and len(dataset) == 4
     for i, relative in enumerate(["cat/a.png", "cat/sub/b.PNG"]):
@@ -113,3 +114,80 @@ def test_bad_arguments(tree):
         ImageFolder(root, classes=["cat", "cat"])
     with pytest.raises(ValueError, match="mode must be one of"):
         UnlabeledImages(root, mode="CMYK")
+
+
+def test_an_empty_class_folder_is_named_unless_allowed(tree):
+    root, _ = tree
+    with pytest.raises(DatasetFilesError) as info:
+        ImageFolder(root)
+    assert "the class folder(s) 'empty' hold no images" in str(info.value)
+    assert f"rmdir {root / 'empty'}" in info.value.fix_at("data.train")
+    assert "++data.train.allow_empty_classes=true" in info.value.fix_at("data.train")
+    kept = ImageFolder(root, allow_empty_classes=True)  # a pseudo-labeled folder keeps every class of its teacher
+    assert kept.classes == ["cat", "dog", "empty"] and kept.targets == [0, 0, 1, 1]
+
+
+def test_links_are_followed_and_each_real_folder_is_read_once(tmp_path):
+    outside = tmp_path / "elsewhere"
+    save(outside / "x.png", rgb(0))
+    save(outside / "deeper" / "y.png", rgb(1))
+    save(tmp_path / "data/cat/a.png", rgb(2))
+    save(tmp_path / "data/dog/d.png", rgb(3))
+    (tmp_path / "data/cat/more").symlink_to(outside)
+    (tmp_path / "data/cat/again").symlink_to(outside)  # a second link to the same folder adds nothing
+    (tmp_path / "data/cat/deeper").symlink_to(outside / "deeper")  # nor does a link into it
+    (tmp_path / "data/dog/one.png").symlink_to(outside / "x.png")  # a linked file is an image of its own
+    dataset = ImageFolder(tmp_path / "data")
+    relative = [Path(p).relative_to(tmp_path / "data").as_posix() for p in dataset.paths]
+    assert relative == ["cat/a.png", "cat/again/deeper/y.png", "cat/again/x.png", "dog/d.png", "dog/one.png"]
+    assert dataset.targets == [0, 0, 0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "link, target",
+    [("cat/loop", ".."), ("cat/self", "."), ("cat/sub/up", "../.."), ("cat/sub/root", "../../.."), ("all", ".")],
+)
+def test_a_link_to_a_folder_that_contains_it_is_refused_by_name(tree, link, target):
+    root, _ = tree
+    (root / "empty").rmdir()
+    (root / link).symlink_to(target)
+    for make in (lambda: ImageFolder(root), lambda: UnlabeledImages(root)):
+        with pytest.raises(DatasetFilesError) as info:
+            make()
+        assert f"the symbolic link {root / link} -> {target} points to a folder that contains it" in str(info.value)
+        assert f"rm {root / link}" in info.value.fix
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    wide = np.array([[0, 257, 1000, 32768], [40000, 50000, 65280, 65535]], dtype=np.uint16)
+    (tmp_path / "a").mkdir()
+    for name in ("png16.png", "tiff16.tif", "pgm16.pgm"):
+        Image.fromarray(wide).save(tmp_path / "a" / name)
+    save(tmp_path / "b" / "eight.png", np.full((2, 4), 200, np.uint8))
+    assert Image.open(tmp_path / "a" / "png16.png").mode == "I;16"  # what Pillow's convert("L") clips at 255
+    expected = np.round(wide / 257).astype(np.uint8)
+    for mode in ("L", "RGB"):
+        dataset = ImageFolder(tmp_path, mode=mode)
+        assert [Path(p).name for p in dataset.paths] == ["pgm16.pgm", "png16.png", "tiff16.tif", "eight.png"]
+        for i in range(3):
+            pixels = np.asarray(dataset[i][0])
+            np.testing.assert_array_equal(pixels if mode == "L" else pixels[..., 1], expected)
+        np.testing.assert_array_equal(np.asarray(dataset[3][0].convert("L")), 200)
+
+
+def test_images_of_unknown_range_are_named(tmp_path):
+    save(tmp_path / "a" / "ok.png", np.zeros((4, 4), np.uint8))
+    Image.fromarray(np.zeros((4, 4), np.int32)).save(tmp_path / "a" / "int32.tif")
+    Image.fromarray(np.zeros((4, 4), np.float32)).save(tmp_path / "a" / "float.tif")
+    with pytest.raises(CorruptImagesError) as info:
+        UnlabeledImages(tmp_path)
+    message = str(info.value)
+    assert "2 of 3 images" in message
+    assert "float.tif (ValueError: floating-point pixels (mode F) of unknown range" in message
+    assert "int32.tif (ValueError: 32-bit integer pixels (mode I) of unknown range" in message
+
+
+def test_verified_images_record_their_sizes(tree):
+    root, _ = tree
+    assert UnlabeledImages(root).sizes == [(7, 5), (7, 5), (6, 8), (7, 5)]
+    assert UnlabeledImages(root, verify=False).sizes is None
