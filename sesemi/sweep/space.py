@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from sesemi.compat import hydra as hydra_compat
 from sesemi.errors import ConfigError
+from sesemi.sweep import grammar
 
 
 def parse(
@@ -24,7 +24,7 @@ def parse(
     """``hydra.sweeper.params`` and the command line's overrides -> (distributions, fixed parameters, other
     overrides); a key given both ways is fixed."""
     overrides = [f"{k!s}={v}" for k, v in (params or {}).items()] + list(arguments)
-    distributions, fixed_params, fixed_overrides = hydra_compat.search_space(overrides)
+    distributions, fixed_params, fixed_overrides = grammar.search_space(overrides)
     for name in fixed_params:
         distributions.pop(name, None)
     return distributions, fixed_params, fixed_overrides
@@ -34,7 +34,7 @@ def grid(sampler: Mapping[str, Any] | None, distributions: dict[str, BaseDistrib
     """The grid of a ``GridSampler`` sweep (None for other samplers)."""
     if not str((sampler or {}).get("_target_", "")).endswith("GridSampler"):
         return None
-    return {name: hydra_compat.grid_choices(dist) for name, dist in distributions.items()}
+    return {name: grammar.grid_choices(dist) for name, dist in distributions.items()}
 
 
 def representative(dist: BaseDistribution) -> Any:
