@@ -68,7 +68,7 @@ class Snapshot:
     digest: str
     roots: dict[str, Path]
     launch_dir: Path
-    reused: bool = False  # take() found this content already there
+    reused: bool = field(default=False, compare=False)  # take() found this content already there
 
     @property
     def src(self) -> Path | None:
@@ -205,7 +205,7 @@ def take(
     store.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store))
     try:
-        _write(staging, contents)
+        _write(staging, contents, found.files)
         manifest = _manifest(snapshot, contents, found, staging, sesemi_why)
         manifest["seconds"] = round(time.perf_counter() - started, 4)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -227,8 +227,9 @@ def _digest(contents: dict[str, bytes]) -> str:
     return digest.hexdigest()
 
 
-def _write(staging: Path, contents: dict[str, bytes]) -> None:
-    """The copies, from the bytes that were hashed (a file edited meanwhile cannot make them disagree)."""
+def _write(staging: Path, contents: dict[str, bytes], sources: dict[str, Path]) -> None:
+    """The copies, from the bytes that were hashed (a file edited meanwhile cannot make them disagree); executable
+    files stay executable (a script the user's code runs)."""
     made: set[Path] = set()
     for rel, data in contents.items():
         target = staging / rel
@@ -236,6 +237,8 @@ def _write(staging: Path, contents: dict[str, bytes]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             made.add(target.parent)
         target.write_bytes(data)
+        if os.access(sources[rel], os.X_OK):
+            target.chmod(target.stat().st_mode | 0o111)
 
 
 def _warn_skipped(skipped: Sequence[dict[str, Any]]) -> None:

@@ -117,6 +117,8 @@ def test_caches_hidden_folders_big_files_and_symlink_loops_are_left_out(
     (src / "snapmark.egg-info").mkdir()
     (src / "snapmark.egg-info" / "PKG-INFO").write_text("Name: snapmark\n")
     (src / "snapmark" / "classes.json").write_text('["a", "b"]')  # small package data is copied
+    (src / "snapmark" / "fetch.sh").write_text("#!/bin/sh\necho hi\n")
+    (src / "snapmark" / "fetch.sh").chmod(0o755)  # a script the user's code runs stays executable
     (src / "snapmark" / "weights.bin").write_bytes(b"\1" * (snapshot.MAX_FILE_BYTES + 1))
     (src / "snapmark" / "loop").symlink_to(src)  # a loop back to an ancestor
     (src / "self").symlink_to(".")
@@ -136,7 +138,10 @@ def test_caches_hidden_folders_big_files_and_symlink_loops_are_left_out(
         "src/shared/helpers.py",
         "src/snapmark/__init__.py",
         "src/snapmark/classes.json",
+        "src/snapmark/fetch.sh",
     ]
+    assert os.access(snap.path / "src" / "snapmark" / "fetch.sh", os.X_OK)
+    assert not os.access(snap.path / "src" / "snapmark" / "classes.json", os.X_OK)
     assert not (snap.path / "src" / "shared").is_symlink() and not (snap.path / "src" / "linked.py").is_symlink()
     assert (snap.path / "src" / "shared" / "helpers.py").read_text() == "HELP = 1\n"
     skipped = {s["path"]: s["why"] for s in manifest["skipped"]}
@@ -258,6 +263,39 @@ def test_the_search_path_of_a_config_loader_is_repointed(workspace: Path, monkey
         assert str(copy) in sources and str(live) not in sources
         assert f"file://{copy}" in [e.path for e in loader.get_search_path().get_path()]
         assert not repoint_search_path(loader, f"file://{live}", "file:///elsewhere")
+
+
+def test_run_src_dir_is_pinned_to_the_copy_only_where_it_names_the_copied_folder(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from omegaconf import OmegaConf
+
+    snap = snapshot.take(workspace / "runs" / "s", "src", workspace, with_sesemi=False)
+    monkeypatch.chdir(workspace)
+    assert snapshot.current() is None and snapshot.enter() is None  # a process started without a snapshot
+    monkeypatch.setenv(snapshot.ENV, str(snap.path))
+    monkeypatch.setattr(sys, "path", [str(workspace / "src"), *sys.path])
+    assert snapshot.enter() == snap
+    assert sys.path[0] == str(snap.src) and str(workspace / "src") not in sys.path
+    for given, pinned in [("src", str(snap.src)), (str(workspace / "src"), str(snap.src)), ("other", "other")]:
+        cfg = OmegaConf.create({"run": {"src_dir": given}})
+        OmegaConf.set_struct(cfg, True)
+        snapshot.pin_src_dir(cfg)
+        assert cfg.run.src_dir == pinned
+
+
+def test_a_job_that_imports_sesemi_from_elsewhere_says_so(tmp_path: Path):
+    workspace = make_workspace(tmp_path / "ws")
+    snap = snapshot.take(tmp_path / "sweep", "src", workspace)
+    if snap.lib is None:
+        pytest.skip("sesemi is installed: its copy is not taken")
+    probe = "import logging; logging.basicConfig(); from sesemi.cluster import snapshot; snapshot.enter()"
+    env = {**os.environ, snapshot.ENV: str(snap.path)}  # the snapshot, but not its PYTHONPATH
+    run = {"cwd": workspace, "capture_output": True, "text": True, "check": True}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, **run)
+    assert "sesemi: this job runs sesemi from" in proc.stderr and str(snap.lib) in proc.stderr
+    proc = subprocess.run([*shlex.split(snapshot.python_command(snap)), "-c", probe], **run)
+    assert proc.stderr == ""
 
 
 # ------------------------------------------------------------------------------------- the job side, for real
