@@ -15,12 +15,32 @@ from pathlib import Path
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
+# The primary config module of sesemi's apps (train, predict, pseudo_label: `@hydra.main(config_path=...)`, and
+# `initialize_config_module("sesemi.configs")` for composing them): how a search path says it belongs to one.
+SESEMI_CONFIGS = "pkg://sesemi.configs"
+PROVIDER = "sesemi-workspace"
+
 
 class WorkspaceSearchPath(SearchPathPlugin):
+    """Puts ``./configs`` first in the search path of sesemi's apps, and of no other Hydra app.
+
+    Hydra runs every installed search-path plugin for every app in the environment, so this one acts only when the
+    app's own (``main``) config path is sesemi's: another app launched from a folder with a ``configs/`` of its own
+    keeps reading its own configs. Idempotent, for Hydra versions that find it twice (scan and entry point).
+    """
+
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         workspace = Path.cwd() / "configs"
-        if workspace.is_dir() and any(e.provider == "main" for e in search_path.get_path()):
-            search_path.prepend(provider="sesemi-workspace", path=f"file://{workspace}")
+        if workspace.is_dir() and is_sesemi_app(search_path) and not _has_workspace(search_path):
+            search_path.prepend(provider=PROVIDER, path=f"file://{workspace}")
+
+
+def is_sesemi_app(search_path: ConfigSearchPath) -> bool:
+    return any(e.provider == "main" and (e.path or "").rstrip("/") == SESEMI_CONFIGS for e in search_path.get_path())
+
+
+def _has_workspace(search_path: ConfigSearchPath) -> bool:
+    return any(e.provider == PROVIDER for e in search_path.get_path())
 
 
 def add_src_dir(src_dir: str | None) -> None:
