@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from sesemi.errors import ConfigError
+from sesemi.checkpoints import Mismatch, load_checkpoint
+from sesemi.errors import ConfigError, override
 
 # The values pytorch_lightning.Trainer(precision=...) accepts, and sesemi's own (sesemi.builders.resolve_precision).
 PRECISIONS = (
@@ -79,7 +80,30 @@ def check_before_training(cfg: DictConfig, datamodule: Any, module: Any, trainer
         )
     with _rng_kept():  # the checks draw augmentations: training must see the same random numbers as without them
         _check_optimizer(module)
+        datamodule.check_images()
         check_network(module.model, datamodule)
+
+
+def check_eval_checkpoint(module: nn.Module, path: str | os.PathLike, key: str = "run.checkpoint") -> None:
+    """``run.mode=validate|test``: the checkpoint at ``path`` loads, and its weights fit the built ``module`` exactly,
+    as Lightning will load them (strictly), before the Trainer reads it: a foreign or damaged file is one error
+    naming ``key`` instead of Lightning's state-dict traceback."""
+    state = load_checkpoint(path, key)
+    weights = state.get("state_dict") if isinstance(state, Mapping) else None
+    if not isinstance(weights, Mapping):
+        raise ConfigError(
+            key,
+            f"{path} is not a training checkpoint (it has no state_dict)",
+            f"give {key} a checkpoint written by python -m sesemi.train (a run's checkpoints/best.ckpt)",
+        )
+    mismatch = Mismatch.of(module.state_dict(), weights)
+    if not mismatch.fits:
+        raise ConfigError(
+            key,
+            f"{path} does not fit this run's model: {mismatch.describe(len(weights))}",
+            "evaluate it with the model it was trained with, which its own config rebuilds: python -m sesemi.predict "
+            f"{override('checkpoint', str(path))} dataset=val",
+        )
 
 
 @contextlib.contextmanager

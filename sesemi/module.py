@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,10 +14,10 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from sesemi.checkpoints import load_checkpoint
+from sesemi.checkpoints import Mismatch, load_checkpoint
 from sesemi.compat.lightning import should_update_logs
 from sesemi.ema import EMA
-from sesemi.errors import ConfigError
+from sesemi.errors import ConfigError, override
 from sesemi.losses.base import LossHead, StepContext
 from sesemi.metrics import confusion_matrix_image, per_class_accuracy, pseudo_label_quality, tag
 
@@ -44,6 +46,28 @@ def _feature_size(backbone: nn.Module) -> int:
             "expose the size of the feature vector it returns"
         )
     return size
+
+
+_PRETRAINED_FIX = (
+    "give run.pretrained_checkpoint a checkpoint of this model (a run's checkpoints/best.ckpt) or a state dict of "
+    "its backbone, or train from scratch: run.pretrained_checkpoint=null"
+)
+
+
+def _pretrained_fix(path: str, whole: bool, differ: list[str]) -> str:
+    """How to start from a file whose weights ``differ`` from the model's: from its backbone alone when only the
+    head differs (another class count), with the command that writes that backbone's state dict."""
+    if not (whole and all(k.startswith("model.head.") for k in differ)):
+        return _PRETRAINED_FIX
+    backbone = f"{Path(path).stem}_backbone.pt"
+    code = (
+        f"import torch; s = torch.load({str(path)!r}, weights_only=True)['state_dict']; p = 'model.backbone.'; "
+        f"torch.save({{k[len(p):]: v for k, v in s.items() if k.startswith(p)}}, {backbone!r})"
+    )
+    return (
+        "its head has another number of classes; start from its backbone alone, saved as a state dict of its own "
+        f"with: python -c {shlex.quote(code)} then {override('run.pretrained_checkpoint', backbone)}"
+    )
 
 
 class SemiSupervisedModule(LightningModule):
@@ -283,15 +307,40 @@ class SemiSupervisedModule(LightningModule):
         }
 
     def load_pretrained(self, path: str) -> None:
-        """Initialise weights (not optimizer state or step) from a sesemi checkpoint or a backbone state dict."""
-        state = load_checkpoint(path, "run.pretrained_checkpoint")
-        if "state_dict" in state:
-            missing, unexpected = self.load_state_dict(state["state_dict"], strict=False)
-        else:
-            missing, unexpected = self.model.backbone.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith("ema.")]:
-            rank_zero_warn(f"pretrained checkpoint {path}: missing keys {missing}, unexpected keys {unexpected}")
-        if self.ema is not None and not any(k.startswith("ema.") for k in state.get("state_dict", {})):
+        """Initialise weights (not optimizer state or step) from a sesemi checkpoint or a backbone state dict.
+
+        Every weight of the network (backbone and head; the backbone's alone for a state dict) must be in the file
+        with its shape, or nothing is loaded and a :class:`ConfigError` names what differs: a file of another model
+        never leaves part of the network at random while the run looks like a fine-tuning. The EMA copy and the
+        loss heads' own layers are taken where they fit (the method may differ from the checkpoint's)."""
+        key = "run.pretrained_checkpoint"
+        state = load_checkpoint(path, key)
+        whole = isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping)
+        given = state["state_dict"] if whole else state
+        target: nn.Module = self if whole else self.model.backbone
+        if not isinstance(given, Mapping):
+            raise ConfigError(key, f"{path} holds neither a checkpoint nor a state dict", _PRETRAINED_FIX)
+        expected = target.state_dict()
+        mismatch = Mismatch.of(expected, given)
+        required = [k for k in mismatch.missing if not whole or k.startswith("model.")]
+        reshaped = {k: v for k, v in mismatch.reshaped.items() if not whole or k.startswith("model.")}
+        if required or reshaped:
+            shown = Mismatch(missing=required, unexpected=mismatch.unexpected, reshaped=reshaped)
+            raise ConfigError(
+                key,
+                f"{path} does not fit this run's {'model' if whole else 'backbone'} "
+                f"({type(self.model.backbone).__name__}): {shown.describe(len(given))}",
+                _pretrained_fix(path, whole, [*reshaped, *required]),
+            )
+        fitting = {k: given[k] for k in expected if k in given and k not in mismatch.reshaped}
+        target.load_state_dict(fitting, strict=False)
+        own = [k for k in expected if k not in fitting and not k.startswith("ema.")]  # e.g. a new loss head's
+        if own or mismatch.unexpected:
+            rank_zero_warn(
+                f"pretrained checkpoint {path}: {len(own)} weights start afresh ({', '.join(own[:3])}...), "
+                f"{len(mismatch.unexpected)} of the file are not used ({', '.join(mismatch.unexpected[:3])}...)"
+            )
+        if self.ema is not None and not any(k.startswith("ema.") for k in fitting):
             self.ema = EMA(self.model, self.ema.decay, self.ema.warmup)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

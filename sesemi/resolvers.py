@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from sesemi.errors import ConfigError, exit_with
+from sesemi.errors import ConfigError, exit_with, override
 from sesemi.rundir import HYDRA_DIR, find_run_dir
 
 
@@ -53,8 +54,12 @@ def claim_dir(pattern: str) -> Path:
     raise RuntimeError(f"could not claim a fresh directory for {pattern}")
 
 
+NAME_MAX = 255  # bytes in one directory name on Linux filesystems (ext4, xfs, NFS, Lustre)
+
+
 def check_run_id(run_id: Any) -> None:
-    """``run.id`` names one directory below ``run.dir``: a single path component, never ``..``."""
+    """``run.id`` names one directory below ``run.dir``: a single path component, never ``..``, short enough to be
+    a directory name."""
     text = str(run_id)
     if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
         raise ConfigError(
@@ -62,6 +67,37 @@ def check_run_id(run_id: Any) -> None:
             f"{text!r} is not a single directory name (runs go to run.dir/run.id/<time>)",
             "use a plain name such as run.id=my_experiment; choose the parent folder with run.dir",
         )
+    size = len(os.fsencode(text))
+    if size > NAME_MAX:
+        shorter = text.encode("utf-8", "surrogateescape")[:64].decode("utf-8", "ignore")
+        raise ConfigError(
+            "run.id",
+            f"is {size} bytes long ({text[:40]}...); a directory name holds at most {NAME_MAX}",
+            f"use a shorter name, e.g. {override('run.id', shorter)}",
+        )
+
+
+def _make_dirs(pattern: str) -> Path:
+    """``claim_dir(pattern)``, with a folder that cannot be made (read-only, not a folder, no space) as the one
+    error line of ``run.dir``."""
+    try:
+        return claim_dir(pattern)
+    except OSError as err:
+        blocked = _existing_ancestor(Path(pattern))
+        raise ConfigError(
+            "run.dir",
+            f"cannot make the run dir {pattern}: {err.strerror or err} ({err.filename or blocked})",
+            f"choose a folder you can write to, e.g. {override('run.dir', str(Path.home() / 'sesemi' / 'runs'))}, "
+            f"or make {blocked} writable: chmod u+w {shlex.quote(str(blocked))}",
+        ) from err
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The deepest folder of ``path`` (or above it) that exists: the one a new sub-folder would be made in."""
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return parent
+    return Path("/")
 
 
 def run_dir(parent: str, run_id: Any, stamp: str, resume: str | None = None) -> str:
@@ -74,7 +110,7 @@ def run_dir(parent: str, run_id: Any, stamp: str, resume: str | None = None) -> 
 
 def fresh_dir(parent: str, run_id: Any, stamp: str) -> str:
     check_run_id(run_id)
-    return str(claim_dir(f"{parent}/{run_id}/{stamp}"))
+    return str(_make_dirs(f"{parent}/{run_id}/{stamp}"))
 
 
 def _exit_on_config_error(resolver: Callable[..., str]) -> Callable[..., str]:

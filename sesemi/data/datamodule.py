@@ -14,9 +14,10 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from sesemi.data import workers
+from sesemi.data.image_check import check_dataset_images
 from sesemi.data.splits import Split, split_indices
 from sesemi.data.transforms import MultiView, Transform
-from sesemi.errors import ConfigError
+from sesemi.errors import ConfigError, list_override
 
 
 class ViewDataset(Dataset):
@@ -96,6 +97,16 @@ def _targets(dataset: Dataset, key: str) -> list[int]:
     return [int(t) for t in targets]
 
 
+def _check_batch_size(key: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(
+            key,
+            f"must be a whole number of samples per batch{' (0: no unlabeled stream)' if least == 0 else ''}, at "
+            f"least {least}, got {value!r}",
+            f"set e.g. {key}=16",
+        )
+
+
 def batches_per_process(samples: int, batch_size: int, world_size: int = 1) -> int:
     """Full batches each training process draws per epoch: Lightning's DistributedSampler gives every process
     ``ceil(samples / world_size)`` samples, and training loaders drop the last partial batch."""
@@ -160,6 +171,9 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.worker_init_fn = workers.worker_init_fn(worker_init_fn)  # workers leave signals to the training process
         self.stream_start_steps: dict[str, int] = {}  # stream -> the first training step any loss head reads it at
+        _check_batch_size("data.labeled_batch_size", labeled_batch_size, 1)
+        _check_batch_size("data.unlabeled_batch_size", unlabeled_batch_size, 0)
+        _check_batch_size("data.eval_batch_size", eval_batch_size, 1)
         if self.unlabeled_views is not None and unlabeled_batch_size < 1:
             raise ConfigError(
                 "data.unlabeled_batch_size",
@@ -208,8 +222,9 @@ class SemiSupervisedDataModule(LightningDataModule):
             raise ConfigError(
                 key,
                 problem + "; class indices come from the training classes, so its labels would not match",
-                f"give {key} the training classes (an ImageFolder takes classes=[...] to pick and order them: "
-                f"{key}.classes='{names}'), each with its folder of images",
+                f"give {key} the training classes, in their order, each with its folder of images: add "
+                f"{list_override(f'{key}.classes', names)} to the command (an ImageFolder reads the class folders "
+                "it names, in that order)",
             )
 
     def check_batches(self, world_size: int = 1, processes: str = "one process") -> None:
@@ -237,6 +252,22 @@ class SemiSupervisedDataModule(LightningDataModule):
                 "less than one batch",
                 ", ".join(fixes[:-1]) + (", or " if len(fixes) > 1 else "") + fixes[-1],
             )
+
+    def check_images(self) -> None:
+        """Every image of a folder dataset goes through the views it gets in training, validation and test
+        (:mod:`sesemi.data.image_check`): one clear error naming the files instead of a traceback at a batch."""
+        train_views = [self.labeled_views]
+        if self.unlabeled_views is not None:
+            train_views.append(self.unlabeled_views)
+        if self.val_set is None:  # validation is held out of train
+            train_views.append(self.eval_views)
+        check_dataset_images("data.train", self.train_set, train_views)
+        if self.unlabeled_views is not None:
+            for extra in self.extra_unlabeled:
+                check_dataset_images("data.extra_unlabeled", extra, [self.unlabeled_views])
+        for key, dataset in (("data.val", self.val_set), ("data.test", self.test_set)):
+            if dataset is not None:
+                check_dataset_images(key, dataset, [self.eval_views])
 
     def sample_batches(self, size: int = 2) -> dict[str, dict[str, torch.Tensor]]:
         """A few real samples of each stream, collated: ``{"labeled" | "unlabeled" | "eval": {view: images}}``."""

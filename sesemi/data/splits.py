@@ -24,12 +24,19 @@ def _per_class_counts(
 ) -> np.ndarray:
     """How many samples to take from each class, given exactly one of ``per_class`` or ``fraction``."""
     if per_class is not None:
+        if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)):
+            whole = int(per_class) if isinstance(per_class, float) and per_class >= 1 else 4
+            raise ConfigError(
+                keys[0],
+                f"must be a whole number of samples per class, got {per_class!r}",
+                f"use a whole number, e.g. {keys[0]}={whole}, or a fraction of each class with {keys[1]}",
+            )
         if per_class < 1:
             raise ConfigError(keys[0], f"must be >= 1, got {per_class}", "use a positive count or null")
         return np.full_like(counts, per_class)
     assert fraction is not None
-    if not 0.0 < fraction <= 1.0:
-        raise ConfigError(keys[1], f"must be in (0, 1], got {fraction}", "use a fraction such as 0.1")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+        raise ConfigError(keys[1], f"must be in (0, 1], got {fraction!r}", f"use a fraction such as {keys[1]}=0.1")
     return np.maximum(1, np.round(counts * fraction)).astype(int)
 
 
@@ -42,16 +49,31 @@ def _take(
     keys: tuple[str, str],
     classes: Sequence[str] | None,
 ) -> np.ndarray:
+    """``per_class`` samples (or ``fraction``) of each class, drawn from ``pool``; every class of ``classes``
+    counts, so a class with no samples left is named instead of silently getting none."""
     labels = np.unique(targets[pool])
+    if classes is not None:
+        labels = np.union1d(labels, np.arange(len(classes)))
     counts = np.array([np.count_nonzero(targets[pool] == c) for c in labels])
     wanted = _per_class_counts(counts, per_class, fraction, keys)
+
+    def name(label: int) -> str:
+        return classes[label] if classes is not None and label < len(classes) else str(label)
+
+    empty = [name(label) for label, have in zip(labels, counts) if have == 0]
+    if empty:
+        raise ConfigError(
+            keys[0],
+            f"asks for samples of every class but class(es) {', '.join(map(repr, empty))} have none",
+            "give those classes samples (an image folder: images in their class folders), or leave them out of the "
+            "dataset's classes",
+        )
     chosen = []
     for label, have, want in zip(labels, counts, wanted):
         if want > have:
-            name = classes[label] if classes is not None and label < len(classes) else str(label)
             raise ConfigError(
                 keys[0],
-                f"asks for {want} samples of class {name!r} but only {have} are available",
+                f"asks for {want} samples of class {name(label)!r} but only {have} are available",
                 f"lower {keys[0]} to at most {counts.min()} or use {keys[1]}",
             )
         members = pool[targets[pool] == label]

@@ -28,6 +28,9 @@ def image_folder(images: str | os.PathLike, mode: str) -> tuple[Dataset, list[st
         dataset = UnlabeledImages(root, mode=mode)
     except FileNotFoundError as err:
         raise ConfigError("images", str(err), "give images=<a folder holding image files>") from err
+    except ValueError as err:  # corrupt files, a symlink loop: the dataset's message names them, with the fix
+        fix_at = getattr(err, "fix_at", None)
+        raise ConfigError("images", str(err), fix_at("images") if fix_at else getattr(err, "fix", "")) from err
     return dataset, sample_ids(dataset)
 
 
@@ -91,6 +94,14 @@ def _split_of_the_run(split: str, cfg: DictConfig) -> Dataset:
     data = build_datamodule(cfg)
     if split == "train":
         return data.train_set
-    if split == "test" and data.test_set is not None:
+    if split == "test":
+        if data.test_set is None:
+            raise ConfigError(
+                "dataset",
+                "is test but the checkpoint's run has no test set (its data.test is null); the validation set's "
+                "predictions are not test predictions",
+                "predict the validation set with dataset=val, or give the test images: images=<folder> or "
+                "dataset='{_target_:...}'",
+            )
         return data.test_set
     return data.val_set if data.val_set is not None else Subset(data.train_set, list(data.split.val))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from sesemi.errors import ConfigError
+from sesemi.errors import ConfigError, hydra_value
 from sesemi.inference.inputs import image_folder
 from sesemi.inference.model import InferenceModel
 
@@ -49,13 +48,6 @@ def _place(source: Path, destination: Path, link: str) -> None:
         shutil.copy2(source, destination)
 
 
-def _hydra_value(item: str) -> str:
-    """``item`` as a Hydra override value: bare when the grammar allows it, else double-quoted."""
-    if re.fullmatch(r"[A-Za-z0-9_/+.%*@?|-]+", item) and not re.fullmatch(r"[0-9.+-]+|true|false|null", item):
-        return item
-    return '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 @dataclass
 class PseudoLabels:
     output: Path
@@ -68,9 +60,11 @@ class PseudoLabels:
 
     def train_overrides(self) -> list[str]:
         """The ``python -m sesemi.train`` overrides that make this folder the training set."""
-        node = f"{{_target_:sesemi.datasets.ImageFolder,root:{_hydra_value(str(self.output))},mode:{self.mode}"
+        node = f"{{_target_:sesemi.datasets.ImageFolder,root:{hydra_value(str(self.output))},mode:{self.mode}"
         if sorted(self.folders) != self.folders:
-            node += ",classes:[" + ",".join(_hydra_value(f) for f in self.folders) + "]"
+            node += ",classes:[" + ",".join(hydra_value(f) for f in self.folders) + "]"
+        if 0 in self.per_class:  # a class the teacher kept nothing of still has its folder, so the head stays
+            node += ",allow_empty_classes:true"
         return ["~data.train", f"+data.train={node}}}", "data.labels_per_class=null"]
 
 
