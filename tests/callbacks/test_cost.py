@@ -83,3 +83,24 @@ def test_the_peak_resident_set_is_reset_to_the_current_one():
     assert peak_rss_mb() >= start + 290
     assert reset_peak_rss()
     assert peak_rss_mb() < start + 100
+
+
+class CudaPeak(pl.Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+        self.seen.append((float(trainer.callback_metrics["cost/peak_mem_mb"]), peak))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_on_a_gpu_the_peak_is_the_cuda_allocators_since_the_fit_started(tmp_path: Path):
+    block = torch.ones(2**28, device="cuda")  # 1 GiB before the run: not the run's
+    del block
+    probe = CudaPeak()
+    train(compose_config(tmp_path / "run", ["run.accelerator=gpu"]), Runtime(callbacks=[probe]))
+    assert len(probe.seen) == 2
+    for logged, peak in probe.seen:
+        assert 0 < logged <= peak < 1024
