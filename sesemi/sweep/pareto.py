@@ -163,27 +163,31 @@ class ParetoPruner(BasePruner):
     def dominators(self, study: optuna.Study, trial: FrozenTrial) -> list[int]:
         """The numbers of the COMPLETE trials whose values dominate ``trial``'s latest vector at its step (for a
         message saying why it was pruned)."""
-        vectors = intermediate_vectors(trial)
-        if not vectors:
-            return []
-        step = max(vectors)
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        found = []
-        for other in completed:
-            theirs = vector_at(intermediate_vectors(other), step)
-            if theirs is not None and dominates(theirs, vectors[step], study.directions):
-                found.append(other.number)
-        return found
+        return _dominators(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), trial, study.directions)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         vectors = intermediate_vectors(trial)
         if not vectors or max(vectors) < self.n_warmup_steps:
             return False
-        if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < max(self.n_startup_trials, 1):
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(completed) < max(self.n_startup_trials, 1):
             return False
         if any(math.isnan(v) for v in vectors[max(vectors)]):
             return True
-        return len(self.dominators(study, trial)) >= self.min_dominators
+        return len(_dominators(completed, trial, study.directions)) >= self.min_dominators
+
+
+def _dominators(completed: Sequence[FrozenTrial], trial: FrozenTrial, directions: Sequence[Direction]) -> list[int]:
+    vectors = intermediate_vectors(trial)
+    if not vectors:
+        return []
+    step = max(vectors)
+    found = []
+    for other in completed:
+        theirs = vector_at(intermediate_vectors(other), step)
+        if theirs is not None and dominates(theirs, vectors[step], directions):
+            found.append(other.number)
+    return found
 
 
 def should_prune(trial: optuna.Trial) -> bool:
