@@ -10,8 +10,20 @@ from torch import Tensor
 
 
 def tag(name: str) -> str:
-    """A class name as one TensorBoard tag component (``T-shirt/top`` would otherwise open a sub-group)."""
-    return name.replace("/", "-")
+    """A class name as one component of a logged metric's name: every character but ASCII letters, digits and
+    ``_ - . space`` becomes ``-`` (``T-shirt/top`` -> ``T-shirt-top``: a ``/`` would open a sub-group in TensorBoard,
+    and MLflow refuses names with other characters)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_-. ") else "-" for c in name)
+
+
+def class_tags(names: Sequence[str]) -> list[str]:
+    """:func:`tag` of each class name, made unique: a name whose tag an earlier class already has gets its class
+    index appended (``a/b`` and ``a-b`` -> ``a-b``, ``a-b-1``), so no two classes share one curve."""
+    tags: list[str] = []
+    for index, name in enumerate(names):
+        candidate = tag(str(name))
+        tags.append(f"{candidate}-{index}" if candidate in tags else candidate)
+    return tags
 
 
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
@@ -51,43 +63,46 @@ def per_class_accuracy(confusion: Tensor) -> Tensor:
     return _ratio(confusion.diagonal(), confusion.sum(1))
 
 
-def confusion_matrix_image(confusion: Tensor, class_names: Sequence[str], cell: int = 0) -> Tensor:
-    """A picture of a confusion matrix, ``uint8 [3, H, W]`` for ``SummaryWriter.add_image``.
+# TensorBoard's image cards fit an image into the card (at least 335 px wide, 16 px padding each side) with
+# nearest-neighbour scaling: an image wider than this is shrunk and its text lost, a smaller one is shown as it is.
+CARD_WIDTH = 303
 
-    Rows are true classes, columns predictions, each named; a cell's shade is its share of the row (the class's
-    recall on the diagonal) and, when cells are large enough, it shows the count. Drawn with Pillow (which
-    torchvision needs anyway), so no plotting library is required.
+
+def confusion_matrix_image(confusion: Tensor, class_names: Sequence[str], width: int = CARD_WIDTH) -> Tensor:
+    """A picture of a confusion matrix, ``uint8 [3, H, W]`` for ``SummaryWriter.add_image``, readable in a
+    TensorBoard image card at its default size: at most ``width`` pixels wide while the cells can stay 10 px.
+
+    Rows are true classes, named ``<index> <name>`` on the left; columns are predictions, headed by the class index.
+    A cell's shade is its share of the row (the class's recall on the diagonal: blue; confusions: red), with the
+    count where it fits. Drawn with Pillow (which torchvision needs anyway), so no plotting library is required.
     """
     from PIL import Image, ImageDraw, ImageFont
 
     confusion = confusion.detach().cpu().long()
     n = len(class_names)
-    cell = cell or max(8, min(44, 640 // max(n, 1)))
-    font = ImageFont.load_default()
-    names = [str(c) for c in class_names]
-    label_w = max(int(font.getlength(s)) for s in names) + 8
-    margin = label_w + 14  # room for the class names and the axis titles
-    size = margin + n * cell + 4
-    image = Image.new("RGB", (size, size), "white")
+    font = ImageFont.load_default(size=11)
+    rows = [f"{k} {str(name)[:14]}" for k, name in enumerate(class_names)]
+    label_w = max(int(font.getlength(s)) for s in rows) + 6
+    cell = max(10, min(28, (width - label_w - 2) // max(n, 1)))
+    top = 28  # the axis title and the column indices
+    image = Image.new("RGB", (label_w + n * cell + 2, top + n * cell + 2), "white")
     draw = ImageDraw.Draw(image)
-    rows = confusion.sum(1, keepdim=True).clamp_min(1)
-    share = (confusion.float() / rows).tolist()
+    share = (confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)).tolist()
     for i in range(n):
         for j in range(n):
-            x, y = margin + j * cell, margin + i * cell
+            x, y = label_w + j * cell, top + i * cell
             level = int(255 * (1 - share[i][j]))
             fill = (level, level, 255) if i == j else (255, level, level)  # right: blue, confused: red
             draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=fill, outline=(220, 220, 220))
-            if cell >= 28:
-                text = str(int(confusion[i, j]))
+            count = str(int(confusion[i, j]))
+            if font.getlength(count) <= cell - 2:
                 colour = "white" if share[i][j] > 0.6 else "black"
-                draw.text((x + cell / 2, y + cell / 2), text, fill=colour, font=font, anchor="mm")
-    for k, name in enumerate(names):  # true classes down the left; predictions up the top, written vertically
-        draw.text((margin - 4, margin + k * cell + cell / 2), name, fill="black", font=font, anchor="rm")
-        column = Image.new("RGB", (label_w, cell), "white")
-        ImageDraw.Draw(column).text((label_w - 4, cell / 2), name, fill="black", font=font, anchor="rm")
-        image.paste(column.rotate(-90, expand=True), (margin + k * cell, margin - label_w))
-    draw.text((2, margin - 12), "true", fill="gray", font=font)
-    draw.text((margin, 2), "predicted", fill="gray", font=font)
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size, size, 3)
+                draw.text((x + cell / 2, y + cell / 2), count, fill=colour, font=font, anchor="mm")
+    for k, row in enumerate(rows):
+        draw.text((label_w - 4, top + k * cell + cell / 2), row, fill="black", font=font, anchor="rm")
+        if font.getlength(str(k)) <= cell:
+            draw.text((label_w + k * cell + cell / 2, top - 2), str(k), fill="black", font=font, anchor="md")
+    draw.text((label_w, 1), "predicted", fill="gray", font=font)
+    draw.text((2, 1), "true", fill="gray", font=font)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3)
     return pixels.permute(2, 0, 1).contiguous()

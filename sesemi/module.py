@@ -18,8 +18,9 @@ from sesemi.checkpoints import Mismatch, load_checkpoint
 from sesemi.compat.lightning import should_update_logs
 from sesemi.ema import EMA
 from sesemi.errors import ConfigError, override
+from sesemi.loggers import flat_config
 from sesemi.losses.base import LossHead, StepContext
-from sesemi.metrics import confusion_matrix_image, per_class_accuracy, pseudo_label_quality, tag
+from sesemi.metrics import class_tags, confusion_matrix_image, per_class_accuracy, pseudo_label_quality
 
 HeadFactory = Callable[..., nn.Module]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -119,8 +120,11 @@ class SemiSupervisedModule(LightningModule):
         self.scheduler_factory = lr_scheduler
         self.exclude_norm_and_bias = exclude_norm_and_bias_from_weight_decay
         self.config = dict(config) if config is not None else None
+        if config is not None:  # logged to every logger as the run's hyperparameters, with Hydra's dotted keys
+            self.save_hyperparameters(flat_config(config))
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_tags = class_tags(self.class_names)  # the class names in logged metric names
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
@@ -204,15 +208,15 @@ class SemiSupervisedModule(LightningModule):
 
     def _log_class_metrics(self, ctx: StepContext) -> None:
         """On logging steps: the heads' per-class values, and the quality of the pseudo-labels they reported."""
-        curves = [(name, values, self.class_names) for name, values in ctx.class_metrics.items()]
+        curves = [(name, values, self.class_tags) for name, values in ctx.class_metrics.items()]
         if self._unlabeled_truth is not None:
             for scope, reported in ctx.pseudo_labels.items():
                 truth = self._unlabeled_truth[ctx.indices(reported.stream)]
                 quality = pseudo_label_quality(reported.labels, reported.mask, truth, self.num_classes)
                 overall = torch.stack([quality["precision"], quality["recall"]])
                 curves.append((f"train/{scope}", overall, ["pl_precision", "pl_recall"]))
-                curves.append((f"{scope}_pl_precision", quality["precision_per_class"], self.class_names))
-                curves.append((f"{scope}_pl_recall", quality["recall_per_class"], self.class_names))
+                curves.append((f"{scope}_pl_precision", quality["precision_per_class"], self.class_tags))
+                curves.append((f"{scope}_pl_recall", quality["recall_per_class"], self.class_tags))
         self._log_curves(curves)
 
     def _log_curves(self, curves: list[tuple[str, Tensor, list[str]]]) -> None:
@@ -223,7 +227,7 @@ class SemiSupervisedModule(LightningModule):
         if not curves or not self.loggers or not self.trainer.is_global_zero:
             return
         values = torch.cat([v.detach().float().flatten() for _, v, _ in curves]).tolist()
-        tags = [f"{group}/{tag(name)}" for group, _, names in curves for name in names]
+        tags = [f"{group}/{name}" for group, _, names in curves for name in names]
         scalars = {t: v for t, v in zip(tags, values) if not math.isnan(v)}
         for logger in self.loggers:
             logger.log_metrics(scalars, step=self.global_step)
@@ -252,9 +256,9 @@ class SemiSupervisedModule(LightningModule):
         if self.trainer.sanity_checking:
             return
         accuracy = per_class_accuracy(matrix)
-        for name, value in zip(self.class_names, accuracy.tolist()):  # self.log: on the x of val/acc, once per eval
+        for name, value in zip(self.class_tags, accuracy.tolist()):  # self.log: on the x of val/acc, once per eval
             if not math.isnan(value):
-                self.log(f"{stage}_class_acc/{tag(name)}", value, sync_dist=True)  # same on every rank
+                self.log(f"{stage}_class_acc/{name}", value, sync_dist=True)  # same on every rank
         self.class_results[stage] = {
             "classes": self.class_names,
             "accuracy": {c: None if math.isnan(a) else a for c, a in zip(self.class_names, accuracy.tolist())},

@@ -48,7 +48,7 @@ def tensorboard_steps(run_dir: Path, tag: str) -> list[int]:
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     steps = []
-    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+    for path in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
         for event in EventFileLoader(str(path)).Load():
             if any(v.tag == tag for v in event.summary.value):
                 steps.append(event.step)

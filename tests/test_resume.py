@@ -34,7 +34,7 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
 def _scalars(run_dir: Path, prefix: str) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    events = EventAccumulator(str(run_dir)).Reload()
     tags = [t for t in events.Tags()["scalars"] if t.startswith(prefix)]
     return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in tags}
 

@@ -34,7 +34,7 @@ def test_default_run_writes_a_complete_run_dir(workdir: Path):
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list(run_dir.glob("events.out.tfevents.*"))
 
     status = read_json(run_dir / "status.json")
     assert status["state"] == "completed" and status["restarts"] == 0
@@ -51,7 +51,7 @@ def test_tensorboard_has_per_head_losses_accuracy_lr_and_images(workdir: Path):
 
     run_cli(["callbacks.images.every_n_steps=3"], workdir)
     (run_dir,) = run_dirs(workdir)
-    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    events = EventAccumulator(str(run_dir)).Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "train/loss_supervised", "train/loss_fixmatch", "val/acc", "val/loss"} <= scalars
     assert {"lr/decay", "lr/no_decay"} <= scalars and "epoch" not in scalars
@@ -69,7 +69,7 @@ def test_resume_continues_in_the_same_run_dir_and_curve(workdir: Path):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    steps = [e.step for e in EventAccumulator(str(run_dir / "tensorboard")).Reload().Scalars("val/acc")]
+    steps = [e.step for e in EventAccumulator(str(run_dir)).Reload().Scalars("val/acc")]
     assert steps == sorted(steps) and max(steps) >= 11 and min(steps) <= 3
 
 

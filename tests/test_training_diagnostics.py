@@ -16,7 +16,7 @@ CLASSES = [name.replace("/", "-") for name in FashionMNIST.class_names]  # "T-sh
 def _events(run_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    return EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    return EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
 
 
 @pytest.mark.slow

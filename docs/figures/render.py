@@ -39,7 +39,7 @@ def plot(ax, events: EventAccumulator, tags: list[str], label=lambda t: t, raw: 
 
 
 def main(run_dir: Path, out: Path) -> None:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
     tags = events.Tags()["scalars"]
     head = next(t.split("/")[1] for t in tags if t.endswith("/pl_precision"))
 

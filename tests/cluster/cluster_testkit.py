@@ -315,7 +315,7 @@ def check_requeued(launch: Launch, run_id: str, reason: str, max_steps: int, wor
     assert metrics["global_step"] == max_steps and metrics["last_checkpoint"] == str(last)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no -v1
     # The same TensorBoard run continues: one event dir, one event file per attempt, no step twice or backwards.
-    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    events = list(run_dir.glob("events.out.tfevents.*"))
     assert 2 <= len(events) <= len(status["attempts"])
     for tag in ("train/loss", "val/acc"):
         assert_strictly_increasing(tensorboard_steps(run_dir, tag), tag)

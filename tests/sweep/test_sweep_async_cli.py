@@ -101,7 +101,7 @@ def test_two_async_workers_prune_trials_and_never_wait(workdir: Path):
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
     for t in trials:
-        events = EventAccumulator(str(sweep / f"trial_{t.number:04d}" / "tensorboard"))
+        events = EventAccumulator(str(sweep / f"trial_{t.number:04d}"))
         events.Reload()
         content = events.PluginTagToContent("hparams")["_hparams_/session_end_info"]
         status = plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info.status

@@ -91,7 +91,7 @@ def test_sync_sweep_on_journal_storage_resumes_without_touching_old_trials(workd
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    events = EventAccumulator(str(sweep / "trial_0002" / "tensorboard"))
+    events = EventAccumulator(str(sweep / "trial_0002"))
     events.Reload()
     content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams

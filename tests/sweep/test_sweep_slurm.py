@@ -111,7 +111,7 @@ def test_scancelled_worker_takes_no_new_trial_and_its_trial_is_retried(tmp_path:
                 continue
             for t in load(sweep).get_trials(states=(TrialState.RUNNING,)):
                 run_dir = Path(t.user_attrs.get("run_dir", "/nonexistent"))
-                if t.user_attrs.get("slurm_job_id") and (run_dir / "tensorboard").is_dir():  # training
+                if t.user_attrs.get("slurm_job_id") and any(run_dir.glob("events.out.tfevents.*")):  # training
                     victim = t
                     break
         assert victim is not None, (tmp_path / "sweep.log").read_text()[-3000:]
