@@ -51,8 +51,8 @@ def budget_seconds(max_time: str | Mapping[str, float] | timedelta | None) -> fl
     stops the run at it, so the schedule and the stop agree on what the budget is."""
     if max_time is None:
         return None
-    remaining = Timer(duration=dict(max_time) if isinstance(max_time, Mapping) else max_time).time_remaining()
-    return float(remaining) if remaining is not None else None
+    timer = Timer(duration=dict(max_time) if isinstance(max_time, Mapping) else max_time)
+    return float(timer.time_remaining())  # the whole budget: the timer has not started
 
 
 def cosine_curve(progress: float) -> float:
