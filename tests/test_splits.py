@@ -46,3 +46,19 @@ def test_more_labels_than_exist_names_key_and_limit(targets):
         split_indices(targets, labels_per_class=1000, seed=0)
     assert err.value.key == "data.labels_per_class"
     assert "at most" in str(err.value)
+
+
+@pytest.mark.parametrize("value", [2.5, "4", True])
+def test_labels_per_class_must_be_a_whole_number(targets, value):
+    with pytest.raises(ConfigError) as err:
+        split_indices(targets, labels_per_class=value, seed=0)
+    assert err.value.key == "data.labels_per_class"
+    assert f"must be a whole number of samples per class, got {value!r}" in str(err.value)
+    assert "data.labels_per_class=2," in err.value.fix if value == 2.5 else "data.labels_per_class=4," in err.value.fix
+
+
+def test_a_class_without_samples_is_named(targets):
+    classes = [str(d) for d in range(10)] + ["empty"]  # an 11th class that no sample has
+    for keys in ({"labels_per_class": 4}, {"label_fraction": 0.1}, {"val_per_class": 2}):
+        with pytest.raises(ConfigError, match="class\\(es\\) 'empty' have none"):
+            split_indices(targets, classes=classes, seed=0, **keys)

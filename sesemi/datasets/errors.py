@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,33 +36,16 @@ class DatasetNotFoundError(FileNotFoundError):
         return cls(f"{text}. {how_to_get} {RELATIVE_NOTE}")
 
 
-class CorruptImagesError(ValueError):
-    """Image files that cannot be decoded; the message names them and ``fix`` says what to do."""
-
-    fix = (
-        "delete or replace those files (or move them out of the dataset's folders); the dataset's verify=True "
-        "(the default) checks every image before training"
-    )
-
-    @classmethod
-    def found(
-        cls, dataset: str, root: str | os.PathLike, total: int, errors: Sequence[tuple[str, str]]
-    ) -> CorruptImagesError:
-        shown = "; ".join(f"{path} ({error})" for path, error in errors[:5])
-        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
-        return cls(f"{dataset} {root}: {len(errors)} of {total} images cannot be decoded: {shown}{more}")
-
-
 class DatasetFilesError(ValueError):
     """Files of a dataset that cannot be used as they are (a symlink loop, an empty class folder); the message names
     them and ``fix`` says what to do.
 
     A fix that sets an argument of the dataset writes ``{key}`` where the dataset's config key goes: :meth:`fix_at`
     fills it in (the builders know the key, the dataset does not). Built from the message and the fix only, so it
-    pickles and re-raises cleanly from DataLoader workers.
+    pickles cleanly, and from the message alone, as a DataLoader worker's exception is re-raised.
     """
 
-    def __init__(self, message: str, fix: str) -> None:
+    def __init__(self, message: str, fix: str = "") -> None:
         super().__init__(message, fix)
 
     def __str__(self) -> str:
@@ -74,6 +58,23 @@ class DatasetFilesError(ValueError):
     @property
     def fix(self) -> str:
         return self.fix_at("<the dataset's config key>")
+
+
+class CorruptImagesError(DatasetFilesError):
+    """Image files that cannot be decoded; the message names them and ``fix`` says what to do."""
+
+    @classmethod
+    def found(
+        cls, dataset: str, root: str | os.PathLike, total: int, errors: Sequence[tuple[str, str]]
+    ) -> CorruptImagesError:
+        shown = "; ".join(f"{path} ({error})" for path, error in errors[:5])
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        remove = f" (rm {' '.join(shlex.quote(str(path)) for path, _ in errors)})" if len(errors) <= 5 else ""
+        return cls(
+            f"{dataset} {root}: {len(errors)} of {total} images cannot be decoded: {shown}{more}",
+            f"delete those files{remove} or replace them with good copies (or move them out of the dataset's "
+            "folders); the dataset's verify=True (the default) checks every image before training",
+        )
 
 
 def dataset_dir(root: str | os.PathLike, folder: str, marker: str) -> Path:

@@ -161,3 +161,25 @@ def test_class_folder_names_are_safe_and_unique():
         "Trouser_4",
         "a_b",
     ]
+
+
+def test_the_printed_overrides_keep_a_class_the_teacher_kept_nothing_of(tmp_path: Path):
+    """A class with no confident image still has its folder (the student's head keeps the teacher's classes): the
+    printed ``+data.train=...`` node allows that empty folder, which ImageFolder otherwise refuses."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from sesemi.builders import instantiate_key
+    from sesemi.inference.noisy_student import PseudoLabels
+
+    out = tmp_path / "pseudo labels"  # a space: the root is quoted in the override
+    for folder in ("cat", "dog"):
+        (out / folder).mkdir(parents=True)
+    Digits(split="test")[0][0].save(out / "cat" / "a.png")
+    labels = PseudoLabels(out, ["cat", "dog"], ["cat", "dog"], kept=1, total=2, per_class=[1, 0], mode="L")
+    node = OverridesParser.create().parse_override(labels.train_overrides()[1]).value()
+    assert node["allow_empty_classes"] is True
+    dataset = instantiate_key(OmegaConf.create({"data": {"train": node}}), "data.train")  # as training builds it
+    assert dataset.classes == ["cat", "dog"] and dataset.targets == [0]
+    full = PseudoLabels(out, ["cat", "dog"], ["cat", "dog"], kept=2, total=2, per_class=[1, 1], mode="L")
+    assert "allow_empty_classes" not in full.train_overrides()[1]
