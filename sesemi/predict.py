@@ -5,7 +5,7 @@ Usage (as for training, every option is a ``key=value`` override of the app's co
     python -m sesemi.predict checkpoint=runs/fmnist_fixmatch/20250101_120000 images=/path/to/images
     python -m sesemi.predict checkpoint=runs/.../checkpoints/best.ckpt images=photos tta=flip probabilities=true \\
         output=photos.csv
-    python -m sesemi.predict checkpoint=runs/.../best.ckpt dataset=test          # the run's own test split
+    python -m sesemi.predict checkpoint=runs/.../best.ckpt dataset=test          # the run's own test split (if any)
     python -m sesemi.predict checkpoint=runs/.../best.ckpt \\
         'dataset={_target_:sesemi.datasets.FashionMNIST,root:/data/fashion-mnist,split:test}'
 

@@ -13,7 +13,8 @@ Usage (a Hydra app like ``sesemi.predict``; options in ``configs/pseudo_label.ya
 probability is ``>= threshold`` -- symlinks to the originals by default (no copies of a large unlabeled set; use
 ``link=copy`` when the originals may move) -- plus ``pseudo_labels.csv`` (``id`` relative to ``images``, ``label``,
 ``index``, ``score``, ``path`` relative to ``output``) and ``classes.txt`` (the class folders in class-index order).
-Every class gets a folder, empty when nothing was kept, so the class count stays the teacher's. Class folders are
+Every class gets a folder, empty when nothing was kept, so the class count stays the teacher's (the printed node
+then says ``allow_empty_classes:true``, as ImageFolder refuses an empty class folder otherwise). Class folders are
 the class names, with ``/`` replaced by ``_``.
 
 It is an ordinary :class:`sesemi.datasets.ImageFolder`, so any data config takes it as training data by swapping
