@@ -12,7 +12,8 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q --upgrade pip
 # This torch/torchvision pair is the one tested; on the project's CI machines it installs from local disk.
 .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/pip install -q -e '.[test,timm]'
+# hydra-optuna: Hydra's own Optuna sweeper, which tests compare sesemi's search-space grammar and samplers with.
+.venv/bin/pip install -q -e '.[test,timm,hydra-optuna]'
 
 if [ "$(id -u)" = 0 ]; then
     if [ ! -d /usr/share/datasets/fashion-mnist ]; then
