@@ -87,7 +87,8 @@ class CostMetrics(pl.Callback):
         if self._steps > 0:
             pl_module.log("cost/step_time_s", self._seconds / self._steps, sync_dist=True)
             self._seconds, self._steps = 0.0, 0
-        pl_module.log("cost/params", float(trainable_parameters(pl_module)))
+        # The same on every rank; synced all the same, or Lightning warns at every validation of a DDP run.
+        pl_module.log("cost/params", float(trainable_parameters(pl_module)), sync_dist=True, reduce_fx="max")
         device = pl_module.device
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb()
         pl_module.log("cost/peak_mem_mb", peak, sync_dist=True, reduce_fx="max")
