@@ -90,7 +90,8 @@ MODES = {
 def draw_trials(n: int, seed: int) -> list[dict[str, Any]]:
     """The budget: n configurations from the search space, drawn once (seeded), as Optuna parameter dicts."""
     import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    from sesemi.sweep.grammar import search_space as create_params_from_overrides
 
     distributions, _, _ = create_params_from_overrides([f"{k}={v}" for k, v in SEARCH_SPACE.items()])
     optuna.logging.set_verbosity(optuna.logging.WARNING)

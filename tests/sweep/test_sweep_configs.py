@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import sesemi.train  # noqa: F401  (resolvers)
-from sesemi.compat.hydra import search_space
+from sesemi.sweep.grammar import search_space
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SEARCHES = sorted(p.stem for p in (CONFIGS / "hparams_search").glob("*.yaml"))
