@@ -2,9 +2,9 @@
 
 Hydra 1.3 finds plugins only by scanning this namespace package (``hydra_plugins``), and instantiates a launcher or
 a sweeper only when its ``_target_`` starts with ``hydra_plugins.``; Hydra 1.4 also loads the ``hydra.plugins``
-entry points. So each of sesemi's plugins is defined here, as its sesemi class under a name Hydra 1.3 takes, and the
+entry points. So each of sesemi's plugins is defined here, as its sesemi class under a name Hydra 1.3 takes, for the
 configs (``hydra/launcher=slurm|slurm_cpu|local``, ``hydra/sweeper=optuna_sync|optuna_async``) and the entry points
-name these classes.
+to name.
 
 Hydra 1.3 cannot list the modules of a namespace package installed by setuptools' default editable mode (an import
 hook); an editable install for the 1.3 line is made with ``--config-settings editable_mode=compat``. Only modules
