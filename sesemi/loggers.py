@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -161,16 +161,17 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
         super().log_metrics(metrics, step)
 
 
+SQLITE = "sqlite:///"
+
+
 def _absolute_uri(uri: str) -> str:
-    """A tracking URI whose local path (``sqlite:///runs/mlflow.db``) is made absolute, so that every restart of
-    the run, from whatever directory, finds the same store; the folder of a SQLite file is created."""
-    for scheme in ("sqlite:///", "file://"):
-        if uri.startswith(scheme):
-            path = Path(uri[len(scheme) :]).absolute()
-            if scheme == "sqlite:///":
-                path.parent.mkdir(parents=True, exist_ok=True)
-            return f"{scheme}{path}"
-    return uri
+    """A SQLite tracking URI with a relative path (``sqlite:///runs/mlflow.db``) made absolute, so that every
+    restart of the run, from whatever directory, finds the same store, and its folder created; others as given."""
+    if not uri.startswith(SQLITE):
+        return uri
+    path = Path(uri[len(SQLITE) :]).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"{SQLITE}{path}"
 
 
 @contextlib.contextmanager
@@ -183,8 +184,8 @@ def _store_lock(uri: str) -> Iterator[None]:
     for lg in quiet:
         lg.setLevel(logging.WARNING)
     lock = None
-    if uri.startswith("sqlite:///"):
-        lock = open(f"{uri[len('sqlite:///') :]}.lock", "a")  # noqa: SIM115 - held until the block ends
+    if uri.startswith(SQLITE):
+        lock = open(f"{uri[len(SQLITE) :]}.lock", "a")  # noqa: SIM115 - held until the block ends
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         yield
@@ -205,8 +206,8 @@ class MLFlowLogger(Logger):
     tracking URI, and a requeued or resumed run logs on into that run (its status RUNNING again).
 
     ``tracking_uri``: a SQLite file (``sqlite:///runs/mlflow.db``, relative to the launch directory), an MLflow
-    server (``http://host:5000``), or ``file:`` (MLflow's file store, which MLflow 3 wants opted into with
-    ``MLFLOW_ALLOW_FILE_STORE=true``). The run is named by its run dir below ``parent_dir``, in the experiment
+    server (``http://host:5000``), or ``file:///<absolute path>`` (MLflow's file store, which MLflow 3 wants opted
+    into with ``MLFLOW_ALLOW_FILE_STORE=true``). The run is named by its run dir below ``parent_dir``, in the experiment
     ``experiment_name``. MLflow keeps a parameter's first value: a resume that changes one (``trainer.max_steps``)
     adds only the keys not logged yet (``status.json`` has each attempt's changes).
     """
@@ -301,6 +302,13 @@ class WandbLogger(Logger):
     A process trains one run at a time: a W&B run still open from an earlier run of this process (the trial before,
     in a sweep that trains its trials in one process) is finished before this one starts. ``init`` (``mode``,
     ``settings``, ``tags``, ``entity``...) goes to ``wandb.init`` as it is.
+
+    W&B writes through a service process of its own (``wandb-core``), which a job's ``SIGTERM`` (``scancel``,
+    ``scontrol requeue``, preemption without an early signal) stops together with the training process: what it had
+    not written yet is lost (W&B writes its file every 15 s), and this attempt logs no more to W&B (one warning); the
+    training goes on to its checkpoint, and the requeued or resumed attempt continues the W&B run from there. A run
+    that ends otherwise than by finishing its fit (an error; a signal's checkpoint, before the job is requeued) is
+    finished at once by :meth:`finalize`, so W&B has written everything before the job's processes end.
     """
 
     STEP = "trainer/global_step"
@@ -326,6 +334,8 @@ class WandbLogger(Logger):
             "dir": str(save_dir or run_dir),
         }
         self._run: Any = None
+        self._open = True  # False once the W&B run is finished, or W&B's service is gone
+        self._finished = False
 
     @property
     def name(self) -> str:
@@ -354,10 +364,45 @@ class WandbLogger(Logger):
             keep_run(self.run_dir, "wandb", {"id": self._run.id, "project": self._run.project})
         return self._run
 
+    def _send(self, send: Callable[[], Any]) -> None:
+        """Hand W&B one update, unless its service process is gone (see above): then warn once and drop the rest."""
+        if not self._open:
+            return
+        try:
+            send()
+        except ConnectionError as err:
+            self._open = False
+            logging.getLogger("sesemi").warning(
+                "sesemi: W&B's service process stopped (%s: %s), likely by the job's signal; this attempt logs no "
+                "more to W&B (a requeued or resumed attempt continues the W&B run)",
+                type(err).__name__,
+                err,
+            )
+
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
-        self.experiment.config.update(flat_config(dict(params)), allow_val_change=True)
+        config = flat_config(dict(params))
+        self._send(lambda: self.experiment.config.update(config, allow_val_change=True))
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.experiment.log({**metrics, self.STEP: step} if step is not None else dict(metrics))
+        row = {**metrics, self.STEP: step} if step is not None else dict(metrics)
+        self._send(lambda: self.experiment.log(row))
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """``success`` (a fit or test that ended whole): the W&B run stays open for what follows (the test set's
+        evaluation), and is finished when the process ends. ``finished`` (Lightning's word for a job about to be
+        requeued) or ``failed`` (an error, or a run stopped by a signal): finished now, W&B writing out all it holds
+        before the job's processes end."""
+        if status == "success" or self._run is None or self._finished:
+            return
+        import wandb
+
+        self._finished = True
+        self._send(lambda: self._run.finish(exit_code=0 if status == "finished" else 1))
+        # W&B's service process ends now rather than at exit, when a requeued job's may be gone already (its exit
+        # code, or a connection to a service already gone, is not the run's concern).
+        with contextlib.suppress(ConnectionError, SystemExit):
+            wandb.teardown()
+        self._open = False
