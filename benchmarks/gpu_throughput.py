@@ -85,13 +85,9 @@ def quiet() -> None:
 
 
 def compose(overrides: list[str], output_dir: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    import sesemi
 
-    import sesemi.train  # noqa: F401  (registers the resolvers)
-
-    with initialize_config_module("sesemi.configs"):
-        return hydra_compose("train", overrides=[f"run.output_dir={output_dir}", *overrides])
+    return sesemi.compose(overrides, output_dir=output_dir)
 
 
 def make_batches(n: int, labeled: int, mu: int, size: int, classes: int, device, channels_last: bool) -> list[dict]:

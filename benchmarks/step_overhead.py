@@ -86,13 +86,9 @@ def quiet() -> None:
 
 
 def compose(output_dir: Path, overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    import sesemi
 
-    import sesemi.train  # noqa: F401  (registers the resolvers)
-
-    with initialize_config_module("sesemi.configs"):
-        return hydra_compose("train", overrides=[f"run.output_dir={output_dir}", *overrides])
+    return sesemi.compose(overrides, output_dir=output_dir)
 
 
 class Cycle:

@@ -159,15 +159,9 @@ def import_semilearn():
 
 
 def compose(output_dir: Path, overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    import sesemi
 
-    import sesemi.train  # noqa: F401  (registers the resolvers)
-
-    with initialize_config_module("sesemi.configs", version_base=None):
-        return hydra_compose(
-            "train", overrides=[*COMMON, f"run.output_dir={output_dir}", f"run.data_root={FMNIST.parent}", *overrides]
-        )
+    return sesemi.compose([*COMMON, f"run.data_root={FMNIST.parent}", *overrides], output_dir=output_dir)
 
 
 def usb_datasets(dm) -> dict[str, Any]:

@@ -45,7 +45,7 @@ _EXPORTS = {
     "TensorBoardLogger": "sesemi.loggers",
     "load_checkpoint": "sesemi.checkpoints",
     "ConfigError": "sesemi.errors",
-    "train": "sesemi.train",
+    "compose": "sesemi.composition",
     # inference
     "InferenceModel": "sesemi.inference",
     "predict_csv": "sesemi.predict",

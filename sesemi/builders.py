@@ -155,7 +155,6 @@ def build_trainer(cfg: DictConfig, runtime: Runtime | None = None, **overrides: 
     accelerator = resolve_accelerator(run.accelerator)
     _check_devices(accelerator, run.devices)
     callbacks = [instantiate_key(cfg, f"callbacks.{k}") for k in (cfg.get("callbacks") or {})]
-    callbacks.append(ObjectiveCheck(run.objective))
     loggers = [instantiate_key(cfg, f"logger.{k}") for k in (cfg.get("logger") or {})]
     if accelerator in ("gpu", "cuda"):
         torch.backends.cudnn.benchmark = True
@@ -177,7 +176,8 @@ def build_trainer(cfg: DictConfig, runtime: Runtime | None = None, **overrides: 
         num_nodes=run.num_nodes,
         strategy=runtime.strategy,
         precision=resolve_precision(run.precision, accelerator),
-        callbacks=[c for c in callbacks if c is not None] + list(runtime.callbacks),
+        # The runtime's callbacks (signals, a sweep's trial callback with its own hint) before the generic check.
+        callbacks=[*(c for c in callbacks if c is not None), *runtime.callbacks, ObjectiveCheck(run.objective)],
         logger=[lg for lg in loggers if lg is not None] or False,
         **overrides,
     )

@@ -22,11 +22,14 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {self.problem}. Fix: {fix}")
 
 
-def exit_with(err: ConfigError) -> NoReturn:
-    """Print ``err`` as the CLI's one error line and exit 2: for checks that run before the task function (while
-    Hydra resolves its own config), where no caller would turn the exception into that line."""
-    print(f"sesemi: error: {err}", file=sys.stderr)
-    sys.exit(2)
+def exit_with(err: BaseException | str, code: int = 2) -> NoReturn:
+    """Print ``err`` as a command's one error line (``sesemi: error: ...``) and exit with ``code`` (2: bad input).
+
+    Every sesemi command ends this way on an error a user can fix; for the training app, this is for the checks
+    that run outside a job (while Hydra resolves its own config, in a launcher or sweeper), where no caller would
+    turn the exception into that line."""
+    print(f"sesemi: error: {err}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
 
 
 # Overrides that a fix prints: each one is a shell word that Hydra reads back as the very strings given.

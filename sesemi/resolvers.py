@@ -8,6 +8,11 @@
   points into an earlier run it is that run's dir, so the resumed run continues its own checkpoints, TensorBoard
   curves and status file.
 - ``${sesemi.output_subdir:${run.resume}}``: ``.hydra``, or none when resuming a run, whose first config stays.
+- ``${sesemi.direction:${run.objective_mode}}``: ``max`` -> ``maximize``, ``min`` -> ``minimize`` (an Optuna study's
+  direction, for Hydra's own ``hydra/sweeper=optuna``).
+
+Registered by whoever composes the app's config (:func:`register`: the app's entry, ``sesemi.compose``, a launcher's
+job side), never as a side effect of an import.
 """
 
 from __future__ import annotations
@@ -132,10 +137,16 @@ def output_subdir(resume: str | None) -> str | None:
     return None if resume and find_run_dir(resume) is not None else HYDRA_DIR
 
 
+def direction(objective_mode: str) -> str:
+    return {"max": "maximize", "min": "minimize"}.get(str(objective_mode), str(objective_mode))
+
+
 def register() -> None:
-    """Register the resolvers; the directory ones are cached so every resolution of a config sees one dir."""
+    """Register the resolvers (idempotent); the directory ones are cached so every resolution of a config sees one
+    dir."""
     if not OmegaConf.has_resolver("datapath"):
         OmegaConf.register_resolver("datapath", datapath)
         OmegaConf.register_resolver("sesemi.run_dir", _exit_on_config_error(run_dir), use_cache=True)
         OmegaConf.register_resolver("sesemi.fresh_dir", _exit_on_config_error(fresh_dir), use_cache=True)
         OmegaConf.register_resolver("sesemi.output_subdir", output_subdir)
+        OmegaConf.register_resolver("sesemi.direction", direction)

@@ -100,12 +100,15 @@ def _override_key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
 
 
-def _group_choices(run_dir: Path | None = None) -> dict[str, Any]:
-    """Which option of each config group the run (``run_dir``'s first attempt) or this job chose."""
+def _job_choices() -> dict[str, Any]:
+    """Which option of each config group this job chose."""
     from hydra.core.hydra_config import HydraConfig
 
-    if run_dir is None:
-        return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def saved_choices(run_dir: Path) -> dict[str, Any]:
+    """Which option of each config group the run chose (its first attempt's ``.hydra/hydra.yaml``)."""
     saved = run_dir / rundir.HYDRA_DIR / "hydra.yaml"
     return dict(OmegaConf.load(saved).hydra.runtime.choices) if saved.is_file() else {}
 
@@ -127,11 +130,11 @@ def continued_config(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict[s
     before = OmegaConf.to_container(saved, resolve=False)
     overrides = command_line()
     keys = _leaves(before, now) if overrides is None else [_override_key(o) for o in overrides]
-    choices, saved_choices = _group_choices(), _group_choices(run_dir)
+    choices, before_choices = _job_choices(), saved_choices(run_dir)
     changed: dict[str, Any] = {}
     for key in keys:
         if key in choices:  # a config group: model=..., method=..., experiment=...
-            if choices[key] == saved_choices.get(key, choices[key]):
+            if choices[key] == before_choices.get(key, choices[key]):
                 continue
         elif _raw(now, key) == _raw(before, key):
             continue

@@ -17,18 +17,20 @@ of one. This module imports neither torch nor Lightning (the cluster summary rea
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import os
 import socket
-import tempfile
 import traceback
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning_utilities.core.rank_zero import rank_zero_only
 
+from sesemi.atomic import read_json, write_json
 from sesemi.errors import ConfigError
 
 STATUS_FILE = "status.json"
@@ -37,12 +39,55 @@ HYDRA_DIR = ".hydra"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
 BEST_CKPT = "best.ckpt"
+LOCK_FILE = ".lock"
 
 # Which checkpoint a run dir stands for: training continues from the newest state; inference prefers the best.
 RESUME = (LAST_CKPT,)
 INFERENCE = (BEST_CKPT, LAST_CKPT)
 
 PathLike = str | os.PathLike
+
+
+class RunState(str, Enum):
+    """The one vocabulary of run states: ``status.json``'s ``state``, ``sesemi.status``'s table, the sweeps."""
+
+    # Written by the run itself.
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REQUEUED = "requeued"  # stopped by SLURM (time limit, preemption, requeue): the requeued job continues it
+    CANCELLED = "cancelled"  # SIGTERM (kill, scancel): checkpoint saved, resumable
+    INTERRUPTED = "interrupted"  # Ctrl-C: checkpoint saved, resumable
+    # Written by a sweep into its trial's record.
+    PRUNED = "pruned"
+    # Derived by readers (sesemi.status) from the record, the scheduler and the heartbeat; never written.
+    PENDING = "pending"  # its job has not started training yet
+    LOST = "lost"  # says running, but its process is gone
+    MISSING = "missing"  # its job ended before it started training
+    RETRIED = "retried"  # a sweep trial that was lost and whose retry stands in for it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The job will not change by itself any more.
+FINAL = frozenset(
+    {
+        RunState.COMPLETED,
+        RunState.PRUNED,
+        RunState.RETRIED,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.LOST,
+        RunState.MISSING,
+    }
+)
+# Ended without its result: someone has to look (and may ``--resubmit``).
+ATTENTION = frozenset({RunState.FAILED, RunState.CANCELLED, RunState.LOST, RunState.MISSING})
+# Ended as a sweep wants: trained, stopped by the pruner, or stood in for by its retry.
+DONE = frozenset({RunState.COMPLETED, RunState.PRUNED, RunState.RETRIED})
+# The run's process may still be at work on it.
+LIVE = frozenset({RunState.RUNNING, RunState.REQUEUED})
 
 
 def _env_rank() -> int:
@@ -60,31 +105,6 @@ rank_zero_only.rank = getattr(rank_zero_only, "rank", _env_rank())
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_atomic(path: PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` (a unique name per writer) and rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a reader (``sesemi.status`` of another shell) never sees half a file."""
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # A running run's heartbeat (sesemi.callbacks.Heartbeat, every few seconds) older than this: its process is gone.
@@ -105,12 +125,18 @@ def last_heartbeat(status: dict[str, Any] | None) -> datetime | None:
 
 def read_status(run_dir: PathLike) -> dict[str, Any] | None:
     """``status.json`` of a run dir, or None when there is none (yet)."""
-    return _read_json(Path(run_dir) / STATUS_FILE)
+    return read_json(Path(run_dir) / STATUS_FILE)
 
 
 def read_metrics(run_dir: PathLike) -> dict[str, Any] | None:
     """``metrics.json`` of a run dir, or None before the run completed."""
-    return _read_json(Path(run_dir) / METRICS_FILE)
+    return read_json(Path(run_dir) / METRICS_FILE)
+
+
+def state_of(run_dir: PathLike) -> RunState | None:
+    """The state a run dir's record says (None: no record yet)."""
+    state = (read_status(run_dir) or {}).get("state")
+    return RunState(state) if state else None
 
 
 def is_run_dir(path: PathLike) -> bool:
@@ -238,7 +264,9 @@ class RunRecord:
                 "previous_state": previous["state"] if previous else None,
             }
         )
-        self.update(state="running", attempts=attempts, restarts=len(attempts) - 1, error=None, signal=None)
+        self.update(
+            state=RunState.RUNNING.value, attempts=attempts, restarts=len(attempts) - 1, error=None, signal=None
+        )
 
     @rank_zero_only
     def note_attempt(self, **fields: Any) -> None:
@@ -251,22 +279,73 @@ class RunRecord:
     @rank_zero_only
     def complete(self, metrics: dict[str, Any]) -> None:
         write_json(self.metrics_path, metrics)
-        self.update(state="completed", ended=_now())
+        self.update(state=RunState.COMPLETED.value, ended=_now())
 
     @rank_zero_only
     def fail(self, error: BaseException) -> None:
+        """A failed run: the error, its traceback, and a configuration error's key, problem and fix (so that whoever
+        reads the record, e.g. a sweep, can tell a bad value from a crash)."""
+        config_error = None
+        if isinstance(error, ConfigError):
+            config_error = {"key": error.key, "problem": error.problem, "fix": error.fix}
         self.update(
-            state="failed",
+            state=RunState.FAILED.value,
             ended=_now(),
             error=f"{type(error).__name__}: {error}",
+            config_error=config_error,
             traceback="".join(traceback.format_exception(error))[-8000:],
         )
 
     @rank_zero_only
     def requeued(self, reason: str, signal_name: str | None = None) -> None:
-        self.update(state="requeued", requeue_reason=reason, signal=signal_name)
+        self.update(state=RunState.REQUEUED.value, requeue_reason=reason, signal=signal_name)
 
     @rank_zero_only
-    def stopped(self, state: str, signal_name: str, reason: str) -> None:
+    def stopped(self, state: RunState, signal_name: str, reason: str) -> None:
         """A run ended by a signal, resumable (``cancelled``: scancel; ``interrupted``: Ctrl-C)."""
-        self.update(state=state, signal=signal_name, stop_reason=reason, ended=_now())
+        self.update(state=RunState(state).value, signal=signal_name, stop_reason=reason, ended=_now())
+
+
+class RunLock:
+    """Exclusive use of a run dir by one training process (global rank zero) for as long as it trains there.
+
+    ``status.json`` says ``running`` for a live run and for one killed without a word (``kill -9``): reading it and
+    then starting is check-then-act, and two resumes started together both trained into one dir. An ``flock`` on
+    ``<run dir>/.lock`` is taken atomically and released by the kernel when its process dies however it dies, so
+    exactly one process gets it (on NFS, Linux maps ``flock`` to the server's byte-range locks). Within a process
+    the lock is re-entrant: a sweep worker that claims a lost trial's dir hands it on to the run it trains there.
+    """
+
+    _held: ClassVar[dict[Path, list[int]]] = {}  # this process's locks: path -> [fd, holders]
+
+    def __init__(self, run_dir: PathLike) -> None:
+        self.path = (Path(run_dir) / LOCK_FILE).absolute()
+        self._mine = False
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False when another process holds it."""
+        held = RunLock._held.get(self.path)
+        if held is not None:
+            held[1] += 1
+        else:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            RunLock._held[self.path] = [fd, 1]
+        self._mine = True
+        return True
+
+    def release(self) -> None:
+        held = RunLock._held.get(self.path)
+        if not self._mine or held is None:
+            return
+        self._mine = False
+        held[1] -= 1
+        if held[1] == 0:
+            del RunLock._held[self.path]
+            with contextlib.suppress(OSError):
+                fcntl.flock(held[0], fcntl.LOCK_UN)
+                os.close(held[0])

@@ -26,7 +26,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sesemi.cluster.tracking import ATTENTION, DONE, STALE_S, JobRow, collect, ended
+from sesemi.cluster.tracking import STALE_S, JobRow, collect, ended
+from sesemi.errors import exit_with
+from sesemi.rundir import ATTENTION, DONE, RunState
 
 COLUMNS = ("job", "point", "job id", "slurm", "state", "step", "objective", "elapsed", "eta", "restarts")
 ALL_ROWS_UP_TO = 25
@@ -62,7 +64,18 @@ def _cells(row: JobRow) -> list[str]:
 
 def counts(rows: list[JobRow]) -> str:
     by_state = Counter(r.state for r in rows)
-    order = (*DONE, "running", "requeued", "pending", *ATTENTION)
+    order = (
+        RunState.COMPLETED,
+        RunState.PRUNED,
+        RunState.RETRIED,
+        RunState.RUNNING,
+        RunState.REQUEUED,
+        RunState.PENDING,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.LOST,
+        RunState.MISSING,
+    )
     parts = [f"{by_state[s]} {s}" for s in order if by_state[s]]
     parts += [f"{n} {s}" for s, n in sorted(by_state.items()) if s not in order]
     return f"{len(rows)} jobs: " + ", ".join(parts)
@@ -147,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             resubmit(Path(args.path), rows, args.resubmit)
             rows = collect(args.path, stale_s=args.stale_s)
     except (FileNotFoundError, ValueError) as err:
-        print(f"sesemi: error: {err}", file=sys.stderr)
-        return 2
+        exit_with(err)
     if args.wait:
         try:
             rows = follow(args.path, args.interval, args.all, args.stale_s)

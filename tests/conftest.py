@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-import sesemi.train  # noqa: F401  (registers the resolvers)
+from sesemi import compose
 
 # A few optimisation steps on the embedded digits: enough to exercise every part of a run in seconds.
 FAST = [
@@ -39,8 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def compose_config(output_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
-    with initialize_config_module("sesemi.configs"):
-        return compose("train", overrides=[*FAST, f"run.output_dir={output_dir}", *overrides])
+    return compose([*FAST, *overrides], output_dir=output_dir)
 
 
 def run_cli(

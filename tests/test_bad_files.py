@@ -324,11 +324,6 @@ def test_a_run_id_too_long_for_a_directory_name_makes_nothing(workspace: Path):
 # -- run.mode=validate|test with run.checkpoint ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sesemi.checks.check_eval_checkpoint is not yet called by the training pipeline (sesemi/training.py "
-    "_evaluate, before trainer.validate/test): Lightning's EOFError and state-dict tracebacks remain until it is",
-)
 @pytest.mark.parametrize("case", ["empty", "another width"])
 def test_an_evaluated_checkpoint_that_does_not_fit_is_one_error_line(workspace: Path, case: str):
     checkpoints = previous_run(workspace) / "checkpoints"

@@ -255,12 +255,10 @@ RECIPES = {
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_shipped_recipes_fit_their_documented_device_count(recipe: str):
-    from hydra import compose, initialize_config_module
-
+    from sesemi import compose
     from sesemi.data.datamodule import batches_per_process
 
-    with initialize_config_module("sesemi.configs"):
-        data = compose("train", overrides=[f"experiment={recipe}"]).data
+    data = compose([f"experiment={recipe}"]).data
     labeled = int(data.labels_per_class) * CLASSES[data.train._target_.rsplit(".", 1)[1]]
     batch = int(data.labeled_batch_size)
     assert batches_per_process(labeled, batch, 1) >= 1

@@ -1,7 +1,8 @@
 """Where a run is and what that decides: the Lightning strategy and plugins, signal handling, the restart point.
 
-The entry point (``python -m sesemi.train``'s ``main``, a sweep job, a DDP rank process) calls :func:`runtime_for`
-and hands the :class:`~sesemi.runtime.Runtime` to :func:`sesemi.train.train`; core never imports this package.
+The training app (:func:`sesemi.train.task`, for every job: a single run, a sweep trial, a SLURM task, a DDP rank
+process) calls :func:`runtime_for` and hands the :class:`~sesemi.runtime.Runtime` to
+:func:`sesemi.training.train`; core never imports this package.
 
 ``run.strategy=auto`` (the default) with ``run.devices * run.num_nodes > 1`` picks DDP the way that is correct for
 where the job runs, so that every process gets the same config and only rank 0 writes the run dir:
@@ -12,8 +13,8 @@ where the job runs, so that every process gets the same config and only rank 0 w
 - a submitit local job (``hydra/launcher=local``): ``ddp`` on :class:`SubmititEnvironment`, one process per task;
 - a multirun job run in-process (Hydra's basic launcher, the Optuna sweeper...):
   :func:`sesemi.cluster.ranks.train_in_rank_processes`
-  starts ``run.devices`` fresh processes (``python -m sesemi.cluster.ranks``) on the job's resolved config, like
-  ``torchrun``, and the job process only waits for them. Lightning's ``ddp`` would re-execute ``sys.argv`` for every
+  starts ``run.devices`` processes of the training app on the job's resolved config, like ``torchrun``, and the
+  job process only waits for them. Lightning's ``ddp`` would re-execute ``sys.argv`` for every
   extra rank, i.e. the whole sweep; ``ddp_spawn`` must pickle the module, which holds Hydra ``_partial_``
   factories (optimizer, scheduler) that Hydra refuses to pickle, and returns only part of the trainer state;
 - a single run (``python -m sesemi.train run.devices=2``): Lightning's ``ddp``, which starts ranks > 0 as
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -196,9 +198,10 @@ def resolve_plugins(run: DictConfig) -> list[Any]:
     return []
 
 
-def runtime_for(cfg: DictConfig) -> Runtime:
+def runtime_for(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> Runtime:
     """What this environment decides for the run of ``cfg``: strategy, plugins, restart point, and the signals
-    owned by :class:`~sesemi.cluster.signals.StopOnSignal` for the whole run (its callback and its guard)."""
+    owned by :class:`~sesemi.cluster.signals.StopOnSignal` for the whole run (its callback and its guard);
+    ``callbacks``: those of whoever runs the job (a sweep's trial callback), after the signal handling."""
     from sesemi.cluster.signals import StopOnSignal, restart_checkpoint
 
     run_dir = str(cfg.run.output_dir)
@@ -206,7 +209,7 @@ def runtime_for(cfg: DictConfig) -> Runtime:
     return Runtime(
         strategy=resolve_strategy(cfg.run),
         plugins=resolve_plugins(cfg.run),
-        callbacks=[stop],
+        callbacks=[stop, *callbacks],
         restart_checkpoint=restart_checkpoint(run_dir),
         guard=stop,
     )

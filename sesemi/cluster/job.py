@@ -48,7 +48,7 @@ def hand_over() -> None:
 def main(argv: list[str]) -> None:
     """``argv``: what submitit appends to its ``python`` command, ``-u -m submitit.core._submit FOLDER``."""
     signal.signal(submitit_signal(), _note)
-    from submitit.core.submission import process_job
+    from sesemi.compat.submitit import process_job
 
     process_job(argv[-1])
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sesemi.cluster.summary import JOBS_FILE
-from sesemi.cluster.tracking import ATTENTION, JobRow
+from sesemi.cluster import snapshot
+from sesemi.cluster.tracking import JobRow
 from sesemi.cluster.validate import check_job
-from sesemi.rundir import write_json
+from sesemi.rundir import ATTENTION, HYDRA_DIR, last_checkpoint
+from sesemi.sweepdir import JOBS_FILE, SweepDir, now
 
 RESUBMIT = ATTENTION  # failed, cancelled, lost, missing
 
@@ -43,7 +43,7 @@ def parse_changes(args: Sequence[str]) -> dict[str, Any]:
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
-    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) if run_dir.is_dir() else None
+    config = yaml.safe_load((run_dir / HYDRA_DIR / "config.yaml").read_text()) if run_dir.is_dir() else None
     return (config or {}).get("run") or {}
 
 
@@ -51,13 +51,13 @@ def resubmit(sweep_dir: Path, rows: list[JobRow], args: Sequence[str]) -> list[J
     """Resubmit the rows that need it (see the module doc); returns them."""
     import submitit
 
-    from sesemi.cluster.launcher import make_executor
+    from sesemi.cluster.submission import make_executor
     from sesemi.compat.submitit import job_paths
 
-    jobs_file = sweep_dir / JOBS_FILE
-    if not jobs_file.is_file():
+    sweep = SweepDir(sweep_dir)
+    data = sweep.read_jobs()
+    if data is None:
         raise ValueError(f"--resubmit needs a sweep dir with {JOBS_FILE} (hydra/launcher=slurm|slurm_cpu|local)")
-    data = json.loads(jobs_file.read_text())
     changes = parse_changes(args)
     todo = [r for r in rows if r.state in RESUBMIT and r.entry.get("job_id")]
     if not todo:
@@ -74,7 +74,8 @@ def resubmit(sweep_dir: Path, rows: list[JobRow], args: Sequence[str]) -> list[J
         folder = Path(str(params["submitit_folder"]))
         job_class = submitit.SlurmJob if kind == "slurm" else submitit.LocalJob
         submission = job_class(folder=sweep_dir / folder, job_id=row.job_id).submission()
-        groups.setdefault(json.dumps(params, sort_keys=True, default=str), []).append((row, params, submission))
+        key = json.dumps([params, row.entry.get("snapshot")], sort_keys=True, default=str)
+        groups.setdefault(key, []).append((row, params, submission))
     if problems:
         raise ValueError("the resources do not fit; nothing was resubmitted:\n  " + "\n  ".join(problems))
 
@@ -86,22 +87,24 @@ def resubmit(sweep_dir: Path, rows: list[JobRow], args: Sequence[str]) -> list[J
         calls = []
         for row, _, submission in group:
             overrides = [o for o in submission.args[0] if not o.startswith("run.resume=")]
-            resume = row.run_dir / "checkpoints" / "last.ckpt"
-            if resume.is_file():
+            if last_checkpoint(row.run_dir).is_file():
                 overrides.append(f"run.resume={row.run_dir}")
             calls.append((overrides, *submission.args[1:]))
-        executor = make_executor(kind, group[0][1], sweep_dir)
+        code_path = group[0][0].entry.get("snapshot")
+        code = snapshot.load(Path(code_path)) if code_path else None  # the code the point was submitted with
+        executor = make_executor(kind, group[0][1], sweep_dir, code)
         handles = executor.map_array(launcher, *zip(*calls))
         for (row, params, _), (overrides, *_), handle in zip(group, calls, handles):
             entry = by_num[row.num]
             paths = job_paths(handle)
             entry["previous_job_ids"] = [*entry.get("previous_job_ids", []), row.job_id]
             entry.update(job_id=str(handle.job_id), stdout=str(paths.stdout), stderr=str(paths.stderr), params=params)
-            entry["submitted"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            entry["submitted"] = now()
             entry.pop("error", None)
             entry.pop("job_state", None)
             how = "resumes from its last.ckpt" if overrides[-1].startswith("run.resume=") else "starts over"
-            lines.append(f"  job {row.name}: {row.job_id} ({row.state}) -> {handle.job_id}, {how}")
-    write_json(jobs_file, data)
+            on = f", code snapshot {code.path}" if code else ", the code as it is now (no snapshot)"
+            lines.append(f"  job {row.name}: {row.job_id} ({row.state}) -> {handle.job_id}, {how}{on}")
+    sweep.write_jobs(executor=kind, profile=profile, jobs=data["jobs"], launch_dir=data.get("launch_dir", ""))
     print(f"sesemi: resubmitted {len(todo)} point(s), each in its own run dir:\n" + "\n".join(lines), flush=True)
     return todo

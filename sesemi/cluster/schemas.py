@@ -27,6 +27,7 @@ class _SesemiKeys:
     submitit_folder: str = ".submitit/%j"
     dry_run: bool = False  # print what would be submitted, submit nothing
     wait: bool = True  # false: submit, write jobs.json, print how to follow the jobs, exit
+    snapshot: bool = True  # jobs run the code and configs of submission time (sesemi.cluster.snapshot)
 
 
 @dataclass

@@ -13,8 +13,9 @@ SIGINT             Ctrl-C (a second Ctrl-C stops at once, without checkpoint)  i
 =================  ==========================================================  ===========  ===============
 
 The handlers are installed for the whole run (the runtime's guard: from before the data is built until
-:func:`sesemi.train.train` returned) and only note the signal. At the end of each training step the ranks of a DDP
-run agree on what was received (a max over ranks, so that all save the same checkpoint and stop at the same step),
+:func:`sesemi.training.train` returned) and only note the signal. Before each training step (so the step before it
+ended whole: its logged point written, a validation it was due for run) the ranks of a DDP run agree on what was
+received (a max over ranks, so that all save the same checkpoint and stop at the same step),
 every rank takes part in saving ``last.ckpt`` (rank 0 writes), rank 0 records the state and the signal in
 ``status.json``, and the run ends with :class:`~sesemi.runtime.RunStopped` (``SystemExit``). On SLURM a SIGTERM is
 either ``scancel`` or a requeue: SLURM has already raised the job's restart count when it sends SIGTERM for a
@@ -49,18 +50,9 @@ from torch.distributed import ReduceOp
 
 from sesemi.cluster.job import submitit_signal
 from sesemi.rundir import RunRecord, last_checkpoint, read_status, slurm_job_id
-from sesemi.runtime import RunStopped
+from sesemi.runtime import RunStopped, note_signal
 
 log = logging.getLogger("sesemi")
-
-
-_NOTED: set[signal.Signals] = set()  # every signal a run of this process noted, for what runs on after the run
-
-
-def noted(sig: signal.Signals) -> bool:
-    """True once a run of this process noted ``sig`` (a sweep worker, which runs trial after trial, asks: SIGTERM
-    means its job is ending, and it must take no new trial)."""
-    return sig in _NOTED
 
 
 def _priority(slurm: bool) -> dict[signal.Signals, int]:
@@ -130,7 +122,7 @@ class StopOnSignal(Callback):
         if os.getpid() != self._pid:
             return  # a child that inherited the handler (a forked DataLoader worker): the signal is not its own
         sig = signal.Signals(signum)
-        _NOTED.add(sig)
+        note_signal(sig)  # for what runs on after the run in this process (a sweep worker)
         if self._stopping:
             return  # checkpointed already; e.g. the SIGTERM of SLURM ending a job that was just requeued
         if sig == signal.SIGINT and self.received == signal.SIGINT:
@@ -201,7 +193,9 @@ class StopOnSignal(Callback):
             return "cancelled", 128 + sig, "scancel, or the time limit without the early signal"
         return "cancelled", 128 + sig, "terminated"
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        """Stop before the next step: the step before it has ended whole (its logged point written, the validation
+        it was due for run), so the run continues at the next step with no point missing or repeated."""
         agreed = self._agreed_signal(trainer)
         if agreed is None:
             return
@@ -233,4 +227,4 @@ class StopOnSignal(Callback):
         if trainer.is_global_zero:
             resume = "the requeued job resumes from it" if state == "requeued" else f"resume: run.resume={self.run_dir}"
             log.warning("sesemi: %s: %s; %s", state, reason, resume)
-        raise RunStopped(reason, code)
+        raise RunStopped(reason, code, state)

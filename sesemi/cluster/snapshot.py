@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from sesemi.errors import ConfigError
+from sesemi.sweepdir import CODE_DIR as STORE
 
 log = logging.getLogger("sesemi.cluster.snapshot")
 
-STORE = ".code"  # below the sweep dir; hidden, so that a snapshot never copies another
 MANIFEST = "manifest.json"
 ENV = "SESEMI_SNAPSHOT"  # the snapshot a job runs from, set by python_command
 MAX_FILE_BYTES = 1 << 20

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -23,9 +22,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sesemi.rundir import objective_value, read_metrics, read_status, write_atomic
+from sesemi.errors import exit_with
+from sesemi.rundir import RunState, objective_value, read_metrics, read_status
+from sesemi.sweepdir import JOBS_FILE, SweepDir
 
-JOBS_FILE = "jobs.json"
 COLUMNS = ("job", "job_id", "state", "slurm_state", "objective", "restarts", "run_dir", "stdout", "stderr", "error")
 
 
@@ -76,19 +76,12 @@ def _sacct(ids: list[str]) -> dict[str, str]:
     return states
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def job_row(job: Mapping[str, Any], slurm_state: str | None = None, error: str | None = None) -> dict[str, Any]:
     """One summary row from a ``jobs.json`` entry, the run dir's files, the scheduler state and the job's error."""
     run_dir = Path(job["run_dir"])
     status = read_status(run_dir) or {}
     objective = objective_value(read_metrics(run_dir) or {})
-    state = status.get("state") or "missing"  # "missing": the job never started training (see its stderr)
+    state = status.get("state") or RunState.MISSING  # the job never started training (see its stderr)
     message = error or status.get("error") or ""
     return {
         "job": job["num"],
@@ -106,10 +99,10 @@ def job_row(job: Mapping[str, Any], slurm_state: str | None = None, error: str |
 
 def collect(sweep_dir: str | os.PathLike, *, use_sacct: bool = True) -> list[dict[str, Any]]:
     """Rows for every job listed in the sweep dir's ``jobs.json``."""
-    jobs = _read_json(Path(sweep_dir) / JOBS_FILE)
+    jobs = SweepDir(sweep_dir).read_jobs()
     if jobs is None:
         raise FileNotFoundError(
-            f"{Path(sweep_dir) / JOBS_FILE} not found: not a sweep dir of hydra/launcher=slurm|local"
+            f"{Path(sweep_dir) / JOBS_FILE} not found: not a sweep dir of hydra/launcher=slurm|slurm_cpu|local"
         )
     entries = jobs["jobs"]
     states = sacct_states(j.get("job_id") for j in entries) if use_sacct and jobs.get("executor") == "slurm" else {}
@@ -131,7 +124,7 @@ def format_table(rows: list[dict[str, Any]], base: str | os.PathLike | None = No
     for row in rows:
         cells = [_relative(str(row[c]), base) if c in ("run_dir", "stdout", "stderr") else str(row[c]) for c in shown]
         lines.append("| " + " | ".join(cells) + " |")
-    bad = [r for r in rows if r["state"] != "completed"]
+    bad = [r for r in rows if r["state"] != RunState.COMPLETED]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
@@ -143,17 +136,14 @@ def format_table(rows: list[dict[str, Any]], base: str | os.PathLike | None = No
     return "\n".join(lines) + "\n"
 
 
-def write(sweep_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+def write(sweep: SweepDir, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
     """``summary.csv`` (every column, absolute paths) and ``summary.md`` (the table) in the sweep dir."""
-    sweep_dir = Path(sweep_dir)
-    csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(csv_path, table.getvalue())
-    write_atomic(md_path, f"# Sweep {sweep_dir}\n\n" + format_table(rows, base=sweep_dir))
-    return csv_path, md_path
+    markdown = f"# Sweep {sweep.path}\n\n" + format_table(rows, base=sweep.path)
+    return sweep.write_summary(markdown, table.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,13 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = collect(args.sweep_dir)
     except FileNotFoundError as err:
-        print(f"sesemi: error: {err}", file=sys.stderr)
-        return 2
+        exit_with(err)
     print(format_table(rows), end="")
     if not args.no_write:
-        csv_path, md_path = write(args.sweep_dir, rows)
+        csv_path, md_path = write(SweepDir(args.sweep_dir), rows)
         print(f"written: {md_path} {csv_path}")
-    return 0 if all(r["state"] == "completed" for r in rows) else 1
+    return 0 if all(r["state"] == RunState.COMPLETED for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -13,25 +13,29 @@ under a second.
 
 from __future__ import annotations
 
-import json
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sesemi.cluster.summary import ENDED, JOBS_FILE, sacct_states
-from sesemi.rundir import HEARTBEAT_STALE_S, last_heartbeat
+from sesemi.cluster.summary import ENDED, sacct_states
+from sesemi.rundir import (
+    FINAL,
+    HEARTBEAT_STALE_S,
+    HYDRA_DIR,
+    LIVE,
+    STATUS_FILE,
+    RunState,
+    last_heartbeat,
+    read_metrics,
+    read_status,
+)
+from sesemi.sweepdir import SweepDir
 
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.json"
 STALE_S = HEARTBEAT_STALE_S  # a heartbeat older than this (and no SLURM job running it): the process is gone
-# Final states: the job will not change by itself any more.
-FINAL = ("completed", "pruned", "retried", "failed", "cancelled", "lost", "missing")
-ATTENTION = ("failed", "cancelled", "lost", "missing")
-# Final states of a sweep that did its job: a trial stopped by the pruner, a lost trial whose retry stands in for it.
-DONE = ("completed", "pruned", "retried")
 
 
 @dataclass
@@ -55,13 +59,6 @@ class JobRow:
     @property
     def name(self) -> str:
         return str(self.num) if self.num is not None else self.run_dir.name
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _time(text: str | None) -> datetime | None:
@@ -88,12 +85,12 @@ def find(path: str | os.PathLike) -> Source:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such directory")
-    if (path / JOBS_FILE).is_file():
+    if SweepDir(path).is_sweep():
         return Source([path], [])
     if (path / STATUS_FILE).is_file():
         return Source([], [path])
-    sweeps = sorted(p.parent for p in path.rglob(JOBS_FILE))
-    covered = {Path(j["run_dir"]).resolve() for s in sweeps for j in (_read_json(s / JOBS_FILE) or {}).get("jobs", [])}
+    sweeps = sorted(p.parent for p in path.rglob(SweepDir(path).jobs_file.name))
+    covered = {d for s in sweeps for d in SweepDir(s).listed_run_dirs()}
     covered |= {d.resolve() for s in sweeps for d in worker_trials(s)}
     lone = sorted(p.parent for p in path.rglob(STATUS_FILE) if p.parent.resolve() not in covered)
     if not sweeps and not lone:
@@ -103,8 +100,7 @@ def find(path: str | os.PathLike) -> Source:
 
 def worker_trials(sweep: Path) -> list[Path]:
     """The run dirs directly below a sweep dir that its ``jobs.json`` does not list: trials run by workers."""
-    listed = {Path(j["run_dir"]).resolve() for j in (_read_json(sweep / JOBS_FILE) or {}).get("jobs", [])}
-    return sorted(p.parent for p in sweep.glob(f"*/{STATUS_FILE}") if p.parent.resolve() not in listed)
+    return SweepDir(sweep).unlisted_run_dirs(STATUS_FILE)
 
 
 def _trial_entry(run_dir: Path, jobs: dict[str, str]) -> dict[str, Any]:
@@ -116,10 +112,10 @@ def _trial_entry(run_dir: Path, jobs: dict[str, str]) -> dict[str, Any]:
     import yaml
 
     try:
-        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+        overrides = yaml.safe_load((run_dir / HYDRA_DIR / "overrides.yaml").read_text()) or []
     except (OSError, yaml.YAMLError):
         overrides = []
-    attempts = (_read_json(run_dir / STATUS_FILE) or {}).get("attempts") or [{}]
+    attempts = (read_status(run_dir) or {}).get("attempts") or [{}]
     slurm_id = str(attempts[-1].get("slurm_job_id") or "")
     return {"run_dir": str(run_dir), "overrides": overrides, "ran_in": jobs.get(slurm_id, slurm_id)}
 
@@ -127,7 +123,7 @@ def _trial_entry(run_dir: Path, jobs: dict[str, str]) -> dict[str, Any]:
 def _jobs_by_slurm_id(jobs: list[dict[str, Any]]) -> dict[str, str]:
     ids = {}
     for job in jobs:
-        for attempt in (_read_json(Path(job["run_dir"]) / STATUS_FILE) or {}).get("attempts") or []:
+        for attempt in (read_status(job["run_dir"]) or {}).get("attempts") or []:
             if attempt.get("slurm_job_id") and job.get("job_id"):
                 ids[str(attempt["slurm_job_id"])] = str(job["job_id"])
     return ids
@@ -138,7 +134,7 @@ def job_entries(source: Source) -> list[tuple[Path | None, dict[str, Any], str]]
     their own."""
     entries: list[tuple[Path | None, dict[str, Any], str]] = []
     for sweep in source.sweeps:
-        data = _read_json(sweep / JOBS_FILE) or {}
+        data = SweepDir(sweep).read_jobs() or {}
         entries.extend((sweep, job, str(data.get("executor"))) for job in data.get("jobs", []))
         trials = worker_trials(sweep)
         jobs = _jobs_by_slurm_id(data.get("jobs", [])) if trials else {}
@@ -147,30 +143,50 @@ def job_entries(source: Source) -> list[tuple[Path | None, dict[str, Any], str]]
     return entries
 
 
-def derive_state(status: dict[str, Any] | None, slurm: str, now: datetime, stale_s: float = STALE_S) -> str:
-    """The run's state as a user needs it: the run's own record, corrected by what SLURM and the heartbeat say."""
+def derive_state(status: dict[str, Any] | None, slurm: str, now: datetime, stale_s: float = STALE_S) -> RunState:
+    """The run's state as a user needs it: the run's own record, corrected by what SLURM and the heartbeat say.
+
+    A record never claims a live run by itself: one that says running (or requeued) is ``lost`` when SLURM no longer
+    runs its job, when its process on this host is gone, or (no scheduler to ask) when its heartbeat is stale.
+    """
     state = (status or {}).get("state")
     slurm_ended = slurm in ENDED
-    if (status or {}).get("retried_as") is not None and state != "completed":
-        return "retried"
+    if (status or {}).get("retried_as") is not None and state != RunState.COMPLETED:
+        return RunState.RETRIED
     if state in (None, ""):
         if slurm_ended:
-            return "cancelled" if slurm == "CANCELLED" else "missing"  # never started training
-        return "pending"
-    if state in ("running", "requeued"):
-        if slurm in ("PENDING", "REQUEUED") and state == "requeued":
-            return "requeued"
+            return RunState.CANCELLED if slurm == "CANCELLED" else RunState.MISSING  # never started training
+        return RunState.PENDING
+    if state in LIVE:
+        if slurm in ("PENDING", "REQUEUED") and state == RunState.REQUEUED:
+            return RunState.REQUEUED
         if slurm_ended:
-            return "cancelled" if slurm == "CANCELLED" else "lost"
+            return RunState.CANCELLED if slurm == "CANCELLED" else RunState.LOST
+        if not slurm and state == RunState.RUNNING and _process_gone(status):
+            return RunState.LOST
         beat = last_heartbeat(status)
         if not slurm and beat is not None and (now - beat).total_seconds() > stale_s:
-            return "lost"  # no scheduler to ask (local runs) and the process stopped beating
-    return str(state)
+            return RunState.LOST  # no scheduler to ask and the process stopped beating
+    return RunState(state)
+
+
+def _process_gone(status: dict[str, Any] | None) -> bool:
+    """The attempt that says running was started on this host by a process that no longer exists."""
+    attempt = ((status or {}).get("attempts") or [{}])[-1]
+    if attempt.get("host") != socket.gethostname() or attempt.get("slurm_job_id"):
+        return False
+    try:
+        os.kill(int(attempt.get("pid")), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime, stale_s: float = STALE_S) -> JobRow:
     run_dir = Path(entry["run_dir"])
-    status = _read_json(run_dir / STATUS_FILE)
+    status = read_status(run_dir)
     row = JobRow(
         run_dir=run_dir,
         num=entry.get("num"),
@@ -200,10 +216,10 @@ def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime,
     if started is not None:
         row.elapsed_s = ((ended or now) - started).total_seconds()
     rate = progress.get("steps_per_s")
-    if row.state == "running" and rate and row.max_steps and row.step is not None:
+    if row.state == RunState.RUNNING and rate and row.max_steps and row.step is not None:
         row.eta_s = max(0.0, (row.max_steps - row.step) / rate)
-    if row.state == "completed":
-        metrics = _read_json(run_dir / METRICS_FILE) or {}
+    if row.state == RunState.COMPLETED:
+        metrics = read_metrics(run_dir) or {}
         row.objective = (metrics.get("objective") or {}).get("value", row.objective)
         row.step = metrics.get("global_step", row.step)
     return row

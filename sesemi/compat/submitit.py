@@ -40,3 +40,12 @@ def sbatch_script(executor: Any, n_jobs: int) -> str:
     if n_jobs > 1:
         preview.parameters["map_count"] = n_jobs
     return preview._make_submission_file_text(preview._submitit_command_str, "dry-run")
+
+
+def process_job(folder: str) -> None:
+    """Run the pickled job in ``folder`` as ``python -m submitit.core._submit FOLDER`` would
+    (``submitit.core.submission.process_job``, submitit's job runner: sesemi's job process starts before it, see
+    :mod:`sesemi.cluster.job`, and hands over to it)."""
+    from submitit.core.submission import process_job as run
+
+    run(folder)

@@ -9,8 +9,9 @@ TensorBoard's HParams dashboard, so ``tensorboard --logdir <sweep dir>`` shows a
 the session's status is written when training ends (success, or failure for a pruned or crashed trial; a killed
 trial keeps none).
 
-The callback takes its trial from the sweep runner (:func:`active_trial`); outside a sweep it does nothing, so a
-trial's saved config can be re-run as a plain run.
+The trial runner (:mod:`sesemi.sweep.trial`) creates the callback for its trial and hands it to training through
+the app's task function, which adds it to the run's :class:`~sesemi.runtime.Runtime`; nothing of it is in the
+trial's config, so a trial's saved config re-runs as a plain run.
 """
 
 from __future__ import annotations
@@ -42,18 +43,6 @@ class TrialContext:
     pruned: str | None = None  # why the pruner stopped it
 
 
-_ACTIVE: TrialContext | None = None
-
-
-def active_trial() -> TrialContext | None:
-    return _ACTIVE
-
-
-def set_active_trial(context: TrialContext | None) -> None:
-    global _ACTIVE
-    _ACTIVE = context
-
-
 def _hparam_value(value: Any) -> Any:
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
@@ -73,11 +62,11 @@ def _write_hparams(trainer: pl.Trainer, summaries: list[Any]) -> None:
 
 
 class OptunaTrialCallback(pl.Callback):
-    def __init__(self) -> None:
-        self.context = active_trial()
+    def __init__(self, context: TrialContext) -> None:
+        self.context = context
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.context is None or trainer.global_rank != 0:
+        if trainer.global_rank != 0:
             return
         from torch.utils.tensorboard.summary import hparams
 
@@ -88,11 +77,11 @@ class OptunaTrialCallback(pl.Callback):
         _write_hparams(trainer, [experiment, session_start])
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.context is not None and trainer.global_rank == 0:
+        if trainer.global_rank == 0:
             self._end_session(trainer, "STATUS_FAILURE" if self.context.pruned else "STATUS_SUCCESS")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self.context is not None and trainer.global_rank == 0:
+        if trainer.global_rank == 0:
             self._end_session(trainer, "STATUS_FAILURE")
 
     def _end_session(self, trainer: pl.Trainer, status: str) -> None:
@@ -110,11 +99,10 @@ class OptunaTrialCallback(pl.Callback):
         _write_hparams(trainer, [Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=metadata)])])
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
-        if self.context is not None:
-            stop.watch()  # after Lightning and the preemption callback installed their SIGTERM handlers
+        stop.watch()  # after Lightning and the preemption callback installed their SIGTERM handlers
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.context is None or trainer.sanity_checking:
+        if trainer.sanity_checking:
             return
         monitor = self.context.monitor
         if monitor not in trainer.callback_metrics:

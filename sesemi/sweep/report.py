@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -28,9 +27,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sesemi import rundir
-from sesemi.errors import ConfigError
+from sesemi.errors import ConfigError, exit_with
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep.study import RUN_DIR, SWEEP, retried_numbers, retry_history
+from sesemi.sweepdir import SWEEP_FILE, SweepDir
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 
@@ -76,24 +76,23 @@ def open_study(target: str, study_name: str | None = None) -> tuple[optuna.Study
     sweep_dir = None
     spec: str | None = target
     if path.is_dir():
-        info_path = path / "sweep.json"
-        if not info_path.is_file():
-            raise SystemExit(f"sesemi: error: {path} holds no sweep.json: not a sesemi sweep dir")
-        info = json.loads(info_path.read_text())
+        info = SweepDir(path).read_sweep()
+        if info is None:
+            exit_with(f"{path} holds no {SWEEP_FILE}: not a sesemi sweep dir")
         sweep_dir = path.absolute()
         study_name = study_name or info["study_name"]
         spec = info.get("storage")
         if info.get("journal", True):
             # The journal's recorded path, or the sweep dir's own (a sweep dir that was moved or copied).
-            local = sweep_dir / storage_lib.JOURNAL_NAME
+            local = SweepDir(sweep_dir).journal
             spec = str(local) if local.is_file() or not spec or not Path(spec).is_file() else spec
     elif not storage_lib.is_rdb(target) and not path.is_file():
-        raise SystemExit(f"sesemi: error: {target} is neither a sweep dir, a journal file nor a database URL")
+        exit_with(f"{target} is neither a sweep dir, a journal file nor a database URL")
     storage = storage_lib.make_storage(spec, sweep_dir)
     if study_name is None:
         names = optuna.get_all_study_names(storage)
         if len(names) != 1:
-            raise SystemExit(f"sesemi: error: the storage holds studies {names}: pick one with --study")
+            exit_with(f"the storage holds studies {names}: pick one with --study")
         study_name = names[0]
     study = optuna.load_study(study_name=study_name, storage=storage)
     if sweep_dir is None:
@@ -366,8 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = build(args.target, args.study, args.out, plots=not args.no_plots)
     except ConfigError as err:  # e.g. the database refused the connection: no password in the environment
-        print(f"sesemi: error: {err}", file=sys.stderr)
-        return 2
+        exit_with(err)
     print(render(report))
     return 0
 

@@ -6,7 +6,8 @@ logs SIGTERM, and while a trial trains, Lightning and sesemi's preemption callba
 handler installed here notes it and calls the one it replaced, and :func:`watch` wraps whichever handler is
 current again (the sweep's trial callback calls it at every step, after the others installed theirs). Before a
 trial's first step the run's own handler may take the signal unwrapped (it owns the signals from before its data is
-built); it notes the signal too (:func:`sesemi.cluster.signals.noted`), and :func:`received` asks both.
+built); every handler records the signal in :mod:`sesemi.runtime` (:func:`~sesemi.runtime.note_signal`), which
+:func:`received` asks.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ import signal
 import threading
 from typing import Any
 
-from sesemi.cluster import signals
+from sesemi.runtime import note_signal, signal_received
 
 log = logging.getLogger("sesemi.sweep")
-
-_RECEIVED = threading.Event()
 
 
 def received() -> bool:
     """True once this process got SIGTERM."""
-    return _RECEIVED.is_set() or signals.noted(signal.SIGTERM)
+    return signal_received(signal.SIGTERM)
 
 
 class _Noting:
@@ -35,9 +34,9 @@ class _Noting:
         self.previous = previous
 
     def __call__(self, signum: int, frame: Any) -> None:
-        if not _RECEIVED.is_set():
+        if not received():
             log.warning("sesemi: SIGTERM: this worker takes no new trial; its running trial is retried")
-        _RECEIVED.set()
+        note_signal(signal.SIGTERM)
         if callable(self.previous):
             self.previous(signum, frame)
         elif self.previous == signal.SIG_DFL:

@@ -23,10 +23,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sesemi.sweepdir import SweepDir
+
 log = logging.getLogger(__name__)
 
 PASSWORD_ENV = "SESEMI_STORAGE_PASSWORD"
-JOURNAL_NAME = "optuna.journal"
 _RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite", "oracle", "mssql", "mariadb", "cockroachdb")
 
 
@@ -39,7 +40,7 @@ def journal_path(spec: str | None, sweep_dir: str | os.PathLike | None) -> Path 
     if spec in (None, "", "journal"):
         if sweep_dir is None:
             raise ValueError("a journal storage without a path needs the sweep dir")
-        return Path(sweep_dir).absolute() / JOURNAL_NAME
+        return SweepDir(Path(sweep_dir).absolute()).journal
     spec = str(spec)
     if spec.startswith("journal:"):
         spec = spec[len("journal:") :]
@@ -173,16 +174,9 @@ def storage_resolver(spec: str | None = None, sweep_dir: str | None = None) -> A
     return make_storage(spec or None, sweep_dir)
 
 
-def direction_resolver(objective_mode: str) -> str:
-    """``${sesemi.direction:${run.objective_mode}}``: max -> maximize, min -> minimize (hydra/sweeper=optuna)."""
-    return {"max": "maximize", "min": "minimize"}.get(str(objective_mode), str(objective_mode))
-
-
 def register() -> None:
-    """The resolvers of the sweeper configs, for Hydra's own ``hydra/sweeper=optuna`` too."""
+    """``${sesemi.optuna_storage:...}``, for Hydra's own ``hydra/sweeper=optuna`` (registered by the app's entry)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("sesemi.optuna_storage"):
         OmegaConf.register_resolver("sesemi.optuna_storage", storage_resolver)
-    if not OmegaConf.has_resolver("sesemi.direction"):
-        OmegaConf.register_resolver("sesemi.direction", direction_resolver)

@@ -23,7 +23,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -32,7 +31,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from sesemi.compat import optuna as compat
-from sesemi.rundir import write_atomic
+from sesemi.sweepdir import SweepDir
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +121,17 @@ def suggest(trial: optuna.Trial, distributions: Mapping[str, BaseDistribution]) 
     return dict(trial.params)
 
 
+STOPPED_BEAT = -1.0  # the heartbeat of a trial whose process said it stopped: lost at once
+
+
 def heartbeat_age(trial: FrozenTrial, now: float | None = None) -> float:
+    """Seconds since the trial's process last said it was alive (infinite once it said it stopped)."""
     now = time.time() if now is None else now
+    beat = float(trial.user_attrs.get(HEARTBEAT, 0.0))
+    if beat == STOPPED_BEAT:
+        return float("inf")
     start = trial.datetime_start.timestamp() if trial.datetime_start else now
-    return now - max(float(trial.user_attrs.get(HEARTBEAT, 0.0)), start)
+    return now - max(beat, start)
 
 
 def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int | None) -> int | None:
@@ -156,13 +162,13 @@ def _mark_retried(run_dir: str | None, number: int) -> None:
 
 def mark_run_dir_failed(run_dir: str | None, reason: str) -> None:
     """A trial the study gave up on: its run dir must not keep saying ``running``."""
-    from sesemi.rundir import RunRecord, read_status
+    from sesemi.rundir import LIVE, RunRecord, read_status
 
     if not run_dir:
         return
     try:
         status = read_status(run_dir)
-        if status is not None and status.get("state") in ("running", "requeued"):
+        if status is not None and status.get("state") in LIVE:
             RunRecord(run_dir).fail(RuntimeError(reason))
     except OSError:
         pass
@@ -191,17 +197,21 @@ def give_up(study: optuna.Study, trial: FrozenTrial, reason: str, max_retries: i
 
 
 def reap_stale(study: optuna.Study, grace_period: float, max_retries: int | None) -> list[int]:
-    """Fail and retry the running trials whose worker stopped sending heartbeats; returns their numbers."""
+    """Fail and retry the running trials that were lost before their training started (no heartbeat for
+    ``grace_period``, no run record): nothing of theirs can be continued. Returns their numbers. A lost trial whose
+    training started is continued instead (:mod:`sesemi.sweep.continuation`)."""
+    from sesemi.rundir import is_run_dir
+
     reaped = []
     now = time.time()
     for trial in running(study):
         age = heartbeat_age(trial, now)
-        if age <= grace_period:
+        run_dir = trial.user_attrs.get(RUN_DIR)
+        if age <= grace_period or (run_dir and is_run_dir(run_dir)):
             continue
-        reason = f"lost: no heartbeat for {age:.0f}s (its worker was killed, preempted or ran out of memory)"
+        reason = f"lost before its training started: no heartbeat for {age:.0f}s"
         if fail_trial(study, compat.trial_id(trial), reason):
             reaped.append(trial.number)
-            mark_run_dir_failed(trial.user_attrs.get(RUN_DIR), reason)
             retry(study, trial, max_retries)
     return reaped
 
@@ -210,7 +220,8 @@ class OthersWaiter:
     """For a process with no trial to take: reap lost trials, and wait while trials run elsewhere.
 
     Calling it returns True when a trial waits (take it) or after one poll while others still run (one of them may
-    turn out lost and be retried); False when nothing waits or runs. Which trials it waits for is logged once per set.
+    turn out lost, and then be continued); False when nothing waits or runs. Which trials it waits for is logged once
+    per set.
     """
 
     def __init__(self, study: optuna.Study, grace_period: float, max_retries: int | None, poll_interval: float) -> None:
@@ -230,7 +241,7 @@ class OthersWaiter:
         if others != self._waited_for:
             self._waited_for = others
             log.info(
-                "waiting for %d running trial(s) %s (another process's, or lost: failed and retried after "
+                "waiting for %d running trial(s) %s (another process's, or lost: continued from its checkpoint after "
                 "grace_period=%.0fs)",
                 len(others),
                 others,
@@ -296,9 +307,6 @@ def check_failures(study: optuna.Study, session: str, n_trials: int, max_failure
     return None
 
 
-RESULTS_FILE = "optimization_results.yaml"
-
-
 def write_results(
     study: optuna.Study, sweep_dir: str | os.PathLike, study_name: str, aborted: str | None = None
 ) -> dict[str, Any]:
@@ -321,9 +329,7 @@ def write_results(
         )
     if aborted:
         results["aborted"] = aborted
-    write_atomic(
-        Path(sweep_dir) / RESULTS_FILE, yaml.safe_dump(json.loads(json.dumps(results, default=str)), sort_keys=False)
-    )
+    SweepDir(sweep_dir).write_results(yaml.safe_dump(json.loads(json.dumps(results, default=str)), sort_keys=False))
     return results
 
 

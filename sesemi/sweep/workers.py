@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import optuna
 
+from sesemi.sweep import continuation
 from sesemi.sweep import study as study_lib
 
 log = logging.getLogger("sesemi.sweep")
@@ -75,7 +76,7 @@ class WorkerPool:
         if self._errors or study_lib.abort_reason(self.study, self.session):
             return "done"
         study_lib.reap_stale(self.study, self.grace_period, self.max_retries)
-        if study_lib.waiting(self.study):
+        if study_lib.waiting(self.study) or continuation.lost(self.study, self.grace_period):
             return "launch"
         return "wait" if study_lib.running(self.study) else "done"
 

@@ -165,7 +165,7 @@ def _finished(launch: Launch) -> str:
 def _check_ddp_sweep(workdir: Path, ranks_dir: Path, run_id: str, lrs: tuple[float, ...], environment: str | None):
     sweep_dir = the_sweep_dir(workdir, run_id)
     jobs = [str(n) for n in range(len(lrs))]
-    assert [d for d in subdirs(sweep_dir) if d != ".submitit"] == jobs  # no stray run dirs
+    assert [d for d in subdirs(sweep_dir) if d not in (".code", ".submitit")] == jobs  # no stray run dirs
     ranks = rank_records(ranks_dir)
     assert len(ranks) == 2 * len(lrs)
     for num, lr in zip(jobs, lrs):

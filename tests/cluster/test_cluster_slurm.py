@@ -183,7 +183,7 @@ def test_two_point_sweep_gives_two_slurm_jobs_and_two_completed_run_dirs(launche
     launch = launches["sweep"]
     output = _completed(launch)
     sweep_dir = the_sweep_dir(launch.workdir, "lr_scan")
-    assert subdirs(sweep_dir) == [".submitit", "0", "1"]
+    assert subdirs(sweep_dir) == [".code", ".submitit", "0", "1"]
     jobs = read_json(sweep_dir / "jobs.json")["jobs"]
     job_ids = [j["job_id"] for j in jobs]
     assert len(set(job_ids)) == 2 and all("_" in j for j in job_ids)  # one job array, one element per point
@@ -226,7 +226,7 @@ def test_one_job_with_two_tasks_trains_two_process_ddp(launches):
     launch = launches["ddp"]
     output = _completed(launch)
     sweep_dir = the_sweep_dir(launch.workdir, "ddp")
-    assert subdirs(sweep_dir) == [".submitit", "0"]  # one run dir, nothing stray
+    assert subdirs(sweep_dir) == [".code", ".submitit", "0"]  # one run dir, nothing stray
     ranks = rank_records(launch.ranks_dir)
     assert [r["rank"] for r in ranks] == [0, 1]
     assert {r["world_size"] for r in ranks} == {2}
@@ -296,7 +296,7 @@ def test_a_preemption_signal_while_the_job_starts_requeues_it(launches):
     output = _completed(launch)
     assert launch.intervention.startswith("scancel --signal=USR2")
     sweep_dir = the_sweep_dir(launch.workdir, "startup")
-    assert subdirs(sweep_dir) == [".submitit", "0"]
+    assert subdirs(sweep_dir) == [".code", ".submitit", "0"]
     status = read_json(sweep_dir / "0" / "status.json")
     assert status["state"] == "completed", status
     job_id = read_json(sweep_dir / "jobs.json")["jobs"][0]["job_id"]
@@ -332,4 +332,4 @@ def test_scancel_gives_a_cancelled_run_whose_checkpoint_resumes(launches):
     assert read_json(run_dir / "metrics.json")["global_step"] == 30
     for tag in ("train/loss", "val/acc"):
         assert_strictly_increasing(tensorboard_steps(run_dir, tag), tag)
-    assert subdirs(sweep_dir) == [".submitit", "0"]
+    assert subdirs(sweep_dir) == [".code", ".submitit", "0"]

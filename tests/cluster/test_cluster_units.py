@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_module
 from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 from omegaconf import OmegaConf
 from pytorch_lightning.strategies import DDPStrategy
 
 import sesemi.cluster.launcher  # noqa: F401  (registers the launcher schemas, as Hydra's plugin discovery does)
+from sesemi import compose
 from sesemi.cluster import environment as launch
-from sesemi.cluster import signals, summary
+from sesemi.cluster import summary
 from sesemi.cluster.signals import StopOnSignal, restart_checkpoint, submitit_signal
 from sesemi.cluster.validate import check_job
 from sesemi.errors import ConfigError
 from sesemi.rundir import RunRecord, read_status
 from sesemi.runtime import RunStopped
+from sesemi.sweepdir import SweepDir
 
 SLURM_VARS = (
     "SLURM_NTASKS",
@@ -45,9 +46,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch):
 
 
 def launcher_config(*overrides: str):
-    with initialize_config_module("sesemi.configs"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    return cfg
+    return compose(list(overrides), return_hydra_config=True)
 
 
 def test_slurm_launcher_resources_follow_the_run_config():
@@ -191,9 +190,10 @@ def test_an_array_task_is_recorded_and_recognised_as_its_own_job(tmp_path: Path,
 
 
 def test_signal_handler_only_notes_the_signal(tmp_path: Path, monkeypatch):
+    from sesemi import runtime
     from sesemi.sweep import stop
 
-    monkeypatch.setattr(signals, "_NOTED", set())  # this process's record of signals, fresh for the test
+    monkeypatch.setattr(runtime, "_RECEIVED", set())  # this process's record of signals, fresh for the test
     callback = StopOnSignal(str(tmp_path), slurm=True)
     callback._install()
     try:
@@ -206,7 +206,7 @@ def test_signal_handler_only_notes_the_signal(tmp_path: Path, monkeypatch):
         assert callback.received == submitit_signal()  # the requeueing signal wins
         # A sweep worker whose trial got SIGTERM before the trial's first step (the run's handler took it, not the
         # sweep's wrapper) still knows its job is ending: it takes no new trial.
-        assert signals.noted(signal.SIGTERM) and stop.received()
+        assert runtime.signal_received(signal.SIGTERM) and stop.received()
     finally:
         callback._restore()
     assert signal.getsignal(signal.SIGTERM) != callback._note
@@ -248,7 +248,7 @@ def test_summary_table_lists_failed_jobs(tmp_path: Path):
     text = summary.format_table(rows, base=tmp_path)
     assert "3 jobs: 1 completed, 1 failed, 1 missing" in text
     assert "- job 1 (7_1) failed: ValueError: boom" in text and "- job 2 (7_2) missing" in text
-    csv_path, _ = summary.write(tmp_path, rows)
+    csv_path, _ = summary.write(SweepDir(tmp_path), rows)
     assert csv_path.read_text().splitlines()[0] == ",".join(summary.COLUMNS)
     assert summary.main([str(tmp_path), "--no-write"]) == 1  # not all completed
 
@@ -257,23 +257,26 @@ def _ended_job(sweep_dir: Path, num: int, state: str) -> Any:
     """A launcher's plan of job ``num`` whose run dir says ``state`` (the job itself has ended)."""
     from types import SimpleNamespace
 
-    from sesemi.cluster.launcher import _JobPlan
+    from sesemi.cluster.plan import JobPlan
 
     run_dir = sweep_dir / str(num)
     run_dir.mkdir()
     (run_dir / "status.json").write_text(json.dumps({"state": state, "restarts": 0}))
     paths = SimpleNamespace(stdout=sweep_dir / f"{num}.out", stderr=sweep_dir / f"{num}.err")
     handle = SimpleNamespace(job_id=str(100 + num), paths=paths, state="FINISHED")
-    return _JobPlan(num, [f"optimizer.lr=0.{num + 1}"], {}, run_dir, handle=handle)
+    return JobPlan(num, [f"optimizer.lr=0.{num + 1}"], {}, run_dir, handle=handle)
 
 
 def test_jobs_file_and_summary_accumulate_over_launcher_batches(tmp_path: Path, capsys: pytest.CaptureFixture):
     """Sweepers such as Optuna call the launcher once per batch, into the same sweep dir."""
-    from sesemi.cluster.launcher import LocalLauncher
+    from sesemi.cluster.follow import summarize
+    from sesemi.sweepdir import SweepDir
 
-    launcher = LocalLauncher(submitit_folder=".submitit/%j", profile="local", dry_run=False)
-    launcher._summarize(tmp_path, [_ended_job(tmp_path, 0, "completed")], {})
-    launcher._summarize(tmp_path, [_ended_job(tmp_path, 1, "failed")], {1: "ValueError: boom"})
+    sweep = SweepDir(tmp_path)
+    summarize(sweep, [_ended_job(tmp_path, 0, "completed")], {}, executor_kind="local", profile="local")
+    summarize(
+        sweep, [_ended_job(tmp_path, 1, "failed")], {1: "ValueError: boom"}, executor_kind="local", profile="local"
+    )
     jobs = json.loads((tmp_path / "jobs.json").read_text())["jobs"]
     assert [(j["num"], j["job_id"], j["job_state"]) for j in jobs] == [(0, "100", "FINISHED"), (1, "101", "FINISHED")]
     rows = summary.collect(tmp_path)
@@ -291,9 +294,11 @@ def test_launches_of_one_sweep_at_the_same_time_record_every_job(tmp_path: Path,
     ended while it ran, and a needless third worker was submitted)."""
     import threading
 
-    from sesemi.cluster.launcher import LocalLauncher
+    from sesemi.cluster.follow import summarize
+    from sesemi.cluster.submission import ledger_entry
+    from sesemi.sweepdir import SweepDir
 
-    launcher = LocalLauncher(submitit_folder=".submitit/%j", profile="local", dry_run=False)
+    sweep = SweepDir(tmp_path)
     plans = [_ended_job(tmp_path, num, "completed") for num in range(8)]
     start = threading.Barrier(len(plans))
     errors: list[BaseException] = []
@@ -302,8 +307,8 @@ def test_launches_of_one_sweep_at_the_same_time_record_every_job(tmp_path: Path,
         start.wait()
         try:
             for _ in range(20):
-                launcher._write_jobs(tmp_path, [plan])
-                launcher._summarize(tmp_path, [plan], {})
+                sweep.record_jobs([ledger_entry(plan)], executor="local", profile="local")
+                summarize(sweep, [plan], {}, executor_kind="local", profile="local")
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
@@ -320,10 +325,11 @@ def test_launches_of_one_sweep_at_the_same_time_record_every_job(tmp_path: Path,
 
 
 def test_the_launcher_names_the_run_dirs_the_jobs_really_use(tmp_path: Path):
-    from sesemi.cluster.launcher import SlurmLauncher, _JobPlan
+    from sesemi.cluster.messages import run_dirs_text
+    from sesemi.cluster.plan import JobPlan
 
-    grid = [_JobPlan(n, [], {}, tmp_path / str(n)) for n in range(3)]
-    assert SlurmLauncher._run_dirs(grid) == f"{tmp_path}/<job num>"
-    workers = [_JobPlan(n, [], {}, tmp_path / "workers" / "s1" / f"w{n}") for n in range(6)]
-    text = SlurmLauncher._run_dirs(workers)
+    grid = [JobPlan(n, [], {}, tmp_path / str(n)) for n in range(3)]
+    assert run_dirs_text(grid) == f"{tmp_path}/<job num>"
+    workers = [JobPlan(n, [], {}, tmp_path / "workers" / "s1" / f"w{n}") for n in range(6)]
+    text = run_dirs_text(workers)
     assert text.endswith("workers/s1/w3 and 2 more") and "workers/s1/w0, " in text

@@ -478,7 +478,6 @@ E2E = [
 @pytest.mark.slow
 @pytest.mark.slurm
 @needs_slurm
-@pytest.mark.skip(reason="wired by the lead: the launcher does not take snapshots yet")
 def test_a_detached_grid_runs_the_code_and_config_it_was_submitted_with(workspace: Path):
     (workspace / "src" / "snapmark" / "probe.py").write_text(PROBE_CALLBACK)
     proc = subprocess.run(

@@ -207,7 +207,7 @@ def test_a_cancelled_point_is_resubmitted_and_completes_in_its_own_run_dir(tmp_p
     assert record["attempts"][-1]["slurm_job_id"] == resubmitted["job_id"]  # a new job, in the same run dir
     assert read_json(sweep_dir / "1" / "metrics.json")["global_step"] == 20
     assert record["attempts"][-1]["resumed_from"] == str(sweep_dir / "1" / "checkpoints" / "last.ckpt")
-    assert subdirs(sweep_dir) == [".submitit", "0", "1", "2"]  # its own run dir, no new one
+    assert subdirs(sweep_dir) == [".code", ".submitit", "0", "1", "2"]  # its own run dir, no new one
     for num, files in untouched.items():
         assert snapshot(sweep_dir / num) == files, f"run dir {num} changed"
 

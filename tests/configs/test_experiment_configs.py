@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from PIL import Image
 
 import sesemi.configs
-import sesemi.train
+from sesemi import compose
 from sesemi.builders import build_module, instantiate_key
 from sesemi.data import MultiView
 from sesemi.datasets import DatasetNotFoundError
@@ -46,15 +45,7 @@ IMAGES = {
 
 
 def compose_train(overrides: list[str], tmp_path: Path) -> DictConfig:
-    with initialize_config_module("sesemi.configs"):
-        return compose(
-            "train",
-            overrides=[
-                *overrides,
-                f"run.output_dir={tmp_path / 'run'}",
-                f"run.data_root={tmp_path / 'data'}",
-            ],
-        )
+    return compose([*overrides, f"run.data_root={tmp_path / 'data'}"], output_dir=tmp_path / "run")
 
 
 def random_image(side: int, mode: str, width: int | None = None) -> Image.Image:

@@ -20,7 +20,6 @@ from conftest import read_json, run_cli, sacct
 from faults import FAULT, install_slow
 from optuna.trial import TrialState
 
-from sesemi.cluster.launcher import _detachable
 from sesemi.errors import ConfigError
 from sesemi.sweep.storage import checked_spec, make_storage
 
@@ -226,15 +225,3 @@ def test_an_in_memory_storage_is_refused(spec: str):
     with pytest.raises(ConfigError, match="in-memory database: every trial job and worker would open an empty one"):
         checked_spec(spec)
     assert checked_spec("sqlite:///studies/x.db") == "sqlite:///studies/x.db"  # a file is shared
-
-
-def test_the_launcher_lets_only_sweeps_that_need_nobody_waiting_detach():
-    from omegaconf import OmegaConf
-
-    def config(target: str, mode: str | None = None) -> object:
-        return OmegaConf.create({"hydra": {"sweeper": {"_target_": target, "mode": mode}}})
-
-    assert _detachable(config("hydra._internal.core_plugins.basic_sweeper.BasicSweeper"))
-    assert _detachable(config("sesemi.sweep.sweeper.OptunaSweeper", "async"))
-    assert not _detachable(config("sesemi.sweep.sweeper.OptunaSweeper", "sync"))
-    assert not _detachable(config("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"))

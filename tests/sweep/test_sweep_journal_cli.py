@@ -172,9 +172,17 @@ def test_a_launcher_dry_run_leaves_no_study(workdir: Path):
     assert not (sweep / "optuna.journal").exists() and not (sweep / "sweep.json").exists()
 
 
-def test_killed_sweep_resumes_and_retries_its_lost_trial(workdir: Path):
-    """The sweep process dies mid-trial (a login node's session ends): the same command resumes the study."""
-    args = [*SWEEP, "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
+def test_killed_sweep_resumes_and_continues_its_lost_trial(workdir: Path):
+    """The sweep process dies mid-trial (a login node's session ends): the same command resumes the study, and the
+    lost trial continues as itself, in its own dir, from its checkpoint (not a retry from scratch)."""
+    args = [
+        *SWEEP,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=3",
+        "trainer.max_steps=12",
+        "callbacks.heartbeat.every_s=0",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "sesemi.train", *FAST, *args],
         cwd=workdir,
@@ -183,20 +191,23 @@ def test_killed_sweep_resumes_and_retries_its_lost_trial(workdir: Path):
         stderr=subprocess.DEVNULL,
     )
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
+    last = sweep / "trial_0000" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 180
-    while not (sweep / "trial_0000" / "status.json").is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the sweeper and the trial it runs in-process
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweeper and the trial it runs in-process, after a checkpoint
     proc.wait()
     assert load(sweep).get_trials()[0].state == TrialState.RUNNING  # left behind
+    stopped_at = read_json(sweep / "trial_0000" / "status.json")["progress"]["step"]
 
     proc = run_cli(args, workdir)
-    assert "2 of n_trials=2 trials exist (resumed)" in output(proc)  # the lost trial counts until it is retried
+    assert "2 of n_trials=2 trials exist (resumed)" in output(proc)
     trials = load(sweep).get_trials()
-    assert trials[0].state == TrialState.FAIL and "no heartbeat" in trials[0].user_attrs["error"]
-    retry = [t for t in trials if t.user_attrs.get("retry_history") == [0]]
-    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[0].params
-    counted = [t for t in trials if t.number != 0]
-    assert len(counted) == 2 and all(t.state == TrialState.COMPLETE for t in counted)
-    assert read_json(sweep / "trial_0000" / "status.json")["state"] == "failed"
-    assert sorted(p.name for p in sweep.glob("trial_*")) == [f"trial_{t.number:04d}" for t in trials]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]  # the same two trials, no retry
+    status = read_json(sweep / "trial_0000" / "status.json")
+    assert status["state"] == "completed" and len(status["attempts"]) == 2
+    assert status["attempts"][1]["resumed_from"].endswith("trial_0000/checkpoints/last.ckpt")
+    assert 0 < stopped_at < 12 and read_json(sweep / "trial_0000" / "metrics.json")["global_step"] == 12
+    attempts = trials[0].user_attrs["sesemi:attempts"]
+    assert len(attempts) == 2 and attempts[1]["step"] >= 1  # the continuation started where the run had got to
+    assert sorted(p.name for p in sweep.glob("trial_*")) == ["trial_0000", "trial_0001"]

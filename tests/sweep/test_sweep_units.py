@@ -16,7 +16,7 @@ from sesemi.compat import optuna as compat
 from sesemi.errors import ConfigError
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep import study as study_lib
-from sesemi.sweep.callback import OptunaTrialCallback, TrialContext, set_active_trial
+from sesemi.sweep.callback import OptunaTrialCallback, TrialContext
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -58,15 +58,12 @@ def test_tickets_fill_the_budget_and_count_old_trials(tmp_path: Path):
     assert len(study.get_trials()) == 5
 
 
-def test_lost_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path):
+def test_a_trial_lost_before_its_training_started_is_failed_and_retried_with_its_parameters(tmp_path: Path):
     study = journal_study(tmp_path)
     study_lib.top_up(study, 1)
     trial = study_lib.pop_trial(study)
     study_lib.suggest(trial, {"x": optuna.distributions.FloatDistribution(0, 1)})
-    run_dir = tmp_path / "trial_0000"
-    run_dir.mkdir()
-    (run_dir / "status.json").write_text('{"state": "running", "attempts": []}')
-    trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("run_dir", str(tmp_path / "trial_0000"))  # never made: its job died before training
     # Someone else's running trial with a fresh heartbeat is left alone.
     study_lib.top_up(study, 2)
     other = study_lib.pop_trial(study)
@@ -74,12 +71,11 @@ def test_lost_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path):
         time.sleep(1.5)  # trial 0 sends no heartbeat
         assert study_lib.reap_stale(study, grace_period=1.0, max_retries=1) == [0]
     trials = study.get_trials()
-    assert trials[0].state == TrialState.FAIL and "no heartbeat" in trials[0].user_attrs["error"]
+    assert trials[0].state == TrialState.FAIL and "before its training started" in trials[0].user_attrs["error"]
     assert trials[1].state == TrialState.RUNNING
     retry = trials[2]
     assert retry.state == TrialState.WAITING and compat.enqueued_params(retry) == trials[0].params
     assert retry.user_attrs["retry_history"] == [0]
-    assert '"failed"' in (run_dir / "status.json").read_text()
     assert len(study_lib.counted(trials)) == 2  # the retry stands in for the lost trial
     # The retry is taken like a ticket and keeps its parameters.
     again = study_lib.pop_trial(study)
@@ -145,11 +141,7 @@ def test_callback_reports_and_rejects_an_unlogged_objective(tmp_path: Path):
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5))
     trial = study.ask()
     context = TrialContext(trial=trial, monitor="val/acc", params={})
-    set_active_trial(context)
-    try:
-        callback = OptunaTrialCallback()
-    finally:
-        set_active_trial(None)
+    callback = OptunaTrialCallback(context)
 
     def trainer(metrics: dict, step: int) -> SimpleNamespace:
         return SimpleNamespace(
@@ -176,7 +168,6 @@ def test_callback_reports_and_rejects_an_unlogged_objective(tmp_path: Path):
     at_100 = trainer({"val/acc": 0.2}, 100)
     callback.on_validation_end(at_100, None)  # the last step completes, never pruned
     assert not at_100.should_stop and context.pruned is None
-    assert OptunaTrialCallback().context is None  # outside a sweep: does nothing
 
 
 def test_report_of_a_moved_sweep_dir_without_run_dirs(tmp_path: Path):
@@ -195,7 +186,7 @@ def test_report_of_a_moved_sweep_dir_without_run_dirs(tmp_path: Path):
 
 
 def _settings(seed: int | None = 0, target: str = "optuna.samplers.TPESampler"):
-    from sesemi.sweep.runner import SweepSettings
+    from sesemi.sweep.settings import SweepSettings
 
     return SweepSettings(
         study_name="s",
@@ -209,7 +200,7 @@ def _settings(seed: int | None = 0, target: str = "optuna.samplers.TPESampler"):
 
 
 def _draw(study: optuna.Study, settings) -> list[float]:
-    from sesemi.sweep.runner import take_trial
+    from sesemi.sweep.settings import take_trial
 
     drawn = []
     while (trial := take_trial(study, settings)) is not None:

@@ -1,0 +1,40 @@
+"""``hydra/sweeper=grid`` (the training app's default for ``-m``): Hydra's basic sweeper, made fit for large grids.
+
+Every point of a grid is known at the start and nothing is chosen from results, so:
+
+- it tells the launcher that its launches need no results: ``hydra.launcher.wait=false`` may detach the grid
+  (:mod:`sesemi.cluster.capabilities`);
+- it checks that the points compose by composing one point per *shape* instead of every point: points whose
+  overrides differ only in the values of plain keys (``optimizer.lr=0.01`` vs ``0.1``, ``run.seed=0..1999``) share
+  a shape; a group choice (``model=...``) or a ``hydra.*`` value makes a shape of its own. A 2,000-seed grid composes
+  once here where Hydra's basic sweeper composes 2,000 times; each job still composes its own config where it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sesemi.cluster.capabilities import expect_results
+from sesemi.compat.hydra import BasicSweeper
+
+
+def shape(overrides: Sequence[str]) -> tuple[str, ...]:
+    """What decides whether a point composes: each plain key's name, and every other override whole."""
+    parts = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        name = key.lstrip("+~")
+        plain = "." in name and "/" not in name and "@" not in key and not name.startswith("hydra")
+        parts.append(key if plain else override)
+    return tuple(parts)
+
+
+class GridSweeper(BasicSweeper):
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        expect_results(self.launcher, False)
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        shapes = {shape(overrides): overrides for overrides in batch}
+        super().validate_batch_is_legal(list(shapes.values()))
