@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from sesemi.cluster import summary
+from sesemi.cluster import slurm, summary
 from sesemi.cluster.plan import JobPlan
 from sesemi.cluster.snapshot import Snapshot
 from sesemi.cluster.submission import ledger_entry
@@ -25,7 +25,7 @@ def follow(plans: list[JobPlan], executor_kind: str, poll_s: float = 2.0) -> Non
     """Return once every job ended (``KeyboardInterrupt`` passes through to the caller)."""
     waiting = list(plans)
     while waiting:
-        states = summary.sacct_states(str(p.handle.job_id) for p in waiting) if executor_kind == "slurm" else {}
+        states = slurm.sacct_states(str(p.handle.job_id) for p in waiting) if executor_kind == "slurm" else {}
         waiting = [p for p in waiting if not _ended(p, states.get(str(p.handle.job_id)))]
         if waiting:
             time.sleep(poll_s)
@@ -34,7 +34,7 @@ def follow(plans: list[JobPlan], executor_kind: str, poll_s: float = 2.0) -> Non
 
 def _ended(plan: JobPlan, slurm_state: str | None) -> bool:
     if slurm_state is not None:
-        return slurm_state in summary.ENDED
+        return slurm_state in slurm.ENDED
     return bool(plan.handle.done())  # the local executor, or no record in sacct (yet)
 
 
@@ -61,7 +61,7 @@ def job_states(plans: list[JobPlan], executor_kind: str) -> dict[int, str]:
     """The scheduler's state of each ended job (``sacct`` for SLURM, submitit's for local jobs)."""
     states: dict[int, str] = {}
     if executor_kind == "slurm":
-        by_id = summary.sacct_states(str(p.handle.job_id) for p in plans)
+        by_id = slurm.sacct_states(str(p.handle.job_id) for p in plans)
         states = {p.num: by_id[str(p.handle.job_id)] for p in plans if str(p.handle.job_id) in by_id}
     for plan in plans:
         if plan.num not in states:
@@ -89,7 +89,7 @@ def summarize(
     current = {p.num for p in plans}
     earlier: dict[str, str] = {}
     if executor_kind == "slurm":
-        earlier = summary.sacct_states(j["job_id"] for j in jobs if j["num"] not in current)
+        earlier = slurm.sacct_states(j["job_id"] for j in jobs if j["num"] not in current)
     rows = [summary.job_row(j, earlier.get(str(j["job_id"])) or j.get("job_state"), j.get("error")) for j in jobs]
     batch = [row for row in rows if row["job"] in current]
     csv_path, md_path = summary.write(sweep, rows)

@@ -47,7 +47,7 @@ if MISSING_EXTRA:
         ConfigStore.instance().store(
             group="hydra/launcher",
             name=_name,
-            node={"_target_": f"sesemi.cluster.launcher.{_target}", "profile": _profile},
+            node={"_target_": f"hydra_plugins.sesemi_plugins.{_target}", "profile": _profile},
             provider="sesemi",
         )
 
@@ -114,12 +114,6 @@ class _SesemiSubmititLauncher(Launcher):
         signal.signal(job_process.submitit_signal(), signal.SIG_IGN)
         return ret
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """submitit's requeue hook: the same call again (same sweep job, same run dir)."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
     # ------------------------------------------------------------------------------------------- submit side
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.planner is not None
@@ -169,15 +163,16 @@ class _SesemiSubmititLauncher(Launcher):
         follow.summarize(sweep, plans, errors, executor_kind=self.EXECUTOR, profile=self.profile, code=self.code)
         return returns
 
-    def submit(self, group: list[JobPlan], sweep_dir: Path, extra: Sequence[str] = ()) -> None:
-        """Submit one group of jobs with equal resources as one job array (``extra``: overrides appended)."""
-        state = singleton_state()
+    def submit(self, group: list[JobPlan], sweep_dir: Path) -> None:
+        """Submit one group of jobs with equal resources as job arrays: this launcher pickled once for all."""
+        folder = sweep_dir / Path(str(group[0].params["submitit_folder"])).parent
+        job = submission.shared_job(self, singleton_state(), folder)
         submission.submit(
             self.EXECUTOR,
-            self,
+            job,
             group,
             sweep_dir,
-            lambda p: ([*p.overrides, *extra], "hydra.sweep.dir", p.num, f"job_id_for_{p.num}", state),
+            lambda p: (p.overrides, "hydra.sweep.dir", p.num, f"job_id_for_{p.num}"),
             code=self.code,
         )
 

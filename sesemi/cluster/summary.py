@@ -15,65 +15,17 @@ import argparse
 import csv
 import io
 import os
-import shutil
-import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sesemi.cluster.slurm import sacct_states
 from sesemi.errors import exit_with
 from sesemi.rundir import RunState, objective_value, read_metrics, read_status
 from sesemi.sweepdir import JOBS_FILE, SweepDir
 
 COLUMNS = ("job", "job_id", "state", "slurm_state", "objective", "restarts", "run_dir", "stdout", "stderr", "error")
-
-
-# States in which SLURM no longer runs a job and will not run it again by itself (REQUEUE_HOLD: held after a
-# requeue, until someone releases it).
-ENDED = frozenset(
-    (
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "OUT_OF_MEMORY",
-        "NODE_FAIL",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "PREEMPTED",
-        "REVOKED",
-        "SPECIAL_EXIT",
-        "REQUEUE_HOLD",
-    )
-)
-
-
-def sacct_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """SLURM states (``COMPLETED``, ``CANCELLED``, ``RUNNING``...) by job id, from one sacct call."""
-    ids = [str(j) for j in job_ids if j]
-    if not ids or shutil.which("sacct") is None:
-        return {}
-    return _sacct(ids)
-
-
-def _sacct(ids: list[str]) -> dict[str, str]:
-    try:
-        out = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError):
-        return {}
-    states: dict[str, str] = {}
-    for line in out.splitlines():
-        if "|" in line:
-            job_id, state = line.split("|", 1)
-            states[job_id.strip()] = state.split()[0] if state.strip() else "UNKNOWN"
-    return states
 
 
 def job_row(job: Mapping[str, Any], slurm_state: str | None = None, error: str | None = None) -> dict[str, Any]:

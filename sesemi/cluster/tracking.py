@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sesemi.cluster.summary import ENDED, sacct_states
+from sesemi.cluster.slurm import ENDED, sacct_states
 from sesemi.rundir import (
     FINAL,
     HEARTBEAT_STALE_S,
