@@ -149,10 +149,56 @@ def make_storage(spec: str | None, sweep_dir: str | os.PathLike | None = None) -
             return optuna.storages.RDBStorage(_url_with_password(str(spec)), engine_kwargs={"pool_pre_ping": True})
         except sqlalchemy.exc.OperationalError as err:
             raise _connection_error(spec, err) from None
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    network = network_filesystem(path.parent)
+    if network:
+        _say_once_to_use_a_database(path, network)
+    # On a network filesystem, the lock Optuna documents for NFSv3 and later (an O_EXCL create) instead of its
+    # default symlink lock.
+    lock = JournalFileOpenLock(str(path)) if network else None
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+_NETWORK_FS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "ceph", "glusterfs", "9p")
+_SAID: set[str] = set()
+
+
+def network_filesystem(path: Path, mounts: str | None = None) -> str | None:
+    """The type of the network filesystem ``path`` is on (``nfs4``, ``lustre``...), or None for a local one; from
+    the mount table (``mounts``: its text, e.g. ``/proc/mounts``)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    base = kind.split(".")[-1] if kind.startswith("fuse.") else kind
+    return kind if base in _NETWORK_FS or kind.startswith("fuse.") else None
+
+
+def _say_once_to_use_a_database(path: Path, kind: str) -> None:
+    if str(path) in _SAID:
+        return
+    _SAID.add(str(path))
+    log.warning(
+        "sesemi: the study's journal %s is on a network filesystem (%s): Optuna's journal there has lost writes under "
+        "many workers (optuna/optuna#5138). sesemi uses the lock Optuna documents for NFSv3+, but for many workers "
+        "on several nodes give the sweep a database: hydra.sweeper.storage=postgresql://<user>@<host>/<db> "
+        "(docs/sweeps.md, Storage)",
+        path,
+        kind,
+    )
 
 
 def _connection_error(spec: str, err: Exception) -> Exception:
@@ -178,5 +224,7 @@ def register() -> None:
     """``${sesemi.optuna_storage:...}``, for Hydra's own ``hydra/sweeper=optuna`` (registered by the app's entry)."""
     from omegaconf import OmegaConf
 
+    from sesemi.compat.omegaconf import register_resolver
+
     if not OmegaConf.has_resolver("sesemi.optuna_storage"):
-        OmegaConf.register_resolver("sesemi.optuna_storage", storage_resolver)
+        register_resolver("sesemi.optuna_storage", storage_resolver)
