@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from sesemi.callbacks.objective import ObjectiveCheck
 from sesemi.checkpoint_io import AtomicCheckpointIO
 from sesemi.checks import check_backbone
+from sesemi.compat.hydra import instantiate
 from sesemi.compat.torch import cpu_has_native_bf16
 from sesemi.data.datamodule import SemiSupervisedDataModule
 from sesemi.errors import ConfigError
@@ -43,7 +43,7 @@ def instantiate_key(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     if node is None:
         return None
     try:
-        return instantiate(node, _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS, **kwargs)
+        return instantiate(node, **kwargs)
     except ConfigError:
         raise
     except InstantiationException as err:  # the _target_ could not be located or imported

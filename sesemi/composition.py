@@ -24,7 +24,8 @@ def compose(
     """The composed config of ``python -m sesemi.train <overrides>``; ``output_dir``: the run dir
     (``run.output_dir``), which a composed config cannot take from Hydra."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+
+    from sesemi.compat.hydra import initialize_config_module
 
     resolvers.register()
     extra = [] if output_dir is None else [f"run.output_dir={os.fspath(output_dir)}"]

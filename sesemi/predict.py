@@ -42,9 +42,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from sesemi.compat import hydra as hydra_compat
 from sesemi.errors import ConfigError
 from sesemi.inference.inputs import dataset_input, image_folder
 from sesemi.inference.model import InferenceModel
@@ -103,7 +103,7 @@ def predict_csv(
     return result
 
 
-@hydra.main(config_path="pkg://sesemi.configs", config_name="predict")
+@hydra_compat.main(config_path="pkg://sesemi.configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
     options = OmegaConf.to_container(cfg, resolve=True)
     try:

@@ -44,14 +44,14 @@ import os
 import shlex
 import sys
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from sesemi.compat import hydra as hydra_compat
 from sesemi.errors import ConfigError
 from sesemi.inference.noisy_student import pseudo_label_folder
 
 
-@hydra.main(config_path="pkg://sesemi.configs", config_name="pseudo_label")
+@hydra_compat.main(config_path="pkg://sesemi.configs", config_name="pseudo_label")
 def main(cfg: DictConfig) -> None:
     options = OmegaConf.to_container(cfg, resolve=True)
     try:

@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sesemi.compat.omegaconf import register_resolver
 from sesemi.errors import ConfigError, exit_with, override
 from sesemi.rundir import HYDRA_DIR, find_run_dir
 
@@ -145,8 +146,8 @@ def register() -> None:
     """Register the resolvers (idempotent); the directory ones are cached so every resolution of a config sees one
     dir."""
     if not OmegaConf.has_resolver("datapath"):
-        OmegaConf.register_resolver("datapath", datapath)
-        OmegaConf.register_resolver("sesemi.run_dir", _exit_on_config_error(run_dir), use_cache=True)
-        OmegaConf.register_resolver("sesemi.fresh_dir", _exit_on_config_error(fresh_dir), use_cache=True)
-        OmegaConf.register_resolver("sesemi.output_subdir", output_subdir)
-        OmegaConf.register_resolver("sesemi.direction", direction)
+        register_resolver("datapath", datapath)
+        register_resolver("sesemi.run_dir", _exit_on_config_error(run_dir), use_cache=True)
+        register_resolver("sesemi.fresh_dir", _exit_on_config_error(fresh_dir), use_cache=True)
+        register_resolver("sesemi.output_subdir", output_subdir)
+        register_resolver("sesemi.direction", direction)

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
 from sesemi import resolvers
+from sesemi.compat import hydra as hydra_compat
 from sesemi.errors import ConfigError
 from sesemi.runtime import RANK_PROCESS_ENV
 
@@ -88,7 +88,7 @@ def train_here(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     return train(cfg, runtime)
 
 
-@hydra.main(config_path=APP_CONFIG, config_name="train")
+@hydra_compat.main(config_path=APP_CONFIG, config_name="train")
 def main(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> float:
     """The Hydra task function (what sweepers and launchers call, see :func:`task`)."""
     return task(cfg, callbacks)

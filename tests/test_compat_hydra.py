@@ -178,21 +178,44 @@ def test_the_slurm_schema_has_the_keys_sesemis_configs_set():
 
 def test_sesemis_plugins_are_found_under_names_this_hydra_accepts():
     """Each of sesemi's plugins is a ``hydra_plugins.`` class (the only names Hydra 1.3 instantiates), and this Hydra
-    finds it (or, on Hydra 1.4, the sesemi class it extends, through the entry points)."""
+    finds it under that name (Hydra 1.3 by its scan, 1.4 through the entry points)."""
     import hydra_plugins.sesemi_plugins as plugins
     from sesemi.cluster import launcher
-    from sesemi.sweep import sweeper
+    from sesemi.sweep import grid, sweeper
     from sesemi.workspace import WorkspaceSearchPath
 
     expected = {
-        plugins.WorkspaceSearchPath: (WorkspaceSearchPath, SearchPathPlugin),
-        plugins.SlurmLauncher: (launcher.SlurmLauncher, Launcher),
-        plugins.LocalLauncher: (launcher.LocalLauncher, Launcher),
-        plugins.OptunaSweeper: (sweeper.OptunaSweeper, Sweeper),
+        "WorkspaceSearchPath": (WorkspaceSearchPath, SearchPathPlugin),
+        "SlurmLauncher": (launcher.SlurmLauncher, Launcher),
+        "LocalLauncher": (launcher.LocalLauncher, Launcher),
+        "OptunaSweeper": (sweeper.OptunaSweeper, Sweeper),
+        "GridSweeper": (grid.GridSweeper, Sweeper),
     }
-    for plugin, (base, kind) in expected.items():
-        assert issubclass(plugin, base) and plugin.__module__.startswith("hydra_plugins.")
-        assert any(issubclass(found, base) for found in Plugins.instance().discover(kind)), plugin
+    for name, (base, kind) in expected.items():
+        found = {f"{c.__module__}.{c.__qualname__}": c for c in Plugins.instance().discover(kind)}
+        plugin = found.get(f"hydra_plugins.sesemi_plugins.{name}")
+        assert plugin is not None and issubclass(plugin, base), (name, sorted(found))
+        assert issubclass(getattr(plugins, name), base)
+
+
+GRID_BEFORE_THE_SCAN = """
+import sesemi.sweep.grid  # before Hydra's first plugin scan (which, on Hydra 1.3, executes basic_sweeper again)
+from hydra.core.plugins import Plugins
+
+from sesemi.compat.hydra import instantiate
+
+Plugins.instance()
+sweeper = instantiate({"_target_": "hydra_plugins.sesemi_plugins.GridSweeper", "max_batch_size": 2, "params": None})
+print(type(sweeper).__name__, sweeper.basic.max_batch_size)
+"""
+
+
+def test_the_grid_sweeper_is_made_after_sesemi_sweep_grid_was_imported_before_hydras_plugin_scan():
+    """A subclass of Hydra 1.3's BasicSweeper made before the scan fails in ``BasicSweeper.__init__`` ("obj must be
+    an instance or subtype of type"); sesemi's grid sweeper holds one, made when the grid sweeper is."""
+    proc = subprocess.run([sys.executable, "-c", GRID_BEFORE_THE_SCAN], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["GridSweeper", "2"]
 
 
 def _run_submitit_app(tmp_path: Path, launcher: list[str]) -> list[dict]:

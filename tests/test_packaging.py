@@ -111,3 +111,17 @@ def test_readme_second_line_is_what_ci_runs():
     assert second == "scripts/setup_dev.sh && .venv/bin/python -m pytest"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/setup_dev.sh" in ci and ".venv/bin/python -m pytest" in ci
+
+
+def test_readme_hydra13_subset_command_is_what_ci_runs():
+    """README, "Hydra versions": the subset's command on .venv-hydra13 is the one .ci/run runs, and each line of
+    tests/hydra13_subset.txt names a test file (and test) that exists."""
+    section = (ROOT / "README.md").read_text().split("## Hydra versions", 1)[1]
+    (command,) = re.findall(r"`(\.venv-hydra13/bin/python -m pytest [^`]*)`", section)
+    assert any(line.startswith(command) for line in (ROOT / ".ci" / "run").read_text().splitlines())
+    subset = [line for line in (ROOT / "tests/hydra13_subset.txt").read_text().splitlines() if line and line[0] != "#"]
+    assert subset
+    for test_id in subset:
+        path, _, name = test_id.partition("::")
+        assert (ROOT / path).is_file(), test_id
+        assert not name or f"def {name}(" in (ROOT / path).read_text(), test_id

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
+
+from sesemi.compat.hydra_submitit import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 
 
 @dataclass
@@ -34,14 +35,14 @@ class _SesemiKeys:
 class SesemiSlurmQueueConf(_SesemiKeys, SlurmQueueConf):
     """hydra-submitit-launcher's ``submitit_slurm`` schema plus sesemi's keys."""
 
-    _target_: str = "sesemi.cluster.launcher.SlurmLauncher"
+    _target_: str = "hydra_plugins.sesemi_plugins.SlurmLauncher"
     profile: str = "gpu"  # gpu | cpu: which resources this profile may request (checked before submission)
     additional_parameters: Any = None
 
 
 @dataclass
 class SesemiLocalQueueConf(_SesemiKeys, LocalQueueConf):
-    _target_: str = "sesemi.cluster.launcher.LocalLauncher"
+    _target_: str = "hydra_plugins.sesemi_plugins.LocalLauncher"
     profile: str = "local"
 
 

@@ -16,7 +16,7 @@ Both Hydra lines, 1.3 (from 1.3.2) and 1.4 (:data:`HYDRA_LINE` tells which one r
   namespace package and instantiates a launcher or sweeper only when its ``_target_`` starts with ``hydra_plugins.``
   (``hydra_plugins/sesemi_plugins`` holds sesemi's plugins under such names), recursively unless the node says
   ``_recursive_: false``. Its scan executes Hydra's core plugin modules again, so ``BasicSweeper`` is looked up
-  when asked (the module's ``__getattr__``).
+  when asked (the module's ``__getattr__``), and held, not subclassed (``sesemi.sweep.grid``).
 
 Sweeper (``sesemi.sweep``):
 
@@ -163,8 +163,9 @@ def __getattr__(name: str) -> Any:
     Hydra 1.3's plugin scan executes the modules of ``hydra._internal.core_plugins`` again, in place, even when they
     were imported, and 1.3's ``BasicSweeper.__init__`` calls ``super(BasicSweeper, self)`` by its module's global
     name: a subclass of the class imported before the scan fails there ("obj must be an instance or subtype of
-    type"). A subclass defined in a module that the scan imports (``hydra_plugins.sesemi_plugins``) gets the class the
-    module names. (Hydra 1.4's scan imports each module once.)
+    type"). So sesemi's grid sweeper holds a basic sweeper, made from the class looked up here when the grid sweeper
+    is made, instead of subclassing it (:class:`sesemi.sweep.grid.GridSweeper`, whatever was imported before the
+    scan). (Hydra 1.4's scan imports each module once.)
     """
     if name == "BasicSweeper":
         from hydra._internal.core_plugins import basic_sweeper

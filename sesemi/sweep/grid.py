@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hydra.plugins.sweeper import Sweeper
+
 from sesemi.cluster.capabilities import expect_results
-from sesemi.compat.hydra import BasicSweeper
 
 
 def shape(overrides: Sequence[str]) -> tuple[str, ...]:
@@ -30,10 +31,37 @@ def shape(overrides: Sequence[str]) -> tuple[str, ...]:
     return tuple(parts)
 
 
-class GridSweeper(BasicSweeper):
+class GridSweeper(Sweeper):
+    """Hydra's basic sweeper (its ``max_batch_size``, ``params``, batches and job numbers), held rather than
+    subclassed: Hydra 1.3's plugin scan executes Hydra's ``basic_sweeper`` module again, and a subclass of the class
+    imported before that scan fails in ``BasicSweeper.__init__`` (see ``BasicSweeper`` in :mod:`sesemi.compat.hydra`).
+    The basic sweeper's class is looked up when a grid sweeper is made, after any scan."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
+        from sesemi.compat import hydra as hydra_compat
+
+        self.basic = hydra_compat.BasicSweeper(max_batch_size=max_batch_size, params=params)
+        # BasicSweeper.sweep checks each batch with its own validate_batch_is_legal: this sweeper's, one per shape.
+        self.basic.validate_batch_is_legal = self.validate_batch_is_legal  # type: ignore[method-assign]
+
+    @property
+    def hydra_context(self) -> Any:  # type: ignore[override]
+        return self.basic.hydra_context
+
+    @property
+    def config(self) -> Any:  # type: ignore[override]
+        return self.basic.config
+
+    @property
+    def launcher(self) -> Any:  # type: ignore[override]
+        return self.basic.launcher
+
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.basic.setup(hydra_context=hydra_context, task_function=task_function, config=config)
         expect_results(self.launcher, False)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.basic.sweep(arguments)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         shapes = {shape(overrides): overrides for overrides in batch}

@@ -39,10 +39,10 @@ class SweepSettings:
 
 
 def _instantiate(node: dict[str, Any]) -> Any:
-    from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
+    from sesemi.compat.hydra import instantiate
 
     # Like every sesemi config, the sampler/pruner _target_ may be the user's own class.
-    return instantiate(node, _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS)
+    return instantiate(node)
 
 
 # Samplers that keep their place in a sequence in the study itself: their seed is the sequence's, never varied.

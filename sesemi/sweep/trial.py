@@ -38,12 +38,9 @@ def overrides(settings: SweepSettings, trial: optuna.Trial, config: DictConfig |
     """Sample the trial's parameters and return its job overrides (its run dir: ``<sweep dir>/trial_NNNN``)."""
     study_lib.suggest(trial, settings.distributions)
     if settings.custom_search_space:
-        from hydra.utils import UNSAFE_DISABLE_EXECUTION_CHECKS, instantiate
+        from sesemi.compat.hydra import instantiate
 
-        extend = instantiate(
-            {"_target_": settings.custom_search_space, "_partial_": True},
-            _execution_whitelist_=UNSAFE_DISABLE_EXECUTION_CHECKS,
-        )
+        extend = instantiate({"_target_": settings.custom_search_space, "_partial_": True})
         extend(config, trial)
     params = {**trial.params, **settings.fixed_params}
     return [

@@ -52,7 +52,7 @@ def launcher_config(*overrides: str):
 def test_slurm_launcher_resources_follow_the_run_config():
     cfg = launcher_config("hydra/launcher=slurm", "run.devices=4", "run.num_nodes=2", "run.id=scan")
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "sesemi.cluster.launcher.SlurmLauncher"
+    assert launcher._target_ == "hydra_plugins.sesemi_plugins.SlurmLauncher"
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
     assert launcher.name is None and launcher.profile == "gpu" and launcher.dry_run is False and launcher.wait is True
     assert launcher.submitit_folder == ".submitit/%j"  # below the sweep dir; no second sweep dir claimed
@@ -76,9 +76,9 @@ def test_slurm_launcher_resources_follow_the_run_config():
 def test_cpu_and_local_profiles():
     cpu = launcher_config("hydra/launcher=slurm_cpu", "run.devices=2").hydra.launcher
     assert cpu.profile == "cpu" and cpu.gpus_per_node is None and cpu.tasks_per_node == 2
-    assert cpu._target_ == "sesemi.cluster.launcher.SlurmLauncher"
+    assert cpu._target_ == "hydra_plugins.sesemi_plugins.SlurmLauncher"
     local = launcher_config("hydra/launcher=local", "run.devices=2").hydra.launcher
-    assert local._target_ == "sesemi.cluster.launcher.LocalLauncher" and local.tasks_per_node == 2
+    assert local._target_ == "hydra_plugins.sesemi_plugins.LocalLauncher" and local.tasks_per_node == 2
 
 
 def _keys(problems: list[ConfigError]) -> list[str]:

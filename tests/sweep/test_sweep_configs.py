@@ -27,7 +27,7 @@ def test_search_space_composes_and_names_real_keys(name: str, sweeper: str):
     GlobalHydra.instance().clear()
     cfg = compose([f"hparams_search={name}", f"hydra/sweeper={sweeper}"], return_hydra_config=True)
     s = cfg.hydra.sweeper
-    assert s._target_ == "sesemi.sweep.sweeper.OptunaSweeper" and s.mode == sweeper.split("_")[1]
+    assert s._target_ == "hydra_plugins.sesemi_plugins.OptunaSweeper" and s.mode == sweeper.split("_")[1]
     assert s.study_name == name and s.dir.endswith(f"sweeps/{name}")
     assert s.sampler.seed is not None
     if sweeper == "optuna_async":
@@ -54,6 +54,6 @@ def test_a_plain_multirun_grid_runs_on_sesemis_grid_sweeper():
     """-m without an Optuna search space: sesemi's grid sweeper (Hydra's basic one, fit for large grids), which a
     launcher may detach; an hparams_search option replaces it."""
     GlobalHydra.instance().clear()
-    assert compose([], return_hydra_config=True).hydra.sweeper._target_ == "sesemi.sweep.grid.GridSweeper"
+    assert compose([], return_hydra_config=True).hydra.sweeper._target_ == "hydra_plugins.sesemi_plugins.GridSweeper"
     chosen = compose(["hparams_search=digits_fixmatch"], return_hydra_config=True).hydra.sweeper
-    assert chosen._target_ == "sesemi.sweep.sweeper.OptunaSweeper"
+    assert chosen._target_ == "hydra_plugins.sesemi_plugins.OptunaSweeper"
