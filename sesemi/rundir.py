@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import socket
 import traceback
@@ -27,8 +28,6 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
-
-from lightning_utilities.core.rank_zero import rank_zero_only
 
 from sesemi.atomic import read_json, write_json
 from sesemi.errors import ConfigError
@@ -98,9 +97,20 @@ def _env_rank() -> int:
     return 0
 
 
-# Lightning sets this on import the same way (keeping a value already set); a process that reads or marks run
-# dirs without Lightning (the cluster summary, a sweep's reaper) needs it too.
-rank_zero_only.rank = getattr(rank_zero_only, "rank", _env_rank())
+def rank_zero_only(fn: Any) -> Any:
+    """lightning_utilities' ``rank_zero_only``, looked up when the method is called: importing it at module level
+    cost every start of the app (``--help``, each TAB of shell completion) ~0.1 s. The rank is set the way Lightning
+    sets it on import (a value already set is kept), for processes that mark run dirs without Lightning (the cluster
+    summary, a sweep's reaper)."""
+
+    @functools.wraps(fn)
+    def on_rank_zero(*args: Any, **kwargs: Any) -> Any:
+        from lightning_utilities.core.rank_zero import rank_zero_only as lightning_rank_zero_only
+
+        lightning_rank_zero_only.rank = getattr(lightning_rank_zero_only, "rank", _env_rank())
+        return fn(*args, **kwargs) if lightning_rank_zero_only.rank == 0 else None
+
+    return on_rank_zero
 
 
 def _now() -> str:
