@@ -100,9 +100,29 @@ def run() -> None:
     from sesemi.sweep import storage
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _complete_the_console_script()
     resolvers.register()
     storage.register()
     main()
+
+
+def _complete_the_console_script() -> None:
+    """Hydra's shell completion completes an app by its command name (the ``sesemi-train`` console script) or as
+    ``python <file>.py``, never as ``python -m <module>`` (its bash function gives up on a ``-`` after ``python``). So
+    ``python -m sesemi.train -sc install=bash`` installs (and ``uninstall=`` removes) the completion of
+    ``sesemi-train``, the same app, and says so, instead of a rule for ``python`` that never completes."""
+    args = sys.argv[1:]
+    asks = any(a in ("-sc", "--shell-completion") for a in args)
+    installs = any(a.startswith(("install=", "uninstall=")) for a in args)
+    if not (asks and installs and sys.argv[0].endswith(".py")):
+        return
+    sys.argv[0] = "sesemi-train"
+    if any(a.startswith("install=") for a in args):
+        print(
+            "sesemi: TAB completes the sesemi-train command (the same app as python -m sesemi.train; Hydra's "
+            "completion cannot complete python -m): sesemi-train <TAB>",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":
