@@ -43,6 +43,7 @@ class RecordedRun:
         self.changed: dict[str, Any] = {}
         self.cfg = cfg
         self.recording = False
+        self._state: dict[str, Any] | None = None  # the checkpoint training continues from, read once
 
     @property
     def resume_from(self) -> str | None:
@@ -51,6 +52,19 @@ class RecordedRun:
             return self.restart
         path = self.cfg.run.get("resume")
         return str(rundir.resolve_checkpoint(path, "run.resume", rundir.RESUME)) if path else None
+
+    def start_step(self) -> int | None:
+        """The step training continues at: the ``global_step`` of the checkpoint it continues from (a resume, a
+        requeued job's restart, a sweep trial's continuation), None when the run starts from scratch. A resume
+        with no step left to train is refused here, before anything is built or changed."""
+        if self.resume_from is None:
+            return None
+        if self._state is None:
+            self._state = resume.read_checkpoint(self.resume_from)
+        step = int(self._state.get("global_step", 0))
+        if self.resumed:
+            resume.check_steps_left(step, self.cfg.trainer.get("max_steps"), self.resume_from)
+        return step
 
     def begin(self) -> None:
         if self.resumed:
@@ -70,19 +84,24 @@ class RecordedRun:
             return  # the ranks of one attempt: rank 0 holds the run dir for all of them
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.lock.acquire():
-            attempt = ((rundir.read_status(self.run_dir) or {}).get("attempts") or [{}])[-1]
+            holder = _lock_holder(self.lock.path)
+            if holder is not None:
+                who = f"pid {holder} on this host"
+            else:  # another host's (a shared filesystem): the last attempt the record names
+                attempt = ((rundir.read_status(self.run_dir) or {}).get("attempts") or [{}])[-1]
+                who = f"last recorded: pid {attempt.get('pid')} on {attempt.get('host')}"
             raise ConfigError(
                 "run.resume" if self.resumed else "run.output_dir",
-                f"{self.run_dir} is in use by another process now (pid {attempt.get('pid')} on "
-                f"{attempt.get('host')}, started {attempt.get('started')})",
+                f"{self.run_dir} is in use by another process now ({who}): a run dir trains one attempt at a time",
                 "wait for it to end or stop it (kill -TERM <pid> saves a checkpoint), then resume",
             )
 
     def accept(self, module: Any, max_steps: int) -> None:
         """A resume's checkpoint fits the built module: from now on the run dir is this attempt's."""
+        state, self._state = self._state, None  # read by start_step; not kept while training
         if not self.resumed:
             return
-        resume.check_checkpoint(module, self.resume_from, max_steps)
+        resume.check_checkpoint(module, self.resume_from, max_steps, state)
         resume.release_log_files()
         self.record.start()
         self.recording = True
@@ -97,6 +116,22 @@ class RecordedRun:
 
     def end(self) -> None:
         self.lock.release()
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The pid holding the ``flock`` on ``path``, from Linux's ``/proc/locks`` (None: not found, e.g. held on
+    another host of a network filesystem). The record's last attempt may be an older one (a killed run that two
+    resumes race for): the lock's holder is the process that has the run dir now."""
+    try:
+        inode = path.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            return int(fields[4])
+    return None
 
 
 @contextlib.contextmanager

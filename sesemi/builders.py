@@ -148,14 +148,38 @@ def resolve_precision(precision: str | int, accelerator: str) -> str | int:
     return precision
 
 
-def build_trainer(cfg: DictConfig, runtime: Runtime | None = None, **overrides: Any):
-    """The Trainer of ``cfg``, on the strategy, plugins and callbacks the environment decided (``runtime``)."""
+def _is_tensorboard(node: Any) -> bool:
+    from hydra.utils import get_class
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    try:
+        return issubclass(get_class(str(node.get("_target_"))), TensorBoardLogger)
+    except Exception:  # noqa: BLE001 - not a class: instantiate_key names the key and the fix
+        return False
+
+
+def build_loggers(cfg: DictConfig, purge_step: int | None = None) -> list[Any]:
+    """The loggers of ``cfg.logger``. ``purge_step``: the step this attempt's training starts at; a TensorBoard
+    logger marks it in its event file, and TensorBoard hides what earlier attempts of the run dir logged at and after
+    it (``SummaryWriter(purge_step=...)``), so each step shows once after a run was killed and continued."""
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        extra = {"purge_step": purge_step} if purge_step is not None and _is_tensorboard(node) else {}
+        loggers.append(instantiate_key(cfg, f"logger.{key}", **extra))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, runtime: Runtime | None = None, purge_step: int | None = None, **overrides: Any):
+    """The Trainer of ``cfg``, on the strategy, plugins and callbacks the environment decided (``runtime``);
+    ``purge_step``: where its training starts (:func:`build_loggers`)."""
     runtime = runtime or Runtime()
     run = cfg.run
     accelerator = resolve_accelerator(run.accelerator)
     _check_devices(accelerator, run.devices)
     callbacks = [instantiate_key(cfg, f"callbacks.{k}") for k in (cfg.get("callbacks") or {})]
-    loggers = [instantiate_key(cfg, f"logger.{k}") for k in (cfg.get("logger") or {})]
+    loggers = build_loggers(cfg, purge_step)
     if accelerator in ("gpu", "cuda"):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

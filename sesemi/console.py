@@ -175,14 +175,17 @@ def result_text(metrics: Mapping[str, Any]) -> str:
 
 
 def final_lines(cfg: DictConfig, metrics: Mapping[str, Any], choices: Mapping[str, Any]) -> str:
-    """The last lines of a run: what was trained, the result, why it stopped, and the run dir."""
+    """The last lines of a run: what was trained, the result, why it stopped, and the run dir. The seed and why it
+    stopped come from the metrics record (``seed``, ``stopped_by``: written from the config the run trained with,
+    a resumed run's own), else from ``cfg``."""
     what = _what(choices)
     lines = []
     if metrics["mode"] == "fit":
         minutes, seconds = divmod(round(float(metrics.get("wall_time_s", 0))), 60)
-        lines.append(f"sesemi: trained {what}, seed {cfg.run.seed}, in {minutes}m{seconds:02d}s")
+        seed = metrics.get("seed", cfg.run.seed)
+        lines.append(f"sesemi: trained {what}, seed {seed}, in {minutes}m{seconds:02d}s")
         lines.append(f"sesemi: done. {result_text(metrics)}")
-        lines.append(f"sesemi: stopped by {stop_reason(cfg, int(metrics['global_step']))}")
+        lines.append(f"sesemi: stopped by {metrics.get('stopped_by') or stop_reason(cfg, int(metrics['global_step']))}")
     else:
         lines.append(f"sesemi: {metrics['mode']} of {metrics.get('checkpoint')} ({what})")
         lines.append(f"sesemi: done. {result_text(metrics)}")

@@ -191,22 +191,39 @@ def check_not_running(run_dir: Path) -> None:
     )
 
 
-def check_checkpoint(module: Any, checkpoint: str, max_steps: int) -> None:
-    """The checkpoint loads, its weights fit the built model exactly, and a longer run would still learn: all
-    before anything in the run dir changes."""
+def read_checkpoint(checkpoint: str) -> dict[str, Any]:
+    """The training state a resume continues from (refused when it could run code, is empty or cut off, or holds
+    no weights)."""
     from sesemi.checkpoints import load_checkpoint
 
-    try:
-        state = load_checkpoint(checkpoint, "run.resume")
-        weights = state["state_dict"]
-    except ConfigError:
-        raise  # pickled objects that could run code: refused with how to convert a trusted file
-    except Exception as err:  # a truncated or foreign file: whatever torch/pickle raise
+    state = load_checkpoint(checkpoint, "run.resume")
+    if not isinstance(state, dict) or "state_dict" not in state:
         raise ConfigError(
             "run.resume",
-            f"cannot load {checkpoint}: {type(err).__name__}: {err}",
+            f"cannot load {checkpoint}: it is no training checkpoint (no state_dict)",
             "resume from another checkpoint of the run (checkpoints/best.ckpt) or start a new run",
-        ) from err
+        )
+    return state
+
+
+def check_steps_left(step: int, max_steps: int | None, checkpoint: str) -> None:
+    """A resume must have a step left to train: one without would report the old result as a new one (and a copied
+    run dir, which never logs its objective in this process, would turn failed)."""
+    if max_steps is None or max_steps <= 0 or step < max_steps:
+        return
+    raise ConfigError(
+        "trainer.max_steps",
+        f"is {max_steps}, but the run already trained {step} steps ({checkpoint}), so a resume has none left to "
+        "train; nothing was changed",
+        f"resume with a larger trainer.max_steps, e.g. trainer.max_steps={2 * step if step > 0 else 1}",
+    )
+
+
+def check_checkpoint(module: Any, checkpoint: str, max_steps: int, state: dict[str, Any] | None = None) -> None:
+    """The checkpoint loads (``state``: as :func:`read_checkpoint` read it), its weights fit the built model exactly,
+    and a longer run would still learn: all before anything in the run dir changes."""
+    state = read_checkpoint(checkpoint) if state is None else state
+    weights = state["state_dict"]
     try:
         module.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -216,6 +233,7 @@ def check_checkpoint(module: Any, checkpoint: str, max_steps: int) -> None:
             "resume a checkpoint of this run, with this run's own model",
         ) from err
     step = int(state.get("global_step", 0))
+    check_steps_left(step, max_steps, checkpoint)
     lrs = [g["lr"] for opt in state.get("optimizer_states", []) for g in opt.get("param_groups", [])]
     if max_steps > step and lrs and max(lrs) < 1e-12:
         raise ConfigError(
@@ -281,3 +299,44 @@ class ScheduleLength(Callback):
             for key in self.LENGTH_KEYS:
                 if state.get(key) == previous:
                     state[key] = trainer.max_steps
+
+
+class CheckpointsMoved(Callback):
+    """Keeps the best score of a run dir that was copied or moved, when it is resumed where it is now.
+
+    Lightning's ``ModelCheckpoint`` restores its best score, its top-k and its last path only from a checkpoint that
+    names its own ``dirpath``; from a copy of a run dir it restored only the best path (the original's) and forgot
+    the score, so the next validation wrote a worse model over ``best.ckpt`` and ``metrics.json``. The checkpoint a
+    resume continues from lies in the run's own ``checkpoints/``: when it is in a ``ModelCheckpoint``'s dirpath but
+    its state names another one (where the run was when it saved), that state is this run's, and its paths are
+    moved to the dirpath they are in now before Lightning loads it. A checkpoint from elsewhere is left alone.
+    """
+
+    PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        if not trainer.ckpt_path:
+            return
+        here = os.path.realpath(os.path.dirname(os.path.abspath(trainer.ckpt_path)))
+        states = checkpoint.get("callbacks") or {}
+        for callback in trainer.checkpoint_callbacks:
+            state = states.get(callback.state_key)
+            if not state or callback.dirpath is None or os.path.realpath(callback.dirpath) != here:
+                continue
+            before = state.get("dirpath")
+            if before and before != callback.dirpath:
+                self._relocate(state, before, callback.dirpath)
+
+    @classmethod
+    def _relocate(cls, state: dict[str, Any], before: str, now: str) -> None:
+        def moved(path: Any) -> Any:
+            if not path or os.path.dirname(str(path)) != before:
+                return path
+            return os.path.join(now, os.path.basename(str(path)))
+
+        for key in cls.PATHS:
+            if key in state:
+                state[key] = moved(state[key])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {moved(path): score for path, score in state["best_k_models"].items()}
+        state["dirpath"] = now

@@ -348,6 +348,16 @@ class RunLock:
         self._mine = True
         return True
 
+    @classmethod
+    def _drop_in_child(cls) -> None:
+        """In a forked child (a DataLoader worker): close its copies of the lock's fds, without unlocking. An flock
+        lasts until the last copy of its fd closes, so a worker that outlives a ``kill -9`` of its trainer by the
+        seconds its watchdog takes would otherwise keep the run dir locked against the resume."""
+        for fd, _ in cls._held.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        cls._held.clear()
+
     def release(self) -> None:
         held = RunLock._held.get(self.path)
         if not self._mine or held is None:
@@ -359,3 +369,6 @@ class RunLock:
             with contextlib.suppress(OSError):
                 fcntl.flock(held[0], fcntl.LOCK_UN)
                 os.close(held[0])
+
+
+os.register_at_fork(after_in_child=RunLock._drop_in_child)

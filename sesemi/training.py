@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sesemi import checks, resume, rundir
+from sesemi import checks, console, resume, rundir
 from sesemi.bookkeeping import RecordedRun, recorded_run
 from sesemi.errors import ConfigError
 from sesemi.runtime import Runtime
@@ -54,11 +54,15 @@ def _pipeline(run: RecordedRun, runtime: Runtime) -> dict[str, Any]:
     if mode not in MODES:
         raise ConfigError("run.mode", f"unknown mode {mode!r}", "use run.mode=fit, validate or test")
     checks.check_config(cfg)
+    # Where training continues (a resume with no step left is refused here, before anything is built): TensorBoard
+    # hides what an earlier attempt logged from that step on, e.g. the steps a `kill -9` made it log after its last
+    # checkpoint, which this attempt logs again (0: the run dir starts from scratch, nothing before counts).
+    start_step = run.start_step()
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
     datamodule.stream_start_steps = module.stream_start_steps(cfg.trainer.max_steps)
-    callbacks = [*runtime.callbacks, resume.ScheduleLength(), RecordNodes(str(run.run_dir))]
-    trainer = build_trainer(cfg, replace(runtime, callbacks=callbacks))
+    callbacks = [*runtime.callbacks, resume.ScheduleLength(), resume.CheckpointsMoved(), RecordNodes(str(run.run_dir))]
+    trainer = build_trainer(cfg, replace(runtime, callbacks=callbacks), purge_step=start_step or 0)
     checks.check_before_training(cfg, datamodule, module, trainer)
     run.accept(module, cfg.trainer.max_steps)
     log.info("data: %s", datamodule.describe())
@@ -67,6 +71,10 @@ def _pipeline(run: RecordedRun, runtime: Runtime) -> dict[str, Any]:
     else:
         metrics = _evaluate(cfg, mode, datamodule, module, trainer)
     metrics["global_step"] = trainer.global_step
+    # What the summary lines say, from the config this run trained with (a resume's own, not today's defaults).
+    metrics["seed"] = cfg.run.seed
+    if mode == "fit":
+        metrics["stopped_by"] = console.stop_reason(cfg, trainer.global_step)
     metrics["classes"] = module.class_results  # last validation's and test's per-class accuracy, confusion matrix
     metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
     metrics["run_dir"] = str(run.run_dir)

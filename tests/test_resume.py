@@ -5,6 +5,7 @@ longer run stretches the learning-rate schedule without the LR ever going back u
 from __future__ import annotations
 
 import itertools
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 from conftest import read_json, run_cli, run_dirs
 from faults import FAULT, install_slow, snapshot
 from omegaconf import OmegaConf
+from test_bad_files import override_in
 
 from sesemi.builders import instantiate_key
 from sesemi.resume import ScheduleLength
@@ -230,3 +232,54 @@ def test_a_resumed_flexmatch_run_keeps_its_per_sample_pool_state(workdir: Path):
     assert read_json(run_dir / "metrics.json")["global_step"] == 8
     assert after.shape == before.shape  # the unlabeled pool of the digits split, sized once
     assert ((after >= 0) | (before == -1)).all() and (after >= 0).sum() > (before >= 0).sum()
+
+
+def _final_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("sesemi: ")]
+
+
+@pytest.mark.slow
+def test_a_copied_run_keeps_its_best_and_a_resume_with_no_steps_left_changes_nothing(workdir: Path):
+    """Issue 30, items 6-8. A completed run and a copy of its run dir: resumed with no step left, each is one error
+    line naming trainer.max_steps and leaves every file as it was (the copy stays completed); the copy resumed with
+    the printed fix keeps the best score its checkpoints record (Lightning forgot it when the checkpoints' dirpath
+    changed, and a worse model overwrote best.ckpt) and says what the run is: its own method and seed."""
+    run_cli([*FAULT, "method=supervised", "lr_scheduler=fixmatch_cosine", "run.seed=3"], workdir, fast=False)
+    (original,) = run_dirs(workdir)
+    copy = workdir / "elsewhere" / "copied" / original.name
+    shutil.copytree(original, copy)
+    for run_dir in (original, copy):
+        before = snapshot(workdir)
+        proc = run_cli([f"run.resume={run_dir}"], workdir, fast=False, check=False)
+        line = _error_line(proc)
+        assert line.startswith("sesemi: error: trainer.max_steps: is 6, but the run already trained 6 steps"), line
+        assert f"run dir (status completed): {run_dir}" in proc.stderr
+        assert snapshot(workdir) == before  # byte for byte: no attempt, no metrics, the copy still completed
+    fix = line.split(". Fix: ", 1)[1]
+    # The copy's best: a score no validation of 6 more steps reaches, so that keeping it is what the test sees.
+    last = copy / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    (key,) = [k for k, v in state["callbacks"].items() if v.get("monitor") == "val/acc"]
+    assert state["callbacks"][key]["dirpath"] == str(original / "checkpoints")  # where it was saved
+    best = state["callbacks"][key]
+    best["best_model_score"] = best["kth_value"] = best["current_score"] = torch.tensor(0.99)
+    best["best_k_models"] = dict.fromkeys(best["best_k_models"], torch.tensor(0.99))
+    torch.save(state, last)
+    original_files, best_bytes = snapshot(original), (copy / "checkpoints" / "best.ckpt").read_bytes()
+
+    proc = run_cli([f"run.resume={copy}", override_in(fix, "trainer.max_steps")], workdir, fast=False)
+    metrics = read_json(copy / "metrics.json")
+    assert metrics["global_step"] == 12 and metrics["objective"]["value"] == pytest.approx(0.99), metrics
+    assert metrics["best_checkpoint"] == str(copy / "checkpoints" / "best.ckpt")
+    assert metrics["last_checkpoint"] == str(copy / "checkpoints" / "last.ckpt")
+    assert (copy / "checkpoints" / "best.ckpt").read_bytes() == best_bytes  # no worse model written over it
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert snapshot(original) == original_files  # the copy never writes into the run it was copied from
+    status = read_json(copy / "status.json")
+    assert status["state"] == "completed" and len(status["attempts"]) == 2
+    lines = _final_lines(proc)
+    assert any(
+        line.startswith("sesemi: trained method=supervised data=digits model=small_cnn, seed 3, in ") for line in lines
+    ), lines
+    assert "sesemi: stopped by max_steps at step 12 of 12" in lines
+    assert "sesemi: done. val/acc = 0.9900 (best, max)" in lines

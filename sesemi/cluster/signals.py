@@ -40,9 +40,10 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -126,11 +127,33 @@ class StopOnSignal(Callback):
         if self._stopping:
             return  # checkpointed already; e.g. the SIGTERM of SLURM ending a job that was just requeued
         if sig == signal.SIGINT and self.received == signal.SIGINT:
-            raise KeyboardInterrupt  # Ctrl-C twice: stop now
+            self._stop_now()  # Ctrl-C twice
         ranks = _priority(self.slurm)
         if self.received is None or ranks[sig] > ranks[self.received]:
             self.received = sig
         log.warning("sesemi: got %s; checkpointing at the end of this step", sig.name)
+
+    def _stop_now(self) -> NoReturn:
+        """Ctrl-C twice: the run ends at once, without a checkpoint, ``interrupted`` (exit status 130).
+
+        Raising KeyboardInterrupt from here landed wherever the process was (inside a DataLoader, a checkpoint save,
+        or Lightning's own KeyboardInterrupt path, which exits with status 1), and the run ended ``failed``
+        ("SystemExit: 1", a torch error). Instead the record says ``interrupted`` (when this process is the attempt
+        it names: a resume not accepted yet leaves the run as it was) and the process ends here. The checkpoint
+        the run continues from is the last one saved; TensorBoard hides what was logged after it (see
+        :func:`sesemi.builders.build_loggers`), and the kernel releases the run dir's lock.
+        """
+        reason = "SIGINT twice (Ctrl-C twice): stopped at once, without a checkpoint of this step"
+        status = read_status(self.run_dir) or {}
+        attempt = (status.get("attempts") or [{}])[-1]
+        if status.get("state") == "running" and attempt.get("pid") == os.getpid():
+            with contextlib.suppress(Exception):  # e.g. a full disk: the reader tells a gone process from a live one
+                RunRecord(self.run_dir).stopped("interrupted", signal.SIGINT.name, reason)
+            log.warning("sesemi: interrupted: %s; resume: run.resume=%s", reason, self.run_dir)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(128 + signal.SIGINT)
 
     def _install(self) -> None:
         """Own the signals (again: Lightning registers its SIGTERM handler after ``setup``)."""

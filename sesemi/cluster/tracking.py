@@ -146,8 +146,10 @@ def job_entries(source: Source) -> list[tuple[Path | None, dict[str, Any], str]]
 def derive_state(status: dict[str, Any] | None, slurm: str, now: datetime, stale_s: float = STALE_S) -> RunState:
     """The run's state as a user needs it: the run's own record, corrected by what SLURM and the heartbeat say.
 
-    A record never claims a live run by itself: one that says running (or requeued) is ``lost`` when SLURM no longer
-    runs its job, when its process on this host is gone, or (no scheduler to ask) when its heartbeat is stale.
+    A record never claims a live run by itself: the writer may have been unable to write its end (``kill -9``, a
+    full disk). One that says running (or requeued) stays so only while SLURM runs (or holds) its job, or, without
+    a scheduler to ask, while its process is alive on this host, or, on another host, while its heartbeat is
+    fresh; otherwise it is ``lost``.
     """
     state = (status or {}).get("state")
     slurm_ended = slurm in ENDED
@@ -158,30 +160,48 @@ def derive_state(status: dict[str, Any] | None, slurm: str, now: datetime, stale
             return RunState.CANCELLED if slurm == "CANCELLED" else RunState.MISSING  # never started training
         return RunState.PENDING
     if state in LIVE:
-        if slurm in ("PENDING", "REQUEUED") and state == RunState.REQUEUED:
-            return RunState.REQUEUED
+        if slurm in ("PENDING", "REQUEUED"):
+            return RunState.REQUEUED  # waits for its next start (the attempt before may not have said so)
         if slurm_ended:
             return RunState.CANCELLED if slurm == "CANCELLED" else RunState.LOST
-        if not slurm and state == RunState.RUNNING and _process_gone(status):
-            return RunState.LOST
+        if slurm:
+            return RunState(state)  # SLURM runs it: slow perhaps, not lost
+        alive = _process_alive(status)
+        if alive is not None:
+            return RunState(state) if alive else RunState.LOST
         beat = last_heartbeat(status)
-        if not slurm and beat is not None and (now - beat).total_seconds() > stale_s:
-            return RunState.LOST  # no scheduler to ask and the process stopped beating
+        if beat is None or (now - beat).total_seconds() > stale_s:
+            return RunState.LOST  # no scheduler to ask, and the process stopped beating (or never did)
     return RunState(state)
 
 
-def _process_gone(status: dict[str, Any] | None) -> bool:
-    """The attempt that says running was started on this host by a process that no longer exists."""
+def _process_alive(status: dict[str, Any] | None) -> bool | None:
+    """Whether the process of the attempt the record names still runs: None when this host cannot tell (another
+    host's, a SLURM job's, no pid). A pid the kernel gave to a newer process (started after the attempt) is not it."""
     attempt = ((status or {}).get("attempts") or [{}])[-1]
     if attempt.get("host") != socket.gethostname() or attempt.get("slurm_job_id"):
-        return False
+        return None
     try:
-        os.kill(int(attempt.get("pid")), 0)
+        pid = int(attempt.get("pid"))
+        os.kill(pid, 0)
     except (TypeError, ValueError, ProcessLookupError):
-        return True
+        return False if attempt.get("pid") is not None else None
     except PermissionError:
-        return False
-    return False
+        pass  # alive, someone else's
+    started, began = _time(attempt.get("started")), _process_start(pid)
+    return not (started and began and began > started.timestamp() + 2)
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time, Linux's /proc), or None."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime, stale_s: float = STALE_S) -> JobRow:

@@ -16,6 +16,10 @@ from sesemi.cluster.tracking import collect, derive_state
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 
+def _fresh() -> str:  # a record's time stamp, written just now
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def _beat(seconds_ago: float) -> dict:
     return {"progress": {"heartbeat": (NOW - timedelta(seconds=seconds_ago)).isoformat()}}
 
@@ -79,7 +83,8 @@ def test_an_async_sweep_shows_its_workers_and_each_trial_with_the_job_that_ran_i
     for k, (state, slurm_id) in enumerate([("running", "41"), ("completed", "42")]):
         worker = sweep / "workers" / "20260101_120000-1" / f"w{k}"
         worker.mkdir(parents=True)
-        (worker / "status.json").write_text(json.dumps({"state": state, "attempts": [{"slurm_job_id": slurm_id}]}))
+        record = {"state": state, "attempts": [{"slurm_job_id": slurm_id}], "updated": _fresh()}
+        (worker / "status.json").write_text(json.dumps(record))
         overrides = ["optimizer.momentum=0.9", f"hydra.sweep.subdir=workers/x/w{k}"]
         jobs.append({"num": k, "job_id": f"40_{k}", "run_dir": str(worker), "overrides": overrides})
     (sweep / "jobs.json").write_text(json.dumps({"executor": "local", "jobs": jobs}))
@@ -88,7 +93,9 @@ def test_an_async_sweep_shows_its_workers_and_each_trial_with_the_job_that_ran_i
         run_dir = sweep / f"trial_{number:04d}"
         (run_dir / ".hydra").mkdir(parents=True)
         attempts = [{"slurm_job_id": slurm_id}]
-        (run_dir / "status.json").write_text(json.dumps({"state": state, "attempts": attempts, **extra}))
+        (run_dir / "status.json").write_text(
+            json.dumps({"state": state, "attempts": attempts, "updated": _fresh(), **extra})
+        )
         overrides = f"- optimizer.lr=0.{number}\n- optimizer.momentum=0.9\n- hydra.sweep.subdir=trial_{number:04d}\n"
         (run_dir / ".hydra" / "overrides.yaml").write_text(overrides)
     rows = collect(sweep, use_sacct=False)
