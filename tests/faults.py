@@ -55,6 +55,33 @@ def tensorboard_steps(run_dir: Path, tag: str) -> list[int]:
     return steps
 
 
+def tensorboard_view(run_dir: Path) -> dict[str, list[int]]:
+    """The steps of every scalar tag as TensorBoard shows them: its EventAccumulator over the run dir's event files
+    (one per attempt), with TensorBoard's purge of what an attempt's ``SessionLog.START`` (``purge_step``) or an
+    out-of-order step hides, and every point kept (no reservoir sampling)."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0}, purge_orphaned_data=True).Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def assert_each_step_once(run_dir: Path, max_steps: int, val_every: int) -> dict[str, list[int]]:
+    """Every scalar tag as TensorBoard shows it has each step at most once, in order; the training curves
+    (``train/loss``, ``lr/*``: logged at every step, ``trainer.log_every_n_steps=1``) every step of the run and the
+    validation curves every validation (``val_every`` steps and the last), with no gap. Returns the view."""
+    view = tensorboard_view(run_dir)
+    for tag, steps in view.items():
+        assert steps == sorted(set(steps)), f"{tag}: a step twice or out of order: {steps}"
+    validations = sorted({*range(val_every - 1, max_steps, val_every), max_steps - 1})
+    for tag, steps in view.items():
+        if tag == "train/loss" or tag.startswith("lr/"):
+            assert steps == list(range(max_steps)), f"{tag}: {steps}"
+        if tag.startswith("val/"):
+            assert steps == validations, f"{tag}: {steps} (validations at {validations})"
+    assert "train/loss" in view and "val/acc" in view, sorted(view)
+    return view
+
+
 def assert_strictly_increasing(steps: list[int], what: str) -> None:
     assert steps, f"no {what} logged"
     bad = [(a, b) for a, b in itertools.pairwise(steps) if b <= a]
