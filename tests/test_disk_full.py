@@ -53,3 +53,42 @@ def test_a_disk_filling_up_mid_run_keeps_the_last_good_checkpoint_and_fails_the_
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] > 0
     assert not [p.name for p in run_dir.rglob("*.tmp")]  # no half-written temp file left behind
     assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 1 MB tmpfs filled up but for 24 KB: room for the run dir's config and a first status, not for the rest."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        (mount / "filler").write_bytes(b"\0" * (free - 24 * 1024))
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_disk_full_at_launch_never_leaves_a_run_that_says_running(workdir: Path, full_disk: Path):
+    """Issue 30, item 13: the run cannot write its end (``failed`` needs room too), so its ``status.json`` keeps
+    saying ``running``; ``sesemi.status`` reads the record with the process it names, which is gone: ``lost``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sesemi.train", *FAULT, f"run.dir={full_disk}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0 and "No space left on device" in proc.stderr, proc.stderr[-3000:]
+    (run_dir,) = run_dirs(full_disk)
+    recorded = read_json(run_dir / "status.json")["state"]
+    assert recorded in ("running", "failed"), recorded  # running: the writer could not say it failed
+    shown = subprocess.run(
+        [sys.executable, "-m", "sesemi.status", str(run_dir)], cwd=workdir, capture_output=True, text=True
+    )
+    row = shown.stdout.splitlines()[1]
+    assert (" lost " if recorded == "running" else " failed ") in f" {row} ", shown.stdout
+    assert "running" not in shown.stdout and shown.returncode != 0, shown.stdout
