@@ -1,8 +1,11 @@
 """``python -m sesemi.status <sweep dir | run dir | runs dir> [--wait] [--all] [--resubmit [key=value ...]]``
 
-One table, one row per job: the sweep point (its overrides), SLURM's job id and state, the run's state, step /
-max_steps, the latest objective value, elapsed time and ETA, restarts. With many jobs the counts per state come
-first, then only the rows that need attention (failed, cancelled, lost, missing); ``--all`` shows every row.
+One table, one row per job: the sweep point (its overrides: what differs between the jobs of a sweep, an Optuna
+trial's parameters, or what a run's command line set; cut after a whole override), SLURM's job id and state, the
+run's state, step / max_steps, the latest objective value, elapsed time and ETA, restarts. Below a folder that is no
+sweep of jobs (``runs/``, a local grid), each run is named by its dir below it (``default/20260101_120000``) and the
+rows are sorted by name. With many jobs the counts per state come first, then only the rows that need attention
+(failed, cancelled, lost, missing); ``--all`` shows every row.
 
 States: ``pending`` (not started training), ``running``, ``requeued`` (waiting to resume), ``completed``,
 ``failed``, ``cancelled``, ``lost`` (the run says running but SLURM no longer runs it, or, without SLURM, its
@@ -26,12 +29,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sesemi.cluster.tracking import STALE_S, JobRow, collect, ended
+from sesemi.cluster.tracking import STALE_S, JobRow, collect, ended, shorten
 from sesemi.errors import exit_with
 from sesemi.rundir import ATTENTION, DONE, RunState
 
 COLUMNS = ("job", "point", "job id", "slurm", "state", "step", "objective", "elapsed", "eta", "restarts")
 ALL_ROWS_UP_TO = 25
+POINT_CHARS = 48
 
 
 def _duration(seconds: float | None) -> str:
@@ -47,7 +51,7 @@ def _duration(seconds: float | None) -> str:
 
 def _cells(row: JobRow) -> list[str]:
     step = "-" if row.step is None else f"{row.step}/{row.max_steps}" if row.max_steps else str(row.step)
-    point = row.point if len(row.point) <= 48 else row.point[:45] + "..."
+    point = shorten(row.point, POINT_CHARS)  # whole overrides, then "..."
     return [
         row.name,
         point or "-",
@@ -92,7 +96,8 @@ def render(rows: list[JobRow], show_all: bool = False) -> str:
     for row in shown:
         if row.state in ATTENTION:
             why = row.error or ("SLURM state " + row.slurm if row.slurm else "no heartbeat")
-            lines.append(f"- job {row.name} ({row.job_id or row.run_dir}) {row.state}: {why}")
+            job = f"{row.name} ({row.job_id})" if row.job_id else row.name  # no job id: the run dir follows
+            lines.append(f"- job {job} {row.state}: {why}")
             stderr = f"  stderr: {_relative(row.stderr)}" if row.stderr else ""
             lines.append(f"  run dir: {_relative(row.run_dir)}{stderr}")
     lines.append(counts(rows))

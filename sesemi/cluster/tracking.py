@@ -14,6 +14,7 @@ under a second.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from sesemi.rundir import (
 from sesemi.sweepdir import SweepDir
 
 STALE_S = HEARTBEAT_STALE_S  # a heartbeat older than this (and no SLURM job running it): the process is gone
+ERROR_CHARS = 300  # of a failed run's error, cut at a word boundary
 
 
 @dataclass
@@ -55,9 +57,12 @@ class JobRow:
     error: str = ""
     stderr: str = ""
     entry: dict[str, Any] = field(default_factory=dict, repr=False)
+    label: str = ""  # the run dir below the folder asked about (``default/20260101_120000``), when not a sweep's job
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         return str(self.num) if self.num is not None else self.run_dir.name
 
 
@@ -68,8 +73,19 @@ def _time(text: str | None) -> datetime | None:
         return None
 
 
-def _point(overrides: Iterable[str]) -> str:
-    return " ".join(o for o in overrides if not o.lstrip("+~").startswith("hydra."))
+def _point(overrides: Iterable[str]) -> list[str]:
+    return [str(o) for o in overrides if not str(o).lstrip("+~").startswith("hydra.")]
+
+
+def read_overrides(run_dir: str | os.PathLike) -> list[str]:
+    """The command line's overrides of a run, as Hydra recorded them (``.hydra/overrides.yaml``); [] without."""
+    import yaml
+
+    try:
+        overrides = yaml.safe_load((Path(run_dir) / HYDRA_DIR / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 @dataclass
@@ -109,15 +125,9 @@ def _trial_entry(run_dir: Path, jobs: dict[str, str]) -> dict[str, Any]:
 
     ``jobs``: the sweep's job ids by the SLURM job id their attempts recorded (:func:`sesemi.rundir.slurm_job_id`).
     """
-    import yaml
-
-    try:
-        overrides = yaml.safe_load((run_dir / HYDRA_DIR / "overrides.yaml").read_text()) or []
-    except (OSError, yaml.YAMLError):
-        overrides = []
     attempts = (read_status(run_dir) or {}).get("attempts") or [{}]
     slurm_id = str(attempts[-1].get("slurm_job_id") or "")
-    return {"run_dir": str(run_dir), "overrides": overrides, "ran_in": jobs.get(slurm_id, slurm_id)}
+    return {"run_dir": str(run_dir), "overrides": read_overrides(run_dir), "ran_in": jobs.get(slurm_id, slurm_id)}
 
 
 def _jobs_by_slurm_id(jobs: list[dict[str, Any]]) -> dict[str, str]:
@@ -130,8 +140,8 @@ def _jobs_by_slurm_id(jobs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def job_entries(source: Source) -> list[tuple[Path | None, dict[str, Any], str]]:
-    """(sweep dir, jobs.json entry, executor) per job; a sweep's workers' trials and lone run dirs as entries of
-    their own."""
+    """(sweep dir, jobs.json entry, executor) per job; a sweep's workers' trials and lone run dirs (a local grid's
+    jobs, a local Optuna sweep's trials, single runs: their overrides from Hydra's record) as entries of their own."""
     entries: list[tuple[Path | None, dict[str, Any], str]] = []
     for sweep in source.sweeps:
         data = SweepDir(sweep).read_jobs() or {}
@@ -139,7 +149,9 @@ def job_entries(source: Source) -> list[tuple[Path | None, dict[str, Any], str]]
         trials = worker_trials(sweep)
         jobs = _jobs_by_slurm_id(data.get("jobs", [])) if trials else {}
         entries.extend((sweep, _trial_entry(d, jobs), str(data.get("executor"))) for d in trials)
-    entries.extend((None, {"run_dir": str(run_dir)}, "") for run_dir in source.run_dirs)
+    entries.extend(
+        (None, {"run_dir": str(run_dir), "overrides": read_overrides(run_dir)}, "") for run_dir in source.run_dirs
+    )
     return entries
 
 
@@ -211,7 +223,7 @@ def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime,
         run_dir=run_dir,
         num=entry.get("num"),
         job_id=str(entry.get("job_id") or entry.get("ran_in") or ""),
-        point=_point(entry.get("overrides") or []),
+        point=" ".join(_point(entry.get("overrides") or [])),
         slurm=slurm,
         stderr=str(entry.get("stderr") or ""),
         entry=entry,
@@ -230,7 +242,7 @@ def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime,
     row.restarts = int(status.get("restarts") or 0)
     row.step, row.max_steps = progress.get("step"), progress.get("max_steps")
     row.objective = progress.get("objective")
-    row.error = " ".join(str(status.get("error") or entry.get("error") or "").split())[:300]
+    row.error = shorten(str(status.get("error") or entry.get("error") or ""), ERROR_CHARS)
     started = _time(attempts[0].get("started")) if attempts else None
     ended = _time(status.get("ended")) if row.state in FINAL else None
     if started is not None:
@@ -245,8 +257,24 @@ def row_of(sweep: Path | None, entry: dict[str, Any], slurm: str, now: datetime,
     return row
 
 
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line, at most ``width`` characters: cut at a word boundary, `` ...`` marking what was left
+    out (a first word longer than that is cut inside it, ``...`` right after)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    head = text[: width - 3]
+    if " " not in head:
+        return head + "..."
+    return head[: head.rindex(" ")].rstrip(" ,;:") + " ..."
+
+
 def collect(path: str | os.PathLike, *, use_sacct: bool = True, stale_s: float = STALE_S) -> list[JobRow]:
-    entries = job_entries(find(path))
+    """A row per job below ``path``. Jobs of the sweep ``path`` names are in its order (job numbers, then trials);
+    below any other folder (``runs/``, a local grid's sweep dir) every run is named by its dir below ``path``
+    (``default/20260101_120000``, ``grid/20260101_120000/3``) and the rows are sorted by those names."""
+    root = Path(path)
+    entries = job_entries(find(root))
 
     def job_of(entry: dict[str, Any]) -> str:
         return str(entry.get("job_id") or entry.get("ran_in") or "")
@@ -256,21 +284,51 @@ def collect(path: str | os.PathLike, *, use_sacct: bool = True, stale_s: float =
     now = datetime.now(timezone.utc)
     rows = [row_of(s, e, states.get(job_of(e), ""), now, stale_s) for s, e, _ in entries]
     _keep_what_differs(rows, entries)
+    if not SweepDir(root).is_sweep():
+        for row in rows:
+            row.label = _below(row.run_dir, root)
+        rows.sort(key=lambda r: _natural(r.label))
     return rows
 
 
+def _below(run_dir: Path, root: Path) -> str:
+    try:
+        relative = run_dir.resolve().relative_to(root.resolve())
+    except ValueError:
+        return str(run_dir)
+    return run_dir.name if relative == Path(".") else relative.as_posix()
+
+
+def _natural(text: str) -> list[Any]:
+    """Sort key: numbers by value (job 10 after job 9), the rest as text."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def _keep_what_differs(rows: list[JobRow], entries: list[tuple[Path | None, dict[str, Any], str]]) -> None:
-    """A sweep point is what differs between the jobs of its sweep: overrides all of them share are left out."""
-    by_sweep: dict[Path, list[int]] = {}
-    for i, (sweep, _, _) in enumerate(entries):
-        if sweep is not None:
-            by_sweep.setdefault(sweep, []).append(i)
-    for indices in by_sweep.values():
+    """A point is what differs between the jobs of its sweep (or between the run dirs of one folder: a local
+    grid's jobs, a local Optuna sweep's trials, the runs of one ``run.id``): overrides all of them share are left
+    out. A run alone in its folder keeps all its overrides."""
+    groups: dict[Path, list[int]] = {}
+    for i, (sweep, entry, _) in enumerate(entries):
+        groups.setdefault(sweep if sweep is not None else Path(entry["run_dir"]).parent, []).append(i)
+    for folder, indices in groups.items():
+        points = {i: _point(entries[i][1].get("overrides") or []) for i in indices}
+        swept = _swept_keys(folder)
+        if swept:  # an Optuna sweep's trial: its parameters, even where two trials drew the same value
+            for i in indices:
+                rows[i].point = " ".join(o for o in points[i] if o.lstrip("+~").split("=", 1)[0] in swept)
+            continue
         if len(indices) < 2:
             continue
-        common = set.intersection(*(set(rows[i].point.split(" ")) for i in indices))
+        common = set.intersection(*(set(p) for p in points.values()))
         for i in indices:
-            rows[i].point = " ".join(o for o in rows[i].point.split(" ") if o not in common)
+            rows[i].point = " ".join(o for o in points[i] if o not in common)
+
+
+def _swept_keys(folder: Path) -> set[str]:
+    """The keys an Optuna sweep in ``folder`` searched (every command's search space, from its ``sweep.json``)."""
+    commands = (SweepDir(folder).read_sweep() or {}).get("commands") or []
+    return {key.lstrip("+~") for c in commands if isinstance(c, dict) for key in c.get("search_space") or {}}
 
 
 def ended(row: JobRow) -> bool:

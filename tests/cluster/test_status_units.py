@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def test_an_async_sweep_shows_its_workers_and_each_trial_with_the_job_that_ran_i
         ("trial_0003", "optimizer.lr=0.3", "40_0", "running"),
     ]
     assert all(not r.entry.get("job_id") for r in rows[2:])  # --resubmit leaves trials to the workers
-    assert collect(tmp_path, use_sacct=False) == rows  # from a dir above: the same rows, none twice
+    above = collect(tmp_path, use_sacct=False)  # from a dir above: the same rows, none twice, named by their dirs
+    assert [r.name for r in above] == sorted(r.run_dir.relative_to(tmp_path).as_posix() for r in rows)
+    assert {r.run_dir: replace(r, label="") for r in above} == {r.run_dir: r for r in rows}
     assert status.counts(rows) == "6 jobs: 2 completed, 1 pruned, 1 retried, 2 running"
 
 
