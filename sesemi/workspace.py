@@ -32,7 +32,35 @@ class WorkspaceSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         workspace = Path.cwd() / "configs"
         if workspace.is_dir() and is_sesemi_app(search_path) and not _has_workspace(search_path):
+            check_yaml(workspace)
             search_path.prepend(provider=PROVIDER, path=f"file://{workspace}")
+
+
+def check_yaml(configs: Path) -> None:
+    """A YAML syntax error in a file of the workspace's ``configs/`` is the app's one error line naming the file and
+    the line (exit status 2), before Hydra reads anything: Hydra's own report of it is a 60-line traceback. Only the
+    syntax is checked (``yaml.compose``: no value is built), so nothing Hydra reads is refused here."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for path in sorted(configs.rglob("*.yaml")):
+        try:
+            yaml.compose(path.read_text(), Loader=loader)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+            problem = err.problem or "not YAML"
+            context = err.context and err.context_mark and f" ({err.context} at line {err.context_mark.line + 1})"
+            # sesemi.errors' one-line format (the base layer imports nothing of sesemi).
+            print(
+                f"sesemi: error: {shown}: {where}: YAML syntax: {problem}{context or ''}. Fix: correct the YAML at "
+                f"{shown}:{mark.line + 1 if mark else 1} (a file of your workspace's configs/, read before sesemi's "
+                "own configs)",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(2) from None
 
 
 def is_sesemi_app(search_path: ConfigSearchPath) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from sesemi.cluster import follow, messages, snapshot, submission
+from sesemi.cluster import follow, messages, snapshot, submission, validate
 from sesemi.cluster.capabilities import LaunchCapabilities
 from sesemi.cluster.job_runner import HydraJob, run
 from sesemi.cluster.plan import JobPlan, Planner, group, problems_of, sweep_name
@@ -134,6 +134,11 @@ class _SesemiSubmititLauncher(Launcher):
         if problems is not None:
             sweep.discard_if_empty(stop=Path.cwd())
             exit_with(problems)
+        chosen = str(OmegaConf.select(self.config, "hydra.runtime.choices", default={}).get("hydra/launcher", "slurm"))
+        missing = validate.missing_slurm_commands(chosen, self.dry_run) if self.EXECUTOR == "slurm" else None
+        if missing is not None:
+            sweep.discard_if_empty(stop=Path.cwd())
+            exit_with(missing)
         groups = group(plans, sweep_name(self.config))
         if self.dry_run:
             print(messages.dry_run_text(self.EXECUTOR, sweep.path, groups), end="", flush=True)

@@ -133,3 +133,27 @@ def check_job(launcher: Mapping[str, Any], run: Mapping[str, Any], *, profile: s
             )
         )
     return problems
+
+
+# What a SLURM submission runs on this machine: sbatch submits, srun starts the tasks (submitit refuses to build
+# its executor without it, for a dry run too), sacct follows the jobs to their end.
+SLURM_COMMANDS = ("sbatch", "srun", "sacct")
+
+
+def missing_slurm_commands(launcher: str, dry_run: bool) -> ConfigError | None:
+    """The error for a SLURM launcher (``launcher``: the ``hydra/launcher`` chosen) on a machine without SLURM's
+    commands on ``PATH`` (None: they are there). Checked before anything is made: submitit's own "Could not detect
+    srun" came after the sweep dir was."""
+    import shutil
+
+    needed = ("srun",) if dry_run else SLURM_COMMANDS
+    missing = [command for command in needed if shutil.which(command) is None]
+    if not missing:
+        return None
+    return ConfigError(
+        "hydra/launcher",
+        f"is {launcher}, but SLURM's commands are not on this machine's PATH (missing: {', '.join(missing)}); "
+        "nothing was submitted",
+        "run the command on a SLURM login node (where sinfo answers), or run its jobs here one after another: "
+        "hydra/launcher=basic (and no hydra.launcher.* settings of SLURM's)",
+    )
