@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"  # the package's version (pyproject.toml reads it); above the unrelated sesemi 0.3.0 on PyPI
 
 _EXPORTS = {
     # data

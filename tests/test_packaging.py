@@ -125,3 +125,34 @@ def test_readme_hydra13_subset_command_is_what_ci_runs():
         path, _, name = test_id.partition("::")
         assert (ROOT / path).is_file(), test_id
         assert not name or f"def {name}(" in (ROOT / path).read_text(), test_id
+
+
+# The unrelated project of the same name on the package index: `pip install -U sesemi` must not take it for newer.
+PYPI_SESEMI = "0.3.0"
+
+
+def test_the_package_metadata(tmp_path: Path):
+    """What the package index shows and pip compares, as the build backend writes it (PEP 517's metadata hook): the
+    version is sesemi.__version__ and above the unrelated sesemi 0.3.0; authors, keywords, classifiers, license."""
+    from email.parser import Parser
+
+    from packaging.version import Version
+
+    import sesemi
+
+    hook = (
+        "import sys; from setuptools import build_meta; print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", hook, tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    dist_info = proc.stdout.strip().splitlines()[-1]
+    meta = Parser().parsestr((tmp_path / dist_info / "METADATA").read_text())
+    assert meta["Name"] == "sesemi" and meta["Version"] == sesemi.__version__
+    assert Version(meta["Version"]) >= Version("1.0.0") > Version(PYPI_SESEMI)
+    assert meta["Author"] and meta["License"] == "Apache-2.0" and meta["Requires-Python"] == ">=3.10"
+    assert {"semi-supervised learning", "pytorch-lightning", "hydra", "optuna"} <= set(meta["Keywords"].split(","))
+    classifiers = meta.get_all("Classifier")
+    assert "Intended Audience :: Science/Research" in classifiers
+    assert "Topic :: Scientific/Engineering :: Artificial Intelligence" in classifiers
+    assert all(c.count(" :: ") >= 1 for c in classifiers)
