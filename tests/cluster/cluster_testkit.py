@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import FAST
-from faults import assert_strictly_increasing, tensorboard_steps
+from faults import assert_each_step_once, assert_strictly_increasing, tensorboard_steps
 
 # docs/cluster.md's example of a cluster profile of one's own, in the workspace's configs/.
 MYCLUSTER_PROFILE = """\
@@ -319,10 +319,12 @@ def check_requeued(launch: Launch, run_id: str, reason: str, max_steps: int, wor
     assert 2 <= len(events) <= len(status["attempts"])
     for tag in ("train/loss", "val/acc"):
         assert_strictly_increasing(tensorboard_steps(run_dir, tag), tag)
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    # As TensorBoard shows it: every step of every tag once, no gap at the steps the signals stopped the run at.
+    assert_each_step_once(run_dir, max_steps, val_every=config["trainer"]["val_check_interval"])
     ranks = rank_records(launch.ranks_dir)
     assert len(ranks) == world and {r["step"] for r in ranks} == {max_steps}
     assert len({r["weights"] for r in ranks}) == 1
-    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config["data"]["num_workers"] == 2 and config["data"]["persistent_workers"] is True  # workers on
     logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.err"))
     assert "DataLoader worker" not in logs and "A temporary saved file already exists" not in logs

@@ -33,7 +33,7 @@ from cluster_testkit import (
     the_sweep_dir,
 )
 from conftest import run_cli, sacct
-from faults import FAULT, assert_strictly_increasing, tensorboard_steps
+from faults import FAULT, assert_each_step_once, assert_strictly_increasing, tensorboard_steps
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_slurm]
 
@@ -332,4 +332,5 @@ def test_scancel_gives_a_cancelled_run_whose_checkpoint_resumes(launches):
     assert read_json(run_dir / "metrics.json")["global_step"] == 30
     for tag in ("train/loss", "val/acc"):
         assert_strictly_increasing(tensorboard_steps(run_dir, tag), tag)
+    assert_each_step_once(run_dir, max_steps=30, val_every=5)  # as TensorBoard shows it: no gap at the cancel
     assert subdirs(sweep_dir) == [".code", ".submitit", "0"]
