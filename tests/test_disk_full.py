@@ -53,14 +53,28 @@ def test_a_disk_filling_up_mid_run_keeps_the_last_good_checkpoint_and_fails_the_
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] > 0
     assert not [p.name for p in run_dir.rglob("*.tmp")]  # no half-written temp file left behind
     assert not (run_dir / "metrics.json").exists()
+    # What a user does next (docs/cluster.md, "After a fault"): free space, resume from the last good checkpoint.
+    (small_disk / "filler").unlink()
+    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sesemi.train", f"run.resume={run_dir}", f"trainer.max_steps={step + 3}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "completed" and status["attempts"][-1]["previous_state"] == "failed", status
+    assert read_json(run_dir / "metrics.json")["global_step"] == step + 3
 
 
 @pytest.fixture
 def full_disk(tmp_path: Path):
-    """A 1 MB tmpfs filled up but for 24 KB: room for the run dir's config and a first status, not for the rest."""
+    """A 16 MB tmpfs filled up but for 24 KB: room for the run dir's config and a first status, not for the rest."""
     mount = tmp_path / "full"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
@@ -92,3 +106,15 @@ def test_a_disk_full_at_launch_never_leaves_a_run_that_says_running(workdir: Pat
     row = shown.stdout.splitlines()[1]
     assert (" lost " if recorded == "running" else " failed ") in f" {row} ", shown.stdout
     assert "running" not in shown.stdout and shown.returncode != 0, shown.stdout
+    # What a user does next (docs/cluster.md, "After a fault"): free space and run the command again.
+    (full_disk / "filler").unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "sesemi.train", *FAULT, f"run.dir={full_disk}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    (new,) = [d for d in run_dirs(full_disk) if d != run_dir]
+    assert read_json(new / "status.json")["state"] == "completed"
