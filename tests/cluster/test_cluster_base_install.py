@@ -2,9 +2,10 @@
 
 The shared test venv has the extras, and building a second venv with torch for one test costs minutes and
 gigabytes. So the CLI runs with a ``sitecustomize`` on its PYTHONPATH that makes the extras absent the two ways a
-base install lacks them: their modules do not import (``hydra_plugins.*``, ``submitit``, ``optuna``), and their
-distributions are not listed by ``importlib.metadata`` (where Hydra reads plugin entry points). Everything else is
-the real install. tests/test_packaging.py builds a real base install from the wheel.
+base install lacks them: their modules do not import (``submitit``, ``optuna``; the ``hydra_plugins`` namespace holds
+only sesemi's own ``sesemi_plugins``), and their distributions are not listed by ``importlib.metadata`` (where Hydra
+reads plugin entry points). Everything else is the real install. tests/test_packaging.py builds a real base install
+from the wheel.
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ import pytest
 from conftest import run_cli
 
 BASE_INSTALL = """
-import importlib.abc, importlib.metadata as metadata, sys
+import importlib.abc, importlib.machinery, importlib.metadata as metadata, sys
 
-EXTRA_MODULES = ("hydra_plugins", "submitit", "optuna")
+EXTRA_MODULES = ("submitit", "optuna")
 EXTRA_DISTRIBUTIONS = ("hydra-submitit-launcher", "submitit", "hydra-optuna-sweeper", "optuna")
+SESEMI_PLUGINS = %r  # the folder of hydra_plugins/sesemi_plugins
 
 
 class _Absent(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
+        if name == "hydra_plugins":  # as a base install has it: sesemi's plugins only, Hydra's are the extras'
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [SESEMI_PLUGINS]
+            return spec
         if name.split(".")[0] in EXTRA_MODULES:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
@@ -43,7 +49,10 @@ metadata.distributions = lambda **kw: (
 def base_install(tmp_path: Path) -> dict[str, str]:
     site = tmp_path / "base_install"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(BASE_INSTALL)
+    import hydra_plugins.sesemi_plugins
+
+    plugins = Path(hydra_plugins.sesemi_plugins.__file__).parents[1]
+    (site / "sitecustomize.py").write_text(BASE_INSTALL % str(plugins))
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)}
 
 
