@@ -7,7 +7,10 @@ A run dir (``${run.dir}/${run.id}/<stamp>``, or ``<sweep dir>/<job num>``) holds
     metrics.json            written once, when the run completed
     checkpoints/last.ckpt   the newest training state (resume, requeue)
     checkpoints/best.ckpt   the best one by run.objective
-    tensorboard/            one event file per attempt
+    events.out.tfevents.*   TensorBoard's curves, one file per attempt (sesemi.loggers)
+    hparams.yaml            the run's config, flattened, as hyperparameters
+    loggers.json            the run ids of MLflow / W&B, so a restart continues the same run
+    .lock                   held by the process that trains in the run dir
 
 Only global rank zero writes the record. A run is ``completed`` only after its metrics were written, so a crashed
 or killed run never looks finished; each (re)start of the same run dir is appended to ``status.json``'s

@@ -39,6 +39,7 @@ JOURNAL_FILE = "optuna.journal"
 MULTIRUN_FILE = "multirun.yaml"
 WORKERS_DIR = "workers"
 TRIAL_PREFIX = "trial_"
+SUBMITIT_DIR = ".submitit"  # the default of hydra.launcher.submitit_folder (.submitit/%j), and local sweep jobs
 CODE_DIR = ".code"  # hidden, so that a snapshot of a folder holding sweeps never copies another
 
 PathLike = str | os.PathLike

@@ -13,9 +13,9 @@ without torch or Lightning.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,7 @@ def task(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> float:
     from sesemi import console, resume, rundir
     from sesemi.training import objective_value
 
-    console.quiet_library_noise()
-    # The EMA copy is kept in eval mode on purpose; Lightning's SLURM hint fires on every login node that has srun.
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+    console.setup_console()
     hydra_cfg = HydraConfig.get()
     if os.environ.get(RANK_PROCESS_ENV):  # a DDP rank of a sweep job: the job process reports the run
         try:
@@ -59,10 +56,14 @@ def task(cfg: DictConfig, callbacks: Sequence[Any] = ()) -> float:
         metrics = train_here(cfg, callbacks)
     except ConfigError as err:
         if hydra_cfg.mode != RunMode.RUN:
+            console.log_failure(err)
             raise  # the sweeper or launcher records the failed job
-        state = rundir.state_of(run_dir) or "none"
-        print(f"sesemi: error: {err}\nsesemi: run dir (status {state}): {run_dir}", file=sys.stderr)
+        state = rundir.state_of(run_dir) or "none"  # the line on stderr and in train.log
+        logging.getLogger("sesemi").error("sesemi: error: %s\nsesemi: run dir (status %s): %s", err, state, run_dir)
         sys.exit(2)
+    except Exception as err:  # a failure (a signal's stop or Ctrl-C is none): its traceback in train.log too
+        console.log_failure(err)
+        raise
     choices = resume.saved_choices(run_dir) if resumed else dict(hydra_cfg.runtime.choices)
     rank_zero_info(console.final_lines(cfg, metrics, choices))
     return objective_value(metrics)

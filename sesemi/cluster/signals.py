@@ -50,6 +50,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.distributed import ReduceOp
 
 from sesemi.cluster.job import submitit_signal
+from sesemi.compat.lightning import saved_as_lightning_saves
 from sesemi.rundir import RunRecord, last_checkpoint, read_status, slurm_job_id
 from sesemi.runtime import RunStopped, note_signal
 
@@ -117,6 +118,7 @@ class StopOnSignal(Callback):
         self._previous: dict[signal.Signals, Any] = {}
         self._pid: int | None = None
         self._stopping = False
+        self._validated_at: int | None = None  # the step of the last validation (its save is Lightning's way)
 
     # -- signals -------------------------------------------------------------------------------------------
     def _note(self, signum: int, frame: Any) -> None:
@@ -195,6 +197,10 @@ class StopOnSignal(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._install()
 
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
+            self._validated_at = trainer.global_step
+
     # -- the decision, taken by all ranks together -----------------------------------------------------------
     def _agreed_signal(self, trainer: Any) -> signal.Signals | None:
         ranks = _priority(self.slurm)
@@ -224,7 +230,9 @@ class StopOnSignal(Callback):
             return
         self._stopping = True
         ckpt = last_checkpoint(self.run_dir)
-        trainer.save_checkpoint(ckpt)  # every rank takes part; rank 0 writes
+        validated = self._validated_at == trainer.global_step
+        with saved_as_lightning_saves(trainer, validated):  # a restart continues with the next step, logged as such
+            trainer.save_checkpoint(ckpt)  # every rank takes part; rank 0 writes
         state, code, why = self._outcome(agreed, ask_slurm=trainer.is_global_zero)
         reason = f"{agreed.name} at step {trainer.global_step} ({why}); checkpoint {ckpt}"
         record = RunRecord(self.run_dir)
@@ -233,6 +241,8 @@ class StopOnSignal(Callback):
         else:
             record.stopped(state, agreed.name, reason)
         if state == "requeued" and agreed == submitit_signal() and self.slurm:
+            for logger in trainer.loggers:  # before the requeue ends the job (W&B's service with it), as Lightning does
+                logger.finalize("finished")
             handler = self._previous.get(agreed)
             if callable(handler):
                 if trainer.is_global_zero:

@@ -6,7 +6,10 @@ there, loudly and by name, instead of silently changing behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from lightning_fabric.utilities.seed import pl_worker_init_function
 
@@ -34,3 +37,33 @@ def should_update_logs(trainer: object) -> bool:
     """
     connector = getattr(trainer, "_logger_connector", None)
     return bool(getattr(connector, "should_update_logs", True))
+
+
+@contextlib.contextmanager
+def saved_as_lightning_saves(trainer: Any, validated: bool) -> Iterator[None]:
+    """A checkpoint saved at ``on_train_batch_start`` recorded as Lightning records its own saves.
+
+    sesemi stops a run for a signal before the next training step, once the step before it ended whole (its
+    point logged, the validation it was due for run). Lightning's restart reads the loop's progress counters to tell
+    where a save happened, and then corrects its logging step (``_batches_that_stepped``) for saves made before that
+    step's end: with the counters of a save before the next step, every point after a restart was logged one step
+    late and the stop left a hole. So the counters are saved as Lightning's own save would have left them: after a
+    step that validated, as a save at the end of that validation; after any other step, as a save at the end of that
+    training batch; before the first step, as nothing begun. No public API sets the loop's progress.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    progress = loop.batch_progress
+    changed: list[tuple[Any, str]] = []
+    if progress.total.ready > progress.total.completed:  # the next batch was fetched already
+        changed += [(progress.total, "ready"), (progress.current, "ready")]
+    if progress.total.completed > 0:
+        changed += [(loop, "_batches_that_stepped")]
+        if not validated:
+            changed += [(progress.total, "completed"), (progress.current, "completed")]
+    for obj, name in changed:
+        setattr(obj, name, getattr(obj, name) - 1)
+    try:
+        yield
+    finally:
+        for obj, name in changed:
+            setattr(obj, name, getattr(obj, name) + 1)

@@ -1,13 +1,13 @@
-"""The Lightning callback a sweep adds to each trial: report, prune, and log the trial's hyperparameters.
+"""The Lightning callback a sweep adds to each trial: report, prune, and end its TensorBoard HParams session.
 
 At every validation it reports ``run.objective`` to the Optuna trial (step = optimizer step) and asks the study's
 pruner whether to stop; a pruned trial stops training as a run that reached its end does (``trainer.should_stop``:
 its checkpoints, ``metrics.json`` and ``status.json`` are written as usual, no traceback), and the runner records it
 PRUNED. A ``run.objective`` that was never logged is a :class:`~sesemi.errors.ConfigError` at the first validation of
-the first trial, and a NaN objective fails the trial right away. On fit start the trial's sampled parameters go to
-TensorBoard's HParams dashboard, so ``tensorboard --logdir <sweep dir>`` shows all trials of a sweep side by side;
-the session's status is written when training ends (success, or failure for a pruned or crashed trial; a killed
-trial keeps none).
+the first trial, and a NaN objective fails the trial right away. The run's logger puts its config (the sampled
+parameters among the keys) on TensorBoard's HParams dashboard, so ``tensorboard --logdir <sweep dir>`` shows all
+trials of a sweep side by side; this callback writes the session's status when training ends (success, or failure
+for a pruned or crashed trial; a killed trial keeps none).
 
 The trial runner (:mod:`sesemi.sweep.trial`) creates the callback for its trial and hands it to training through
 the app's task function, which adds it to the run's :class:`~sesemi.runtime.Runtime`; nothing of it is in the
@@ -64,17 +64,6 @@ def _write_hparams(trainer: pl.Trainer, summaries: list[Any]) -> None:
 class OptunaTrialCallback(pl.Callback):
     def __init__(self, context: TrialContext) -> None:
         self.context = context
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_rank != 0:
-            return
-        from torch.utils.tensorboard.summary import hparams
-
-        params = {"trial": self.context.trial.number, **{k: _hparam_value(v) for k, v in self.context.params.items()}}
-        # Only the HParams start summaries: the metric's values are the scalars the run logs anyway; the end
-        # summary (the session's status) is written when the trial ends.
-        experiment, session_start, _ = hparams(params, {self.context.monitor: 0.0})
-        _write_hparams(trainer, [experiment, session_start])
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank == 0:

@@ -300,7 +300,7 @@ def check_requeued(launch: Launch, run_id: str, reason: str, max_steps: int, wor
     rc, output = launch.wait()
     assert rc == 0, f"{launch.name} exited {rc}:\n{output[-6000:]}"
     sweep_dir = the_sweep_dir(launch.workdir, run_id)
-    assert subdirs(sweep_dir) == [".submitit", "0"]  # resumed in the same run dir
+    assert subdirs(sweep_dir) == [".code", ".submitit", "0"]  # resumed in the same run dir
     run_dir = sweep_dir / "0"
     status = read_json(run_dir / "status.json")
     assert status["state"] == "completed", status
