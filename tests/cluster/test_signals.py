@@ -33,7 +33,12 @@ class SelfTerm(Callback):
 def test_a_run_stopped_by_sigterm_and_resumed_logs_each_step_once(workdir: Path, at: int):
     (workdir / "src" / "selfterm").mkdir(parents=True)
     (workdir / "src" / "selfterm" / "__init__.py").write_text(SELF_TERM)
-    args = [*FAULT, "trainer.max_steps=12", "trainer.val_check_interval=4", "+callbacks.term._target_=selfterm.SelfTerm"]
+    args = [
+        *FAULT,
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=4",
+        "+callbacks.term._target_=selfterm.SelfTerm",
+    ]
     stopped = run_cli([*args, f"+callbacks.term.at={at}"], workdir, fast=False, check=False)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     (run_dir,) = run_dirs(workdir)
