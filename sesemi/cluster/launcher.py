@@ -7,6 +7,7 @@ modules of their own:
 - :mod:`sesemi.cluster.plan`: every job's resources, run values and run dir, checked before anything is submitted
   (a mismatch stops the sweep naming the keys), and the job arrays (one per set of resources);
 - :mod:`sesemi.cluster.submission`: submitit executors and job arrays;
+- :mod:`sesemi.cluster.packing`: several points per job (``hydra.launcher.points_per_job``), their job side;
 - :mod:`sesemi.cluster.snapshot`: the code and configs the jobs run, copied at submission
   (``hydra.launcher.snapshot``);
 - :mod:`sesemi.sweepdir`: ``jobs.json``, written at submission;
@@ -32,7 +33,7 @@ from omegaconf import OmegaConf
 from sesemi.cluster import follow, messages, snapshot, submission, validate
 from sesemi.cluster.capabilities import LaunchCapabilities
 from sesemi.cluster.job_runner import HydraJob, run
-from sesemi.cluster.plan import JobPlan, Planner, group, problems_of, sweep_name
+from sesemi.cluster.plan import JobPlan, Planner, group, packed_workers, problems_of, sweep_name
 from sesemi.compat.hydra import JobReturn, Launcher, singleton_state
 from sesemi.errors import ConfigError, exit_with
 from sesemi.sweepdir import SweepDir
@@ -130,7 +131,7 @@ class _SesemiSubmititLauncher(Launcher):
                     "hydra/sweeper=optuna_async)",
                 )
             )
-        problems = problems_of(plans)
+        problems = problems_of(plans) or packed_workers(plans, sweep.path)
         if problems is not None:
             sweep.discard_if_empty(stop=Path.cwd())
             exit_with(problems)
@@ -169,16 +170,19 @@ class _SesemiSubmititLauncher(Launcher):
         return returns
 
     def submit(self, group: list[JobPlan], sweep_dir: Path) -> None:
-        """Submit one group of jobs with equal resources as job arrays: this launcher pickled once for all."""
+        """Submit one group of jobs with equal resources as job arrays: this launcher pickled once for all (K
+        points per job with ``hydra.launcher.points_per_job=K``)."""
         folder = sweep_dir / Path(str(group[0].params["submitit_folder"])).parent
         job = submission.shared_job(self, singleton_state(), folder)
+        packing = group[0].packing
         submission.submit(
             self.EXECUTOR,
-            job,
+            job if packing.points_per_job == 1 else submission.PackedJob(Path(job.payload), packing),
             group,
             sweep_dir,
             lambda p: (p.overrides, "hydra.sweep.dir", p.num, f"job_id_for_{p.num}"),
             code=self.code,
+            per_job=packing.points_per_job,
         )
 
 

@@ -21,12 +21,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sesemi.cluster.packing import Packing
 from sesemi.cluster.validate import check_job
 from sesemi.compat.hydra import filter_overrides, load_sweep_config
 from sesemi.errors import ConfigError
+from sesemi.sweepdir import WORKERS_DIR
 
 # Keys of sesemi's launcher schemas that are not submitit parameters.
-SESEMI_KEYS = ("_target_", "profile", "dry_run", "wait", "snapshot")
+SESEMI_KEYS = ("_target_", "profile", "dry_run", "wait", "snapshot", "points_per_job", "point_gpus", "point_threads")
 RUN_KEYS = ("devices", "num_nodes", "accelerator", "strategy")  # the run values checked against the resources
 
 
@@ -37,7 +39,8 @@ class JobPlan:
     params: dict[str, Any]  # the resolved hydra.launcher, sesemi's own keys removed: submitit's parameters
     run_dir: Path
     problems: list[ConfigError] = field(default_factory=list)
-    handle: Any = None  # the submitit job, once submitted
+    handle: Any = None  # the submitit job (a packed job's point: its PackedPoint), once submitted
+    packing: Packing = field(default_factory=Packing)  # points per job and how they share it
 
 
 class LaunchConfigError(ConfigError):
@@ -71,7 +74,7 @@ class Planner:
         self.config = config
         self.executor = executor
         self.profile = profile
-        self._compositions: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._compositions: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Any], Any]] = {}
         self._references: set[str] | None = None
 
     def plan(self, overrides: Sequence[str], num: int, sweep_dir: Path) -> JobPlan:
@@ -84,21 +87,35 @@ class Planner:
                 config.hydra.job.num = num
             params = OmegaConf.to_container(config.hydra.launcher, resolve=True)
             assert isinstance(params, dict)
+            try:
+                packing: Packing | ConfigError = Packing.of(params)
+            except ConfigError as err:
+                packing = err
             for name in SESEMI_KEYS:
                 params.pop(name, None)
             run = {k: OmegaConf.select(config, f"run.{k}") for k in RUN_KEYS}
             if key is None:
                 subdir = str(OmegaConf.select(config, "hydra.sweep.subdir"))
-                return self._checked(num, overrides, params, run, sweep_dir / subdir)
-            self._compositions[key] = (params, run)
-        params, run = self._compositions[key]
-        return self._checked(num, overrides, dict(params), run, sweep_dir / str(num))
+                return self._checked(num, overrides, params, run, sweep_dir / subdir, packing)
+            self._compositions[key] = (params, run, packing)
+        params, run, packing = self._compositions[key]
+        return self._checked(num, overrides, dict(params), run, sweep_dir / str(num), packing)
 
     def _checked(
-        self, num: int, overrides: Sequence[str], params: dict[str, Any], run: dict[str, Any], run_dir: Path
+        self,
+        num: int,
+        overrides: Sequence[str],
+        params: dict[str, Any],
+        run: dict[str, Any],
+        run_dir: Path,
+        packing: Packing | ConfigError,
     ) -> JobPlan:
-        problems = check_job(params, run, profile=self.profile, executor=self.executor)
-        return JobPlan(num, list(overrides), params, run_dir, problems)
+        if isinstance(packing, ConfigError):
+            return JobPlan(num, list(overrides), params, run_dir, [packing])
+        problems = check_job(
+            params, run, profile=self.profile, executor=self.executor, points_per_job=packing.points_per_job
+        )
+        return JobPlan(num, list(overrides), params, run_dir, problems, packing=packing)
 
     def relevant(self, overrides: Sequence[str]) -> list[str] | None:
         """The overrides of a job that can change its resources, checked run values or run dir; None: any may.
@@ -138,10 +155,12 @@ def sweep_name(config: DictConfig) -> str:
 
 
 def group(plans: list[JobPlan], sweep: str) -> list[list[JobPlan]]:
-    """One submission (a job array) per set of resources; unnamed jobs named ``<sweep>.<first>-<last>``."""
+    """One submission (a job array) per set of resources and packing; unnamed jobs named
+    ``<sweep>.<first>-<last>``."""
     groups: dict[str, list[JobPlan]] = {}
     for plan in plans:
-        groups.setdefault(json.dumps(plan.params, sort_keys=True, default=str), []).append(plan)
+        key = json.dumps([plan.params, vars(plan.packing)], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(plan)
     for members in groups.values():
         nums = [p.num for p in members]
         name = f"{sweep}.{nums[0]}" if len(nums) == 1 else f"{sweep}.{nums[0]}-{nums[-1]}"
@@ -154,3 +173,19 @@ def group(plans: list[JobPlan], sweep: str) -> list[list[JobPlan]]:
 def problems_of(plans: list[JobPlan]) -> LaunchConfigError | None:
     problems = [(p.num, p.overrides, err) for p in plans for err in p.problems]
     return LaunchConfigError(problems) if problems else None
+
+
+def packed_workers(plans: list[JobPlan], sweep_dir: Path) -> ConfigError | None:
+    """The error for an asynchronous sweep's workers packed several to a job (None: not so). A worker is a
+    long-lived job that runs trial after trial, launched and replaced one at a time; several trials per job are
+    a synchronous sweep's (each batch's trials packed K to a job)."""
+    packed = [p for p in plans if p.packing.points_per_job > 1]
+    if not any(p.run_dir.is_relative_to(sweep_dir / WORKERS_DIR) for p in packed):
+        return None
+    return ConfigError(
+        "hydra.launcher.points_per_job",
+        f"is {packed[0].packing.points_per_job}, but the asynchronous sweeper's workers are long-lived jobs that run "
+        "one trial after the other, one worker per job",
+        "pack trials with hydra/sweeper=optuna_sync (each batch of hydra.sweeper.n_jobs trials, K per job), or run "
+        "more workers (hydra.sweeper.workers) with hydra.launcher.points_per_job=1",
+    )

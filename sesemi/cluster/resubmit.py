@@ -51,7 +51,7 @@ def resubmit(sweep_dir: Path, rows: list[JobRow], args: Sequence[str]) -> list[J
     """Resubmit the rows that need it (see the module doc); returns them."""
     import submitit
 
-    from sesemi.cluster.submission import make_executor
+    from sesemi.cluster.submission import make_executor, unpacked
     from sesemi.compat.submitit import job_paths
 
     sweep = SweepDir(sweep_dir)
@@ -73,9 +73,11 @@ def resubmit(sweep_dir: Path, rows: list[JobRow], args: Sequence[str]) -> list[J
             problems += [f"job {row.name}: {p}" for p in check_job(params, run, profile=profile, executor=kind)]
         folder = Path(str(params["submitit_folder"]))
         job_class = submitit.SlurmJob if kind == "slurm" else submitit.LocalJob
-        submission = job_class(folder=sweep_dir / folder, job_id=row.job_id).submission()
+        submitted = job_class(folder=sweep_dir / folder, job_id=row.job_id).submission()
+        # A point of a packed job (hydra.launcher.points_per_job) goes back as a job of its own.
+        job = unpacked(submitted.function, submitted.args, row.num)
         key = json.dumps([params, row.entry.get("snapshot")], sort_keys=True, default=str)
-        groups.setdefault(key, []).append((row, params, submission))
+        groups.setdefault(key, []).append((row, params, job))
     if problems:
         raise ValueError("the resources do not fit; nothing was resubmitted:\n  " + "\n  ".join(problems))
 
@@ -83,13 +85,13 @@ def resubmit(sweep_dir: Path, rows: list[JobRow], args: Sequence[str]) -> list[J
     by_num = {j["num"]: j for j in data["jobs"]}
     lines = []
     for group in groups.values():
-        launcher = group[0][2].function
+        launcher = group[0][2][0]
         calls = []
-        for row, _, submission in group:
-            overrides = [o for o in submission.args[0] if not o.startswith("run.resume=")]
+        for row, _, (_, job_args) in group:
+            overrides = [o for o in job_args[0] if not o.startswith("run.resume=")]
             if last_checkpoint(row.run_dir).is_file():
                 overrides.append(f"run.resume={row.run_dir}")
-            calls.append((overrides, *submission.args[1:]))
+            calls.append((overrides, *job_args[1:]))
         code_path = group[0][0].entry.get("snapshot")
         code = snapshot.load(Path(code_path)) if code_path else None  # the code the point was submitted with
         executor = make_executor(kind, group[0][1], sweep_dir, code)
@@ -101,6 +103,7 @@ def resubmit(sweep_dir: Path, rows: list[JobRow], args: Sequence[str]) -> list[J
             entry.update(job_id=str(handle.job_id), stdout=str(paths.stdout), stderr=str(paths.stderr), params=params)
             entry["submitted"] = now()
             entry.pop("error", None)
+            entry.pop("points_per_job", None)  # a job of its own now
             entry.pop("job_state", None)
             how = "resumes from its last.ckpt" if overrides[-1].startswith("run.resume=") else "starts over"
             on = f", code snapshot {code.path}" if code else ", the code as it is now (no snapshot)"

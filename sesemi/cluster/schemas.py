@@ -29,6 +29,11 @@ class _SesemiKeys:
     dry_run: bool = False  # print what would be submitted, submit nothing
     wait: bool = True  # false: submit, write jobs.json, print how to follow the jobs, exit
     snapshot: bool = True  # jobs run the code and configs of submission time (sesemi.cluster.snapshot)
+    # Several sweep points per job, one process each (sesemi.cluster.packing); untyped so that a bad value reaches
+    # sesemi's check (one error line naming the key).
+    points_per_job: Any = 1
+    point_gpus: Any = "split"  # split: process i sees the job's GPU i mod G; shared: each sees all of them
+    point_threads: Any = None  # torch/OpenMP threads per point; null: the job's CPUs // points_per_job
 
 
 @dataclass

@@ -91,6 +91,69 @@ class SharedJob:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+class PackedJob(SharedJob):
+    """What each job of a packed submission runs (``hydra.launcher.points_per_job`` > 1): its K points, each with the
+    arguments a :class:`SharedJob` takes, as K processes (:func:`sesemi.cluster.packing.run_points`); returns their
+    K results."""
+
+    def __init__(self, payload: Path, packing: Any) -> None:
+        super().__init__(payload)
+        self.packing = packing
+
+    def __call__(self, points: Sequence[Sequence[Any]]) -> Any:  # type: ignore[override]
+        from sesemi.cluster.packing import run_points
+
+        return run_points(self.payload, points, self.packing)
+
+    def single(self, points: Sequence[Sequence[Any]], num: int) -> tuple[SharedJob, tuple[Any, ...]]:
+        """Point ``num`` of this job as a job of its own: the one-point job and its arguments (``--resubmit``)."""
+        (args,) = [tuple(p) for p in points if p[2] == num]
+        return SharedJob(Path(self.payload)), args
+
+
+def unpacked(function: Any, args: Sequence[Any], num: int) -> tuple[Any, tuple[Any, ...]]:
+    """The job function and arguments that run sweep job ``num`` alone, from a submitted job's (packed or not)."""
+    if isinstance(function, PackedJob):
+        return function.single(args[0], num)
+    return function, tuple(args)
+
+
+class PackedPoint:
+    """One point of a packed job, as the launcher follows it: the submitit job's id, state and end, the point's own
+    result (its slot of the job's K) and log files."""
+
+    _sub_jobs = None  # for sesemi.compat.submitit.job_paths: the point's paths are its own
+
+    def __init__(self, job: Any, slot: int, num: int) -> None:
+        self.job, self.slot, self.num = job, slot, num
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job.job_id)
+
+    @property
+    def state(self) -> str:
+        return str(self.job.state)
+
+    def done(self) -> bool:
+        return bool(self.job.done())
+
+    @property
+    def paths(self) -> Any:
+        from types import SimpleNamespace
+
+        from sesemi.cluster.packing import point_files
+
+        files = point_files(self.job.paths.folder, self.job_id, self.num)
+        return SimpleNamespace(stdout=files["stdout"], stderr=files["stderr"])
+
+    def results(self) -> list[Any]:
+        return [self.job.results()[0][self.slot]]
+
+    def result(self) -> Any:
+        return self.results()[0]
+
+
 @functools.cache
 def _load(payload: str) -> tuple[Any, Any]:
     import cloudpickle
@@ -116,22 +179,32 @@ def submit(
     sweep_dir: Path,
     args_of: Callable[[JobPlan], Sequence[Any]],
     code: Snapshot | None = None,
+    per_job: int = 1,
 ) -> None:
     """Submit one group of jobs with equal resources as job arrays: ``job(*args_of(plan))`` for each plan (each plan
-    gets its submitit job as ``handle``). On SLURM an array holds at most the cluster's ``MaxArraySize`` jobs, and
-    each array waits for room under ``MaxJobCount`` before it is submitted."""
+    gets its submitit job as ``handle``); with ``per_job`` > 1 (a :class:`PackedJob`), ``job([args_of(plan) for
+    each of per_job plans])`` per job, each plan's ``handle`` its :class:`PackedPoint`. On SLURM an array holds at
+    most the cluster's ``MaxArraySize`` jobs, and each array waits for room under ``MaxJobCount`` before it is
+    submitted."""
+    from sesemi.cluster.packing import packs
+
+    units = packs(group, per_job)
     executor = make_executor(executor_kind, group[0].params, sweep_dir, code)
-    size = slurm.limits().max_array_size if executor_kind == "slurm" else len(group)
-    for start in range(0, len(group), size):
-        chunk = group[start : start + size]
+    size = slurm.limits().max_array_size if executor_kind == "slurm" else len(units)
+    for start in range(0, len(units), size):
+        chunk = units[start : start + size]
         if executor_kind == "slurm":
             _wait_for_room(len(chunk))
-            if len(group) > size:
-                nums = f"{chunk[0].num}-{chunk[-1].num}"
+            if len(units) > size:
+                nums = f"{chunk[0][0].num}-{chunk[-1][-1].num}"
                 executor.update_parameters(name=f"{str(group[0].params.get('name')).rsplit('.', 1)[0]}.{nums}")
-        handles = executor.map_array(job, *zip(*(args_of(p) for p in chunk)))
-        for plan, handle in zip(chunk, handles):
-            plan.handle = handle
+        if per_job == 1:
+            handles = executor.map_array(job, *zip(*(args_of(unit[0]) for unit in chunk)))
+        else:
+            handles = executor.map_array(job, [[tuple(args_of(p)) for p in unit] for unit in chunk])
+        for unit, handle in zip(chunk, handles):
+            for slot, plan in enumerate(unit):
+                plan.handle = handle if per_job == 1 else PackedPoint(handle, slot, plan.num)
 
 
 def _wait_for_room(n_jobs: int, poll_s: float = 10.0) -> None:
@@ -175,6 +248,8 @@ def ledger_entry(
     }
     if code is not None:
         entry["snapshot"] = str(code.path)
+    if plan.packing.points_per_job > 1:  # the job id is shared by the job's points; each has its own log files
+        entry["points_per_job"] = plan.packing.points_per_job
     if error:
         entry["error"] = error
     if state:

@@ -40,11 +40,15 @@ def _gpu_request(launcher: Mapping[str, Any]) -> tuple[str, Any] | None:
     return None
 
 
-def check_job(launcher: Mapping[str, Any], run: Mapping[str, Any], *, profile: str, executor: str) -> list[ConfigError]:
+def check_job(
+    launcher: Mapping[str, Any], run: Mapping[str, Any], *, profile: str, executor: str, points_per_job: int = 1
+) -> list[ConfigError]:
     """The problems of one job; empty when it can be submitted.
 
     ``launcher`` is the job's resolved ``hydra.launcher``, ``run`` its resolved ``run`` values (devices, num_nodes,
-    accelerator, strategy), ``profile`` ``gpu``, ``cpu`` or ``local`` and ``executor`` ``slurm`` or ``local``.
+    accelerator, strategy), ``profile`` ``gpu``, ``cpu`` or ``local`` and ``executor`` ``slurm`` or ``local``;
+    ``points_per_job``: the sweep points the job runs, one process each (:mod:`sesemi.cluster.packing`): each a
+    one-process run, and the job's GPUs (``gpus_per_node``) shared among them, at most one per point.
     """
     name = {"gpu": "slurm", "cpu": "slurm_cpu"}.get(profile, "local") if executor == "slurm" else "local"
     devices = _as_int(run.get("devices"))
@@ -58,6 +62,16 @@ def check_job(launcher: Mapping[str, Any], run: Mapping[str, Any], *, profile: s
         ]
     problems: list[ConfigError] = []
     num_nodes = _as_int(run.get("num_nodes")) or 1
+    if points_per_job > 1 and (devices != 1 or num_nodes != 1):
+        problems.append(
+            ConfigError(
+                "hydra.launcher.points_per_job",
+                f"is {points_per_job}, but run.devices={devices} and run.num_nodes={num_nodes}: the points of a "
+                "packed job are one process each",
+                "set run.devices=1 run.num_nodes=1 (the job's GPUs are shared out among its points: "
+                "hydra.launcher.gpus_per_node), or hydra.launcher.points_per_job=1 for multi-device points",
+            )
+        )
     tasks = launcher.get("tasks_per_node")
     if _as_int(tasks) != devices:
         problems.append(
@@ -113,7 +127,17 @@ def check_job(launcher: Mapping[str, Any], run: Mapping[str, Any], *, profile: s
                     "use hydra/launcher=slurm_cpu for CPU jobs, or run.accelerator=auto|gpu",
                 )
             )
-        elif gpus_per_node is not None and gpus_per_node != devices:
+        elif points_per_job > 1 and (gpus_per_node or 0) > points_per_job:
+            problems.append(
+                ConfigError(
+                    "hydra.launcher.gpus_per_node",
+                    f"is {gpus_per_node} but a job runs hydra.launcher.points_per_job={points_per_job} one-GPU "
+                    "points: the other GPUs would stay idle",
+                    f"set hydra.launcher.gpus_per_node to at most {points_per_job} (fewer: points share a GPU), "
+                    f"or hydra.launcher.points_per_job={gpus_per_node}",
+                )
+            )
+        elif points_per_job == 1 and gpus_per_node is not None and gpus_per_node != devices:
             problems.append(
                 ConfigError(
                     "hydra.launcher.gpus_per_node",

@@ -116,6 +116,14 @@ DOC_COMMANDS = {
         "optimizer.lr=0.01,0.1",
         "hydra.launcher.wait=false",
     ],
+    "packed": [
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.partition=debug",
+        "run.id=packed",
+        "optimizer.lr=0.01,0.02,0.03",
+        "hydra.launcher.points_per_job=3",
+    ],
     "ddp": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=ddp", "run.devices=2"],
     "requeue": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=requeue", "run.devices=2"],
     "timelimit": [
