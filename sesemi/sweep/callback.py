@@ -25,18 +25,20 @@ import pytorch_lightning as pl
 
 from sesemi.callbacks.objective import objective_candidates
 from sesemi.errors import ConfigError
-from sesemi.sweep import stop
+from sesemi.sweep import pareto, stop
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrialContext:
-    """What the callback needs from the runner: the Optuna trial (of a study with its pruner) and the metric."""
+    """What the callback needs from the runner: the Optuna trial (of a study with its pruner) and the metric (or,
+    in a study of several objectives, ``monitors``: one metric per objective, the first being ``monitor``)."""
 
     trial: Any
     monitor: str
     params: dict[str, Any] = field(default_factory=dict)
+    monitors: list[str] = field(default_factory=list)
     reports: int = 0
     last_step: int | None = None
     last_value: float | None = None
@@ -93,24 +95,30 @@ class OptunaTrialCallback(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        monitor = self.context.monitor
-        if monitor not in trainer.callback_metrics:
+        monitors = self.context.monitors or [self.context.monitor]
+        missing = [m for m in monitors if m not in trainer.callback_metrics]
+        if missing:
             logged = objective_candidates(trainer.callback_metrics)
+            key = "run.objectives" if self.context.monitors else "run.objective"
             raise ConfigError(
-                "run.objective",
-                f"{monitor!r} is not logged by this run; its validation metrics are {logged}",
-                "set run.objective (and run.objective_mode) to one of them, e.g. in the hparams_search config",
+                key,
+                f"{missing[0]!r} is not logged by this run; its validation metrics are {logged}",
+                f"set {key} to {'some' if self.context.monitors else 'one'} of them, e.g. in the hparams_search config",
             )
-        value = float(trainer.callback_metrics[monitor])
+        values = [float(trainer.callback_metrics[m]) for m in monitors]
         step = trainer.global_step
-        if not math.isfinite(value):
-            raise FloatingPointError(f"{monitor} is {value} at step {step}")
+        bad = [(m, v) for m, v in zip(monitors, values) if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"{bad[0][0]} is {bad[0][1]} at step {step}")
         if trainer.global_rank != 0:
             return
         trial = self.context.trial
-        trial.report(value, step)
+        if len(values) == 1:
+            trial.report(values[0], step)
+        else:
+            pareto.report_vector(trial, step, values)  # Optuna's report takes one value
         self.context.reports += 1
-        self.context.last_step, self.context.last_value = step, value
+        self.context.last_step, self.context.last_value = step, values[0]
         if trainer.world_size > 1:
             # The other ranks of a multi-process trial may not run this callback (Lightning's own DDP launcher
             # re-runs the command line), so a decision taken here could not reach them: such trials only report.
@@ -121,7 +129,8 @@ class OptunaTrialCallback(pl.Callback):
             return
         if 0 < trainer.max_steps <= step:
             return  # the trial has finished its training: it completes, a verdict now would only hide its result
-        if trial.should_prune():
-            self.context.pruned = f"pruned at step {step} with {monitor} = {value:.4f}"
+        if pareto.should_prune(trial):
+            shown = ", ".join(f"{m} = {v:.4f}" for m, v in zip(monitors, values))
+            self.context.pruned = f"pruned at step {step} with {shown}"
             log.info("trial %d: %s", trial.number, self.context.pruned)
             trainer.should_stop = True

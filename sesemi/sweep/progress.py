@@ -47,7 +47,7 @@ class Progress:
                 continue
             self.seen.add(t.number)
             if t.state.name == "COMPLETE":
-                what = f"{self.objective} = {t.value:.5g}"
+                what = f"{self.objective} = {', '.join(f'{v:.5g}' for v in t.values)}"
             elif t.state.name == "PRUNED":
                 what = t.user_attrs.get("pruned", "pruned")
             else:

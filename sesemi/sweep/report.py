@@ -28,11 +28,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sesemi import rundir
 from sesemi.errors import ConfigError, exit_with
+from sesemi.sweep import front
 from sesemi.sweep import storage as storage_lib
-from sesemi.sweep.study import RUN_DIR, SWEEP, retried_numbers, retry_history
+from sesemi.sweep.plots import plot_study
+from sesemi.sweep.study import COMMANDS, RUN_DIR, SWEEP, retried_numbers, retry_history
 from sesemi.sweepdir import SWEEP_FILE, SweepDir
-
-PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 
 
 @dataclass
@@ -46,28 +46,6 @@ class Report:
     sweep_dir: Path | None
     files: dict[str, Path]
     skipped: dict[str, str]
-
-
-def short_names(keys: list[str]) -> dict[str, str]:
-    """Each dotted key's shortest end that no other key shares (``optimizer.lr`` -> ``lr``)."""
-    names = {}
-    for key in keys:
-        parts = key.split(".")
-        for n in range(1, len(parts) + 1):
-            end = ".".join(parts[-n:])
-            if sum(k == end or k.endswith("." + end) for k in keys) == 1:
-                names[key] = end
-                break
-        else:
-            names[key] = key
-    return names
-
-
-def best_reported(t: FrozenTrial, maximize: bool) -> float | None:
-    """The best value a trial reported at its validations (a pruned trial's best, for the plots)."""
-    if not t.intermediate_values:
-        return None
-    return (max if maximize else min)(t.intermediate_values.values())
 
 
 def open_study(target: str, study_name: str | None = None) -> tuple[optuna.Study, Path | None]:
@@ -137,14 +115,19 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
     params: list[str] = []
     for t in trials:
         params += [p for p in t.params if p not in params]
+    several = len(study.directions) > 1
+    metrics = front.names(study) if several else []
     rows = []
     for t in trials:
         rows.append(
             {
                 "trial": t.number,
                 "state": t.state.name,
+                **{m: (t.values[i] if t.values else None) for i, m in enumerate(metrics)},
                 # A pruned trial's last reported value (where the pruner stopped it); a failed or lost one has none.
-                "value": t.value
+                "value": None
+                if several
+                else t.value
                 if t.value is not None
                 else (
                     t.intermediate_values[max(t.intermediate_values)]
@@ -162,7 +145,7 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
             }
         )
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = study.best_trial if complete else None
+    best = front.picked(study) if several else study.best_trial if complete else None
     out = (
         Path(out_dir) if out_dir else (sweep_dir / "report" if sweep_dir else Path(f"sweep_report_{study.study_name}"))
     )
@@ -173,8 +156,13 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
         writer.writeheader()
         writer.writerows(rows)
     skipped: dict[str, str] = {}
-    if plots:
-        files.update(_plots(study, out, skipped))
+    if plots and several:
+        if complete:
+            files[front.PLOT] = front.plot(study, out)
+        else:
+            skipped[front.PLOT] = "needs one complete trial"
+    elif plots:
+        files.update(plot_study(study, out, skipped))
     return Report(
         study,
         rows,
@@ -188,109 +176,6 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
     )
 
 
-def _with_pruned(study: optuna.Study) -> tuple[optuna.Study, str]:
-    """An in-memory copy of the finished trials, pruned ones COMPLETE with their best reported value and every trial
-    with a ``state`` parameter (complete / pruned), for the figures that plot complete trials only."""
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    copy = optuna.create_study(direction=study.direction)
-    state = "state"
-    while any(state in t.params for t in study.get_trials(deepcopy=False)):
-        state = "_" + state
-    kinds = optuna.distributions.CategoricalDistribution(["complete", "pruned"])
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        value = t.value if t.state == TrialState.COMPLETE else best_reported(t, maximize)
-        if value is None:
-            continue
-        copy.add_trial(
-            optuna.trial.create_trial(
-                params={**t.params, state: t.state.name.lower()},
-                distributions={**t.distributions, state: kinds},
-                value=value,
-            )
-        )
-    return copy, state
-
-
-def _history(study: optuna.Study, objective: str) -> Any:
-    import plotly.graph_objects as go
-
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    pruned = [
-        (t.number, best_reported(t, maximize))
-        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-        if t.intermediate_values
-    ]
-    fig = go.Figure()
-    fig.add_scatter(x=[t.number for t in complete], y=[t.value for t in complete], mode="markers", name="complete")
-    if pruned:
-        fig.add_scatter(
-            x=[n for n, _ in pruned],
-            y=[v for _, v in pruned],
-            mode="markers",
-            marker={"symbol": "x", "color": "#aaa"},
-            name="pruned (its best reported value)",
-        )
-    best, line = None, []
-    for t in complete:
-        best = t.value if best is None else (max if maximize else min)(best, t.value)
-        line.append(best)
-    fig.add_scatter(x=[t.number for t in complete], y=line, mode="lines", name="best complete so far")
-    fig.update_layout(
-        title=f"Optimization history ({objective}, {study.direction.name.lower()})",
-        xaxis_title="trial",
-        yaxis_title=objective,
-    )
-    return fig
-
-
-def _plots(study: optuna.Study, out: Path, skipped: dict[str, str]) -> dict[str, Path]:
-    import optuna.visualization as vis
-
-    objective = study.user_attrs.get(SWEEP, {}).get("objective", "value")
-    written = {}
-    plotted, _ = _with_pruned(study)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    for name in PLOTS:
-        if name == "intermediate_values" and not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-            skipped[name] = "no trial reported intermediate values"
-            continue
-        if name == "param_importances" and len(complete) < 2:
-            skipped[name] = "needs two complete trials"
-            continue
-        if name in ("optimization_history", "parallel_coordinate") and not plotted.trials:
-            skipped[name] = "needs one complete or pruned trial"
-            continue
-        try:
-            if name == "optimization_history":
-                fig = _history(study, objective)
-            elif name == "parallel_coordinate":
-                fig = vis.plot_parallel_coordinate(plotted, target_name=objective)
-                # Optuna cuts labels to 20 characters (two keys under method.loss_heads look alike): its axes are
-                # the objective, then the parameters in sorted order.
-                keys = sorted({p for t in plotted.trials for p in t.params})
-                names = short_names(keys)
-                labels = [objective, *(names[k] for k in keys)]
-                fig.update_xaxes(ticktext=labels)
-                for trace in fig.data:  # the hover texts: one [label, value] per axis
-                    rows = trace.customdata
-                    if rows is not None and len(rows) == len(labels) and all(len(row) == 2 for row in rows):
-                        trace.customdata = [[label, row[1]] for label, row in zip(labels, trace.customdata)]
-                fig.update_layout(title=f"Parallel coordinates (pruned trials: their best reported {objective})")
-            elif name == "intermediate_values":
-                fig = vis.plot_intermediate_values(study)
-                fig.update_layout(showlegend=True, xaxis_title="step", yaxis_title=objective)
-            else:
-                fig = getattr(vis, f"plot_{name}")(study, target_name=objective)
-        except Exception as err:  # noqa: BLE001 - e.g. importances of a parameter that never varied
-            skipped[name] = f"{type(err).__name__}: {err}"
-            continue
-        path = out / f"{name}.html"
-        fig.write_html(str(path), include_plotlyjs="directory")
-        written[name] = path
-    return written
-
-
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -301,10 +186,51 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _exact(value: Any) -> str:
+    """A parameter as the trial used it: every digit of a float (``0.03534434615812953``), as an override reads it."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def retrain_command(study: optuna.Study, trial: FrozenTrial) -> str:
+    """The shell command that trains ``trial``'s configuration again as a single run, from the folder its sweep was
+    launched from (``cd`` there first when that is not this one): the trial's own command-line overrides (Hydra's
+    record in its run dir: its parameters and the sweep's fixed settings, not the sweep's ``hydra.*`` ones), and
+    ``run.id=<study>_trial<N>`` unless the sweep set a ``run.id``. A trial without a run dir: its parameters and the
+    study's latest command's fixed settings."""
+    import shlex
+
+    import yaml
+
+    run_dir = trial.user_attrs.get(RUN_DIR)
+    overrides: list[str] = []
+    launch_dir = None
+    if run_dir:
+        hydra_dir = Path(run_dir) / rundir.HYDRA_DIR
+        try:
+            overrides = [str(o) for o in yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []]
+            runtime = (yaml.safe_load((hydra_dir / "hydra.yaml").read_text()) or {}).get("hydra", {}).get("runtime")
+            launch_dir = (runtime or {}).get("cwd")
+        except (OSError, yaml.YAMLError, AttributeError):
+            overrides = []
+    if not overrides:
+        commands = study.user_attrs.get(COMMANDS) or [{}]
+        fixed = commands[-1].get("fixed") or {}
+        overrides = [*(f"{k}={_exact(v)}" for k, v in trial.params.items()), *(f"{k}={v}" for k, v in fixed.items())]
+    keep = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    if not any(o.lstrip("+~").split("=", 1)[0] == "run.id" for o in keep):
+        keep.append(f"run.id={study.study_name}_trial{trial.number}")
+    command = shlex.join(["python", "-m", "sesemi.train", *keep])
+    if launch_dir and Path(launch_dir).resolve() != Path.cwd().resolve():
+        command = f"cd {shlex.quote(launch_dir)} && {command}"
+    return command
+
+
 def render(report: Report) -> str:
     """The table and the summary, as printed."""
     base = report.sweep_dir
-    headers = ["trial", "state", "value", "duration_s", *report.params, "run_dir", "note"]
+    several = len(report.study.directions) > 1
+    values = front.names(report.study) if several else ["value"]
+    headers = ["trial", "state", *values, "duration_s", *report.params, "run_dir", "note"]
     short = {
         p: p.split(".")[-1] if sum(q.split(".")[-1] == p.split(".")[-1] for q in report.params) == 1 else p
         for p in report.params
@@ -333,25 +259,40 @@ def render(report: Report) -> str:
     counts: dict[str, int] = {}
     for row in report.rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
+    directions = "/".join(d.name.lower() for d in study.directions)
     head = (
-        f"study {study.study_name} ({info.get('objective', 'value')}, {study.direction.name.lower()}): "
+        f"study {study.study_name} ({info.get('objective', 'value')}, {directions}): "
         f"{len(report.rows)} trials, " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     )
     if report.sweep_dir:
         head += f"\nsweep dir: {report.sweep_dir}"
     out = [head, "", *lines, ""]
+    if several:
+        out += [front.render(study, lambda t: _shown_dir(t.user_attrs.get(RUN_DIR), base)), ""]
     if report.best is not None:
         b = report.best
-        out.append(f"best: trial {b.number}, {info.get('objective', 'value')} = {b.value:.5g}")
-        out.append("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in b.params.items()))
+        shown = ", ".join(f"{m} = {v:.5g}" for m, v in zip(values, b.values)) if several else None
+        out.append(
+            f"picked: trial {b.number}, {shown}"
+            if several
+            else f"best: trial {b.number}, {info.get('objective', 'value')} = {b.value:.5g}"
+        )
+        out.append("  params: " + " ".join(f"{k}={_exact(v)}" for k, v in b.params.items()))
         out.append(f"  run dir: {b.user_attrs.get(RUN_DIR)}")
         out.append(f"  checkpoint: {report.best_checkpoint or '-'}")
+        out.append(f"  train it again: {retrain_command(study, b)}")
     else:
         out.append("best: no complete trial yet")
     out.append(f"written: {', '.join(str(p) for p in report.files.values())}")
     for name, why in report.skipped.items():
         out.append(f"  no {name} plot: {why}")
     return "\n".join(out)
+
+
+def _shown_dir(run_dir: str | None, base: Path | None) -> str | None:
+    if run_dir and base and Path(run_dir).is_relative_to(base):
+        return str(Path(run_dir).relative_to(base))
+    return run_dir
 
 
 def main(argv: list[str] | None = None) -> int:

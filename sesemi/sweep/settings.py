@@ -36,6 +36,8 @@ class SweepSettings:
     grid_space: dict[str, list[Any]] | None = None
     poll_interval: float = 2.0
     detached: bool = False  # no sweeper process: a worker waits for the others' trials (and their retries) to end
+    # (metric, direction) per objective: one for most sweeps, several with run.objectives
+    objectives: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _instantiate(node: dict[str, Any]) -> Any:

@@ -87,17 +87,70 @@ def check(
             ) from err
 
 
+_DIRECTIONS = {"max": "maximize", "min": "minimize"}
+
+
+def objectives(config: DictConfig, given: Any) -> list[tuple[str, str]]:
+    """What the study optimises: ``(metric, direction)`` per objective.
+
+    ``run.objectives`` (a list of ``metric:max|min`` or ``{name: metric, mode: max|min}``) makes a study of several
+    objectives; without it, the one ``run.objective`` with the direction ``hydra.sweeper.direction`` gives, or (null)
+    the one ``run.objective_mode`` implies.
+    """
+    from omegaconf import OmegaConf
+
+    listed = OmegaConf.select(config, "run.objectives")
+    if listed is None:
+        return [(str(OmegaConf.select(config, "run.objective")), direction(config, given))]
+    parsed = [
+        _objective(entry) for entry in (OmegaConf.to_container(listed) if OmegaConf.is_config(listed) else listed)
+    ]
+    names = [name for name, _ in parsed]
+    if len(parsed) < 2 or len(set(names)) != len(names):
+        raise ConfigError(
+            "run.objectives",
+            f"lists {names}: a study of several objectives needs two or more different metrics",
+            'list two or more metrics, e.g. \'run.objectives=["val/acc:max","cost/step_time_s:min"]\', or '
+            "set run.objectives=null and run.objective for one",
+        )
+    if given is not None:
+        given = [str(getattr(g, "name", g)).lower() for g in (given if isinstance(given, (list, tuple)) else [given])]
+        if given != [d for _, d in parsed]:
+            raise ConfigError(
+                "hydra.sweeper.direction",
+                f"is {given} but run.objectives asks {[d for _, d in parsed]}",
+                "leave hydra.sweeper.direction=null: run.objectives gives each objective's direction",
+            )
+    return parsed
+
+
+def _objective(entry: Any) -> tuple[str, str]:
+    if isinstance(entry, dict):
+        name, mode = entry.get("name"), entry.get("mode", "max")
+    else:
+        name, _, mode = str(entry).rpartition(":") if ":" in str(entry) else (str(entry), "", "max")
+    if not name or mode not in _DIRECTIONS:
+        raise ConfigError(
+            "run.objectives",
+            f"{entry!r} is not a metric with a direction",
+            "write each as metric:max or metric:min, e.g. val/acc:max",
+        )
+    return str(name), _DIRECTIONS[mode]
+
+
 def direction(config: DictConfig, given: Any) -> str:
-    """The study's direction: ``hydra.sweeper.direction``, or (null) the one ``run.objective_mode`` implies."""
+    """The direction of a study of one objective: ``hydra.sweeper.direction``, or (null) the one
+    ``run.objective_mode`` implies."""
     from omegaconf import OmegaConf
 
     mode = OmegaConf.select(config, "run.objective_mode")
-    implied = {"max": "maximize", "min": "minimize"}.get(str(mode)) if mode is not None else None
+    implied = _DIRECTIONS.get(str(mode)) if mode is not None else None
     if OmegaConf.is_config(given) or isinstance(given, (list, tuple)):
         raise ConfigError(
             "hydra.sweeper.direction",
             "lists several directions",
-            "sesemi sweeps optimise one objective (run.objective): give one direction",
+            "for several objectives give their metrics and directions in run.objectives, and leave "
+            "hydra.sweeper.direction=null",
         )
     if hasattr(given, "name"):
         given = given.name

@@ -310,8 +310,9 @@ def check_failures(study: optuna.Study, session: str, n_trials: int, max_failure
 def write_results(
     study: optuna.Study, sweep_dir: str | os.PathLike, study_name: str, aborted: str | None = None
 ) -> dict[str, Any]:
-    """``<sweep dir>/optimization_results.yaml`` (trials per state, the best trial), written atomically: the last
-    workers of a detached sweep may write it at the same time. Returns what it wrote."""
+    """``<sweep dir>/optimization_results.yaml`` (trials per state, the best trial; for several objectives the
+    Pareto front), written atomically: the last workers of a detached sweep may write it at the same time. Returns
+    what it wrote."""
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     retried = retried_numbers(trials)
@@ -319,7 +320,12 @@ def write_results(
         name = "RETRIED" if t.number in retried else t.state.name
         states[name] = states.get(name, 0) + 1
     results: dict[str, Any] = {"name": "sesemi-optuna", "study_name": study_name, "trials": states}
-    if any(t.state == TrialState.COMPLETE for t in trials):
+    if any(t.state == TrialState.COMPLETE for t in trials) and len(study.directions) > 1:
+        results["pareto_front"] = [
+            {"trial": t.number, "values": t.values, "params": t.params, "run_dir": t.user_attrs.get(RUN_DIR)}
+            for t in study.best_trials
+        ]
+    elif any(t.state == TrialState.COMPLETE for t in trials):
         best = study.best_trial
         results.update(
             best_trial=best.number,
@@ -335,20 +341,23 @@ def write_results(
 
 def record_command(study: optuna.Study, command: dict[str, Any], new_study: bool) -> list[dict[str, Any]]:
     """Append a sweep command's settings (``search_space``, ``fixed``, ...) to the study's list and return the list;
-    a command whose settings differ from the previous one's says so."""
+    a command whose search space differs from the previous one's says so. (Other settings cannot change unnoticed:
+    :func:`sesemi.sweep.opening.check_same_objective` refuses a command whose trials train something else, or warns
+    where that was accepted.)"""
     commands = [] if new_study else list(study.user_attrs.get(COMMANDS, []))
     if commands:
         last = commands[-1]
+        before, now = last.get("search_space", {}), command.get("search_space", {})
         changes = [
-            f"{what} {key}: {last[what].get(key, '-')} -> {command[what].get(key, '-')}"
-            for what in ("search_space", "fixed")
-            for key in sorted({*last[what], *command[what]})
-            if last[what].get(key) != command[what].get(key)
+            f"{key}: {before.get(key, '-')} -> {now.get(key, '-')}"
+            for key in sorted({*before, *now})
+            if before.get(key) != now.get(key)
         ]
         if changes:
             log.warning(
-                "this sweep command differs from the study's previous one (%s); its trials are kept and the sampler "
-                "learns from all of them. Each command's settings are in sweep.json ('commands'). Changes: %s",
+                "this sweep command's search space differs from the study's previous command's (%s); the trials are "
+                "kept and the sampler learns from all of them. Each command's settings are in sweep.json "
+                "('commands'). Changes: %s",
                 last["session"],
                 "; ".join(changes),
             )

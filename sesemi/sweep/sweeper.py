@@ -63,6 +63,7 @@ class OptunaSweeper(Sweeper):
         enqueue_trials: Any = None,
         poll_interval: float = 2.0,
         dir: str | None = None,
+        accept_changed_settings: bool = False,
     ) -> None:
         if mode not in ("sync", "async"):
             raise ValueError(f"hydra.sweeper.mode must be sync or async, got {mode!r}")
@@ -86,6 +87,7 @@ class OptunaSweeper(Sweeper):
             custom_search_space=custom_search_space,
             enqueue_trials=_container(enqueue_trials) or [],
             poll_interval=float(poll_interval),
+            accept_changed_settings=bool(accept_changed_settings),
         )
         self.n_jobs = max(1, int(n_jobs))
         self.workers = max(1, int(workers if workers is not None else n_jobs))
@@ -149,7 +151,7 @@ class OptunaSweeper(Sweeper):
             exit_with(f"the sweep stopped: {err}", code=1)
 
     def _sweep(self, arguments: list[str]) -> None:
-        from sesemi.sweep import asynchronous, sync
+        from sesemi.sweep import asynchronous, space, sync
         from sesemi.sweep import storage as storage_lib
         from sesemi.sweep.opening import new_session, open_study, settings_for
 
@@ -157,7 +159,8 @@ class OptunaSweeper(Sweeper):
         options.study_name = options.study_name or self.sweep_dir.name
         options.storage = storage_lib.checked_spec(options.storage)
         detached = self._detached()
-        settings = settings_for(options, arguments, self.sweep_dir, new_session(), detached)
+        objectives = space.objectives(self.config, options.direction)
+        settings = settings_for(options, arguments, self.sweep_dir, new_session(), detached, objectives)
         self.task.settings = settings
         if options.mode == "async":
             self._check_one_process_per_trial()
@@ -246,6 +249,9 @@ class OptunaSweeper(Sweeper):
                 results["best_value"],
                 results["best_params"],
             )
+        if "pareto_front" in results:
+            names = ", ".join(name for name, _ in self.settings.objectives)
+            log.info("Pareto front of %s: trials %s", names, [t["trial"] for t in results["pareto_front"]])
         log.info("trials: %s; report: python -m sesemi.sweep_report %s", results["trials"], self.sweep_dir)
         if aborted:
             raise SweepAborted(aborted)

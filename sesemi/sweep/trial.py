@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from sesemi.compat import optuna as compat
 from sesemi.errors import ConfigError
-from sesemi.rundir import RunRecord, RunState, is_run_dir, slurm_job_id
+from sesemi.rundir import RunRecord, RunState, is_run_dir, read_metrics, slurm_job_id
 from sesemi.runtime import RunStopped
 from sesemi.sweep import continuation, stop
 from sesemi.sweep import study as study_lib
@@ -93,7 +93,8 @@ def run(
     frozen = compat.frozen(study, compat.trial_id(trial))
     if not continuation.begin_attempt(study, frozen, worker, settings.max_retries):
         return None  # stopped too often without progress: failed
-    context = TrialContext(trial=trial, monitor=str(cfg.run.objective), params=dict(trial.params))
+    monitors = [name for name, _ in settings.objectives] if len(settings.objectives) > 1 else []
+    context = TrialContext(trial=trial, monitor=str(cfg.run.objective), params=dict(trial.params), monitors=monitors)
     train = functools.partial(task_function, callbacks=[OptunaTrialCallback(context)])
     log.info("trial %d (%s): %s -> %s", trial.number, worker, trial.params, run_dir)
     outcome: tuple[TrialState, Any] | None = None
@@ -101,7 +102,9 @@ def run(
     try:
         with study_lib.Heartbeat(study, [compat.trial_id(trial)], settings.heartbeat_interval):
             try:
-                value = float(train(cfg))
+                value: Any = float(train(cfg))
+                if monitors:  # several objectives: each one's value at the run's end (one model, one point)
+                    value = [float((read_metrics(run_dir) or {}).get("final", {}).get(m, math.nan)) for m in monitors]
                 outcome = (TrialState.PRUNED, context.pruned) if context.pruned else (TrialState.COMPLETE, value)
             except Exception as err:
                 if stop.received():
@@ -113,18 +116,20 @@ def run(
         # A requeued job comes back and continues the trial itself; anything else is continued by whoever takes it.
         continuation.stopped(study, compat.trial_id(trial), why, at_once=not requeued)
         raise
-    return _record(study, trial, outcome, str(cfg.run.objective), run_dir, time.perf_counter() - started)
+    objective = ", ".join(monitors) if monitors else str(cfg.run.objective)
+    return _record(study, trial, outcome, objective, run_dir, time.perf_counter() - started)
 
 
 def _record(
     study: optuna.Study, trial: optuna.Trial, outcome: tuple[TrialState, Any], objective: str, run_dir: str, s: float
-) -> float | None:
+) -> Any:
     state, result = outcome
-    if state == TrialState.COMPLETE and math.isnan(result):
+    if state == TrialState.COMPLETE and any(math.isnan(v) for v in (result if isinstance(result, list) else [result])):
         state, result = TrialState.FAIL, FloatingPointError(f"{objective} is NaN")
     if state == TrialState.COMPLETE:
         study.tell(trial, result)
-        log.info("trial %d complete: %s = %.5g (%.0fs)", trial.number, objective, result, s)
+        shown = ", ".join(f"{v:.5g}" for v in result) if isinstance(result, list) else f"{result:.5g}"
+        log.info("trial %d complete: %s = %s (%.0fs)", trial.number, objective, shown, s)
         return result
     if state == TrialState.PRUNED:
         trial.set_user_attr("pruned", result)

@@ -31,7 +31,8 @@ def test_search_space_composes_and_names_real_keys(name: str, sweeper: str):
     assert s.study_name == name and s.dir.endswith(f"sweeps/{name}")
     assert s.sampler.seed is not None
     if sweeper == "optuna_async":
-        assert s.workers == s.n_jobs and s.pruner._target_ == "optuna.pruners.MedianPruner"
+        own = {"digits_pareto": "sesemi.sweep.pareto.ParetoPruner"}  # a search that picks its pruner keeps it
+        assert s.workers == s.n_jobs and s.pruner._target_ == own.get(name, "optuna.pruners.MedianPruner")
     distributions, fixed, _ = search_space([f"{k}={v}" for k, v in s.params.items()])
     assert len(distributions) == len(s.params) >= 3 and not fixed
     for key in distributions:  # a swept key must exist: Hydra refuses overrides of unknown keys in every trial

@@ -237,7 +237,7 @@ def test_waiting_trials_of_an_old_search_space_are_dropped_not_counted(tmp_path:
 
 
 def test_short_axis_names():
-    from sesemi.sweep.report import short_names
+    from sesemi.sweep.plots import short_names
 
     keys = ["method.loss_heads.fixmatch.threshold", "method.loss_heads.fixmatch.weight", "optimizer.weight_decay"]
     assert short_names([*keys, "model.backbone.weight"]) == {
