@@ -118,8 +118,9 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
 
     Hydra 1.4 checks targets against an execution allow-list (``hydra.main(execution_whitelist=...)``); a sesemi
     config is the user's own code, like a script, so sesemi opts out (``UNSAFE_DISABLE_EXECUTION_CHECKS``). Hydra
-    1.3 has no such argument (1.3.2 checks nothing; later 1.3 releases refuse a few targets such as ``os.remove``,
-    with no opt-out in code, and sesemi's configs name none of them).
+    1.3 has no such argument (1.3.2 checks nothing; later 1.3 releases, 1.3.8 for one, refuse a few targets such as
+    ``os.remove`` or ``operator.itemgetter``, with no opt-out in code, only the environment variable
+    ``HYDRA_INSTANTIATE_ALLOWLIST_OVERRIDE`` for some; sesemi's configs name none of them).
     """
     from hydra.utils import instantiate as hydra_instantiate
 
