@@ -210,3 +210,13 @@ def test_a_missing_user_class_names_the_inference_option_src_dir():
     with pytest.raises(ConfigError) as err:
         instantiate(cfg, "model.backbone")
     assert "src_dir" in err.value.fix and "run.src_dir" not in err.value.fix
+
+
+def test_help_lists_only_what_predict_takes(workdir: Path):
+    """``--help`` shows predict's own keys, not the training app's config groups that share its config folder."""
+    text = run_cli(["--help"], workdir, fast=False, module="sesemi.predict").stdout
+    assert text.startswith("python -m sesemi.predict checkpoint=")
+    for key in ("checkpoint: null", "images: null", "dataset: null", "tta: none", "probabilities: false"):
+        assert f"\n{key}\n" in text, key
+    for group in ("method:", "model:", "experiment:", "hparams_search:", "Configuration groups"):
+        assert group not in text, group

@@ -185,3 +185,12 @@ def test_the_printed_overrides_keep_a_class_the_teacher_kept_nothing_of(tmp_path
     assert dataset.classes == ["cat", "dog"] and dataset.targets == [0]
     full = PseudoLabels(out, ["cat", "dog"], ["cat", "dog"], kept=2, total=2, per_class=[1, 1], mode="L")
     assert "allow_empty_classes" not in full.train_overrides()[1]
+
+
+def test_help_lists_only_what_pseudo_label_takes(workdir: Path):
+    text = run_cli(["--help"], workdir, fast=False, module="sesemi.pseudo_label").stdout
+    assert text.startswith("python -m sesemi.pseudo_label checkpoint=")
+    for key in ("checkpoint: null", "images: null", "output: null", "threshold: 0.9", "link: symlink"):
+        assert f"\n{key}\n" in text, key
+    for group in ("method:", "model:", "experiment:", "Configuration groups"):
+        assert group not in text, group
