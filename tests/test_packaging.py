@@ -107,8 +107,9 @@ def test_readme_first_line_trains_in_a_fresh_clone(tmp_path: Path):
 
 def test_readme_second_line_is_what_ci_runs():
     """The second line (dev setup + the whole suite) is tested by CI itself, .ci/run; this test does not recurse."""
-    second = readme_quickstart()[1]
+    second, comment = readme_quickstart()[1].split("  # ", 1)
     assert second == "scripts/setup_dev.sh && .venv/bin/python -m pytest"
+    assert "as root" in comment and "SLURM" in comment and "PostgreSQL" in comment  # what it does to the machine
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/setup_dev.sh" in ci and ".venv/bin/python -m pytest" in ci
 

@@ -189,3 +189,28 @@ def test_tensorboard_serves_the_runs(workdir: Path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _config_lines(text: str) -> list[str]:
+    """A YAML file's settings: no blank lines or comments (``# @package`` kept: it is a setting), no line ends."""
+    lines = [line.split(" #")[0].rstrip() for line in text.splitlines()]
+    return [line for line in lines if line.strip() and (not line.lstrip().startswith("#") or "@package" in line)]
+
+
+def test_the_readme_config_files_are_the_tested_ones():
+    """Each YAML file the README shows (its first line names it: ``# configs/...``) is the file of that name in
+    tests/workspace_example, which tests/test_workspace.py trains with."""
+    blocks = re.findall(r"```yaml\n# (configs/\S+)\n(.*?)```", DOCS[0].read_text(), flags=re.S)
+    assert {path for path, _ in blocks} >= {"configs/my_experiment.yaml", "configs/experiment/three_digits.yaml"}
+    for path, body in blocks:
+        assert _config_lines(body) == _config_lines((EXAMPLE / path).read_text()), path
+
+
+def test_the_readme_bad_input_example_is_what_the_cli_prints(workdir: Path):
+    quoted = re.search(r"`(sesemi: error: data\.labels_per_class: [^`]*)`", DOCS[0].read_text())
+    assert quoted, "the README quotes a bad-input error"
+    shown = " ".join(quoted.group(1).split())
+    proc = run_cli(["data.labels_per_class=1000"], workdir, fast=False, check=False)
+    assert proc.returncode == 2
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("sesemi: error:")]
+    assert line == shown

@@ -25,7 +25,12 @@ def _env(**extra: str) -> dict[str, str]:
 def imported(argv: list[str], cwd: Path, **env: str) -> tuple[set[str], str]:
     """Every module the command imports (``python -X importtime`` names each one as it is imported), and its stdout."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *argv], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=300
+        [sys.executable, "-X", "importtime", *argv],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     modules = {
@@ -117,3 +122,8 @@ def test_python_m_install_says_what_it_completes(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("-F hydra_bash_completion sesemi-train")
     assert "sesemi-train <TAB>" in proc.stderr
+
+
+def test_the_readme_installs_completion_as_the_test_does():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert '\neval "$(sesemi-train -sc install=bash)"\n' in readme  # the first install of the test above
