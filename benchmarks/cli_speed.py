@@ -17,6 +17,7 @@ Optuna, submitit...: none expected before a job runs) and, for ``--help``, the i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shlex
@@ -29,7 +30,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOC, RESULTS, command_line, load, machine, markdown_table, median, reproduce, write_json, write_section
+from common import (
+    DOC,
+    RESULTS,
+    command_line,
+    load,
+    machine,
+    markdown_table,
+    median,
+    reproduce,
+    write_json,
+    write_section,
+)
 
 GOAL_S = 1.5
 # Packages a command of the CLI must not import before a job runs (imported by a job: torch, Lightning; by a sweep:
@@ -91,7 +103,9 @@ def commands(completion: Path) -> list[dict[str, Any]]:
         {"name": "python -m sesemi.train --info", "argv": [py, "-m", "sesemi.train", "--info"]},
     ]
     for line, shows in TABS:
-        listed.append({"name": f"TAB after `{line}`", "argv": tab_command(completion, line), "tab": line, "shows": shows})
+        listed.append(
+            {"name": f"TAB after `{line}`", "argv": tab_command(completion, line), "tab": line, "shows": shows}
+        )
     return listed
 
 
@@ -181,7 +195,9 @@ def table(result: dict[str, Any], command: str) -> str:
     m = result["machine"]
     checked = [r for r in result["rows"] if not r["baseline"]]
     met = all(r["median_wall_s"] <= result["goal_s"] for r in checked)
+    met_cpu = all(r["median_cpu_s"] <= result["goal_s"] for r in checked)
     slowest = max(checked, key=lambda r: r["median_wall_s"])
+    costliest = max(checked, key=lambda r: r["median_cpu_s"])
 
     def cells(r: dict[str, Any]) -> list[str]:
         name = f"`{r['command']}`" if not r["command"].startswith("TAB") else r["command"]
@@ -189,8 +205,12 @@ def table(result: dict[str, Any], command: str) -> str:
             shown = " ".join(r["candidates"][:4]) + (" ..." if len(r["candidates"]) > 4 else "")
             name += f" ({len(r['candidates'])} candidates: `{shown}`)"
         heavy = "-" if "heavy_imported" not in r else (", ".join(r["heavy_imported"]) or "none")
-        verdict = "(baseline)" if r["baseline"] else ("yes" if r["median_wall_s"] <= result["goal_s"] else "**no**")
-        return [name, f"{r['median_wall_s']:.2f} s", f"{r['median_cpu_s']:.2f} s", heavy, verdict]
+
+        def verdict(seconds: float) -> str:
+            return "(baseline)" if r["baseline"] else ("yes" if seconds <= result["goal_s"] else "**no**")
+
+        wall, cpu = r["median_wall_s"], r["median_cpu_s"]
+        return [name, f"{wall:.2f} s", f"{cpu:.2f} s", heavy, verdict(wall), verdict(cpu)]
 
     lines = [
         (
@@ -201,13 +221,22 @@ def table(result: dict[str, Any], command: str) -> str:
         ),
         "",
         markdown_table(
-            ["command", "wall (median)", "CPU (median)", "heavy packages imported", f"<= {result['goal_s']} s"],
+            [
+                "command",
+                "wall (median)",
+                "CPU (median)",
+                "heavy packages imported",
+                f"wall <= {result['goal_s']} s",
+                f"CPU <= {result['goal_s']} s",
+            ],
             [cells(r) for r in result["rows"]],
         ),
         "",
         (
-            f"Goal (each command <= {result['goal_s']} s wall): **{'met' if met else 'not met'}**; the slowest is "
-            f"{slowest['command'].replace('`', '')} at {slowest['median_wall_s']:.2f} s."
+            f"Goal (each command <= {result['goal_s']} s wall): **{'met' if met else 'not met'}** at this load; the "
+            f"slowest is {slowest['command'].replace('`', '')} at {slowest['median_wall_s']:.2f} s. By CPU time (what "
+            f"a command costs whatever else runs): **{'met' if met_cpu else 'not met'}**, the costliest is "
+            f"{costliest['command'].replace('`', '')} at {costliest['median_cpu_s']:.2f} s."
         ),
     ]
     helped = next((r for r in result["rows"] if "import_s_by_package" in r), None)
@@ -230,17 +259,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-warm", dest="warm", action="store_false", help="skip the untimed first run of each")
-    parser.add_argument(
-        "--no-importtime", dest="importtime", action="store_false", help="skip the -X importtime runs"
-    )
+    parser.add_argument("--no-importtime", dest="importtime", action="store_false", help="skip the -X importtime runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "cli_speed.json")
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the doc's section from --out, run nothing")
     args = parser.parse_args()
-    result = measure(args)
-    result["machine"] = machine()
-    result["command"] = command_line("cli_speed.py")
-    write_json(args.out, result)
+    if args.table_only:
+        result = json.loads(args.out.read_text())
+    else:
+        result = measure(args)
+        result["machine"] = machine()
+        result["command"] = command_line("cli_speed.py")
+        write_json(args.out, result)
     text = table(result, result["command"])
     if not args.no_doc:
         write_section(args.doc, "cli_speed", "Performance P5: the command line's own speed", text)

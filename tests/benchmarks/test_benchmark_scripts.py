@@ -331,3 +331,22 @@ def test_usb_side_by_side(tmp_path: Path):
     assert "Step rate" in text and "USB's FixMatch in a budget" in text  # both modes in one section
     assert_tables(text)
     assert_reproducible(text, "usb_side_by_side.py")
+
+
+@pytest.mark.slow
+def test_cli_speed(tmp_path: Path):
+    result, doc = run_script("cli_speed.py", ["--repeats", "1", "--no-warm"], tmp_path)
+    rows = {r["command"]: r for r in result["rows"]}
+    for command in (
+        "python -m sesemi.train --help",
+        "python -m sesemi.train --cfg job",
+        "python -m sesemi.train --info",
+    ):
+        assert rows[command]["median_wall_s"] > 0 and rows[command]["median_cpu_s"] > 0
+    tabs = [r for r in result["rows"] if "line" in r]
+    assert [r["line"] for r in tabs] == ["sesemi-train ", "sesemi-train method=", "sesemi-train optimizer."]
+    assert "method=fixmatch" in tabs[1]["candidates"] and "optimizer.lr=" in tabs[2]["candidates"]
+    assert all(r["heavy_imported"] == [] for r in result["rows"])  # not a timing: what each command imported
+    text = section(doc, "cli_speed")
+    assert_tables(text)
+    assert_reproducible(text, "cli_speed.py")
