@@ -8,6 +8,7 @@ every step logged once, completed at ``trainer.max_steps``. Both launches run si
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -133,7 +134,14 @@ def test_submitits_signal_to_a_packed_job_is_forwarded_and_requeues_it_once(laun
     sweep, job_id = _check_packed_requeue(launch, "packed_usr2", "SIGUSR2")
     assert launch.intervention == f"scancel --signal=USR2 {job_id}"
     logs = sweep / ".submitit" / job_id
-    job_log = (logs / f"{job_id}_0_log.err").read_text() + (logs / f"{job_id}_0_log.out").read_text()
-    assert "got SIGUSR2; forwarding it to the job's points" in job_log
+    assert "got SIGUSR2; forwarding it to the job's points" in (logs / f"{job_id}_0_log.err").read_text()
+    job_log = (logs / f"{job_id}_0_log.out").read_text()
     assert job_log.count("Caught signal SIGUSR2") == 1  # submitit's handler, once, in the job process
-    assert "Requeued job" in job_log
+    (requeued,) = [line for line in job_log.splitlines() if f"Requeued job {job_id}" in line]
+    # ... once every point had saved its checkpoint and recorded itself requeued.
+    requeued_at = datetime.strptime(requeued.split("(")[1].split(")")[0], "%Y-%m-%d %H:%M:%S,%f")
+    for point in POINTS:
+        (stopped,) = [
+            line for line in (sweep / point / "train.log").read_text().splitlines() if "sesemi: requeued: " in line
+        ]
+        assert datetime.strptime(stopped[1:24], "%Y-%m-%d %H:%M:%S,%f") < requeued_at, (point, stopped, requeued)
