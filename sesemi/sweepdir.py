@@ -38,6 +38,7 @@ SUMMARY_CSV = "summary.csv"
 JOURNAL_FILE = "optuna.journal"
 MULTIRUN_FILE = "multirun.yaml"
 WORKERS_DIR = "workers"
+BASELINE_DIR = "baseline"  # an Optuna sweep's baseline run (hydra.sweeper.baseline)
 TRIAL_PREFIX = "trial_"
 SUBMITIT_DIR = ".submitit"  # the default of hydra.launcher.submitit_folder (.submitit/%j), and local sweep jobs
 CODE_DIR = ".code"  # hidden, so that a snapshot of a folder holding sweeps never copies another

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sesemi import rundir
 from sesemi.errors import ConfigError, exit_with
-from sesemi.sweep import front
+from sesemi.sweep import budget, front
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep.plots import plot_study
 from sesemi.sweep.study import COMMANDS, RUN_DIR, SWEEP, retried_numbers, retry_history
@@ -267,6 +267,9 @@ def render(report: Report) -> str:
     if report.sweep_dir:
         head += f"\nsweep dir: {report.sweep_dir}"
     out = [head, "", *lines, ""]
+    best_value = None if several or report.best is None else report.best.value
+    baseline = budget.report_lines(study, report.sweep_dir, best_value)  # hydra.sweeper.baseline's run
+    out += [*baseline, ""] if baseline else []
     if several:
         out += [front.render(study, lambda t: _shown_dir(t.user_attrs.get(RUN_DIR), base)), ""]
     if report.best is not None:

@@ -64,6 +64,8 @@ class OptunaSweeper(Sweeper):
         poll_interval: float = 2.0,
         dir: str | None = None,
         accept_changed_settings: bool = False,
+        budget: Any = None,
+        baseline: Any = None,
     ) -> None:
         if mode not in ("sync", "async"):
             raise ValueError(f"hydra.sweeper.mode must be sync or async, got {mode!r}")
@@ -92,6 +94,7 @@ class OptunaSweeper(Sweeper):
         self.n_jobs = max(1, int(n_jobs))
         self.workers = max(1, int(workers if workers is not None else n_jobs))
         self.dir = dir
+        self.budget, self.baseline = budget, _container(baseline)  # see sesemi.sweep.budget
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -151,7 +154,7 @@ class OptunaSweeper(Sweeper):
             exit_with(f"the sweep stopped: {err}", code=1)
 
     def _sweep(self, arguments: list[str]) -> None:
-        from sesemi.sweep import asynchronous, space, sync
+        from sesemi.sweep import asynchronous, budget, space, sync
         from sesemi.sweep import storage as storage_lib
         from sesemi.sweep.opening import new_session, open_study, settings_for
 
@@ -160,6 +163,14 @@ class OptunaSweeper(Sweeper):
         options.storage = storage_lib.checked_spec(options.storage)
         detached = self._detached()
         objectives = space.objectives(self.config, options.direction)
+        arguments = budget.prepare(
+            arguments,
+            budget=self.budget,
+            baseline=self.baseline,
+            params=options.params,
+            hydra_context=self.hydra_context,
+            config=self.config,
+        )
         settings = settings_for(options, arguments, self.sweep_dir, new_session(), detached, objectives)
         self.task.settings = settings
         if options.mode == "async":
@@ -167,6 +178,8 @@ class OptunaSweeper(Sweeper):
         dry_run = bool(OmegaConf.select(self.config, "hydra.launcher.dry_run", default=False))
         opened = open_study(options, settings, self.hydra_context, self.config, dry_run)
         self.study, self.settings = opened.study, settings
+        if not dry_run:
+            budget.launch_baseline(opened.study, settings, self.launch, self.baseline)
         if detached:
             asynchronous.detach(opened.study, settings, self.launch, workers=self.workers, budget=settings.n_trials)
             return
