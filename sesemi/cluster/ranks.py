@@ -10,7 +10,8 @@ each rank enters training through the app's one door (:func:`sesemi.train.task`)
 processes itself. The job process only waits; a failed rank stops the others at once (a rank left alone would
 wait in a collective until its timeout).
 
-This is sesemi's only hand-written process spawner: sweep jobs that need processes of their own run on submitit's
+This is one of sesemi's two hand-written process spawners (the other starts the points of a packed job,
+:mod:`sesemi.cluster.packing`): sweep jobs that need processes of their own run on submitit's
 local executor (``hydra/launcher=local``), whose controller waits for every task of a job until the job's time
 limit when one task fails, which is what a DDP job must not do.
 """
