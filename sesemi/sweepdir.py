@@ -35,6 +35,7 @@ SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "optimization_results.yaml"
 SUMMARY_MD = "summary.md"
 SUMMARY_CSV = "summary.csv"
+GROUPED_FILE = "summary_over.md"
 JOURNAL_FILE = "optuna.journal"
 MULTIRUN_FILE = "multirun.yaml"
 WORKERS_DIR = "workers"
@@ -150,6 +151,11 @@ class SweepDir:
         write_text(csv, csv_text)
         write_text(md, markdown)
         return csv, md
+
+    def write_grouped(self, markdown: str) -> Path:
+        path = self.path / GROUPED_FILE
+        write_text(path, markdown)
+        return path
 
     def discard_if_empty(self, stop: PathLike) -> None:
         """Remove the sweep dir (and its empty parents up to ``stop``) when it holds nothing but Hydra's

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sesemi.cluster.grouping import format_groups, group_over, objective_name, run_dirs
 from sesemi.cluster.slurm import sacct_states
 from sesemi.errors import exit_with
 from sesemi.rundir import RunState, objective_value, read_metrics, read_status
@@ -105,7 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("sweep_dir", help="the sweep dir (holds jobs.json)")
     parser.add_argument("--no-write", action="store_true", help="only print, do not rewrite summary.csv/.md")
+    parser.add_argument(
+        "--over",
+        metavar="KEY",
+        help="group the points over KEY (e.g. run.seed): each group's mean ± std of the objective (any grid's dir)",
+    )
     args = parser.parse_args(argv)
+    if args.over:
+        dirs = run_dirs(Path(args.sweep_dir))
+        if not dirs:
+            exit_with(f"{args.sweep_dir}: no run dir (status.json) below it")
+        print(format_groups(group_over(dirs, args.over), args.over, objective_name(dirs)), end="")
+        return 0
     try:
         rows = collect(args.sweep_dir)
     except FileNotFoundError as err:

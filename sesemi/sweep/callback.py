@@ -24,8 +24,9 @@ from typing import Any
 import pytorch_lightning as pl
 
 from sesemi.callbacks.objective import objective_candidates
+from sesemi.compat import optuna as compat
 from sesemi.errors import ConfigError
-from sesemi.sweep import pareto, stop
+from sesemi.sweep import pareto, repeats, stop
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class TrialContext:
     monitor: str
     params: dict[str, Any] = field(default_factory=dict)
     monitors: list[str] = field(default_factory=list)
+    repeat: int | None = None  # which of the trial's seed repeats this run is (sesemi.sweep.repeats)
+    repeats: int = 1
     reports: int = 0
     last_step: int | None = None
     last_value: float | None = None
@@ -113,6 +116,19 @@ class OptunaTrialCallback(pl.Callback):
         if trainer.global_rank != 0:
             return
         trial = self.context.trial
+        if self.context.repeat is not None:
+            # The trial's intermediate value is the mean over its seeds once all reached this step; a trial pruned
+            # on another seed's report stops this seed too.
+            trial_id = compat.trial_id(trial)
+            stopped = repeats.pruned(trial.study, trial_id)
+            if stopped:
+                self.context.pruned = stopped
+                trainer.should_stop = True
+                return
+            mean = repeats.report_step(trial.study, trial_id, self.context.repeat, self.context.repeats, step, values)
+            if mean is None:
+                return
+            values = mean
         if len(values) == 1:
             trial.report(values[0], step)
         else:
@@ -131,6 +147,9 @@ class OptunaTrialCallback(pl.Callback):
             return  # the trial has finished its training: it completes, a verdict now would only hide its result
         if pareto.should_prune(trial):
             shown = ", ".join(f"{m} = {v:.4f}" for m, v in zip(monitors, values))
-            self.context.pruned = f"pruned at step {step} with {shown}"
+            mean = " (mean over its seeds)" if self.context.repeat is not None else ""
+            self.context.pruned = f"pruned at step {step} with {shown}{mean}"
             log.info("trial %d: %s", trial.number, self.context.pruned)
+            if self.context.repeat is not None:
+                repeats.mark_pruned(trial.study, compat.trial_id(trial), self.context.pruned)
             trainer.should_stop = True

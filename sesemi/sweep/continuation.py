@@ -87,17 +87,23 @@ def step_of(run_dir: Path) -> int | None:
     return (status.get("progress") or {}).get("step")
 
 
-def begin_attempt(study: optuna.Study, trial: FrozenTrial, worker: str, max_retries: int | None) -> bool:
-    """Record an attempt of ``trial``; False (and the trial failed) when its last ``max_retries + 1`` attempts made
-    no progress: whatever stops it stops it before its next checkpoint, and continuing would loop."""
-    run_dir = run_dir_of(trial)
-    attempts = [*trial.user_attrs.get(ATTEMPTS, []), {"step": step_of(run_dir) if run_dir else None, "worker": worker}]
-    attempts[-1]["at"] = time.time()
+def begin_attempt(
+    study: optuna.Study, trial: FrozenTrial, worker: str, max_retries: int | None, run_dir: Path | None = None
+) -> bool:
+    """Record an attempt of ``trial`` (in ``run_dir``: the trial's own, or one of its seed repeats'); False (and the
+    trial failed) when the last ``max_retries + 1`` attempts that continued a run made no progress: whatever stops
+    it stops it before its next checkpoint, and continuing would loop. A first attempt (no record in its run dir
+    yet) is counted, never judged."""
+    run_dir = run_dir or run_dir_of(trial)
+    continued = run_dir is not None and is_run_dir(run_dir)
+    entry = {"step": step_of(run_dir) if continued else None, "worker": worker, "continued": continued}
+    attempts = [*trial.user_attrs.get(ATTEMPTS, []), {**entry, "run_dir": str(run_dir), "at": time.time()}]
     trial_id = compat.trial_id(trial)
     compat.set_trial_attr(study, trial_id, ATTEMPTS, attempts)
-    if max_retries is None or len(attempts) <= max_retries + 1:
+    mine = [a for a in attempts if a.get("continued") and a.get("run_dir") == str(run_dir)]
+    if not continued or max_retries is None or len(mine) <= max_retries + 1:
         return True
-    recent = [a.get("step") for a in attempts[-(max_retries + 2) :]]
+    recent = [a.get("step") for a in mine[-(max_retries + 2) :]]  # max_retries + 1 attempts that moved nothing
     if len(set(recent)) > 1:
         return True
     reason = (
@@ -105,7 +111,7 @@ def begin_attempt(study: optuna.Study, trial: FrozenTrial, worker: str, max_retr
         f"{trial.user_attrs.get(STOPPED, 'no heartbeat')}"
     )
     study_lib.fail_trial(study, trial_id, reason)
-    study_lib.mark_run_dir_failed(str(run_dir) if run_dir else None, reason)
+    study_lib.mark_run_dir_failed(str(run_dir), reason)
     log.error("trial %d: %s", trial.number, reason)
     return False
 

@@ -55,6 +55,8 @@ class SweepOptions:
     enqueue_trials: list[Any]
     poll_interval: float
     accept_changed_settings: bool = False
+    repeats: int = 1
+    repeat_key: str = "run.seed"
 
 
 # What a trial trains and how it is scored is its composed config, except the keys below: they change where it runs
@@ -110,6 +112,7 @@ def settings_for(
     session: str,
     detached: bool,
     objectives: list[tuple[str, str]],
+    repeat_base: int = 0,
 ) -> SweepSettings:
     """What every process of the sweep needs, from the plugin's options, the command line's arguments and the
     study's objectives (``(metric, direction)`` each, :func:`sesemi.sweep.space.objectives`)."""
@@ -143,6 +146,9 @@ def settings_for(
         poll_interval=options.poll_interval,
         detached=detached,
         objectives=objectives,
+        repeats=options.repeats,
+        repeat_key=options.repeat_key,
+        repeat_base=repeat_base,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sesemi.sweep.repeats import SEEDS
 from sesemi.sweep.study import SWEEP
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
@@ -72,7 +73,14 @@ def _history(study: optuna.Study, objective: str) -> Any:
         if t.intermediate_values
     ]
     fig = go.Figure()
-    fig.add_scatter(x=[t.number for t in complete], y=[t.value for t in complete], mode="markers", name="complete")
+    spread = [(t.user_attrs.get(SEEDS) or {}).get("std", [0.0])[0] for t in complete]  # seed repeats: mean ± std
+    fig.add_scatter(
+        x=[t.number for t in complete],
+        y=[t.value for t in complete],
+        error_y={"type": "data", "array": spread, "visible": any(spread)},
+        mode="markers",
+        name="complete (mean ± std over its seeds)" if any(spread) else "complete",
+    )
     if pruned:
         fig.add_scatter(
             x=[n for n, _ in pruned],

@@ -31,6 +31,7 @@ from sesemi.errors import ConfigError, exit_with
 from sesemi.sweep import budget, front
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep.plots import plot_study
+from sesemi.sweep.repeats import SEEDS
 from sesemi.sweep.study import COMMANDS, RUN_DIR, SWEEP, retried_numbers, retry_history
 from sesemi.sweepdir import SWEEP_FILE, SweepDir
 
@@ -103,6 +104,10 @@ def _note(t: FrozenTrial, retried: set[int], retried_by: dict[int, int]) -> str:
     return "; ".join(notes)
 
 
+def _seeds(t: FrozenTrial) -> dict[str, Any]:
+    return t.user_attrs.get(SEEDS) or {}
+
+
 def checkpoint_of(run_dir: str | None) -> str | None:
     return rundir.best_checkpoint(run_dir) if run_dir else None
 
@@ -134,6 +139,9 @@ def build(target: str, study_name: str | None = None, out_dir: str | None = None
                     if t.state == TrialState.PRUNED and t.intermediate_values
                     else None
                 ),
+                # With seed repeats: the value is their mean; their spread and each seed's value.
+                "std": _seeds(t).get("std", [None])[0],
+                "seeds": " ".join(f"{v[0]:.4g}" for v in _seeds(t).get("values", [])) or None,
                 "duration_s": _duration(t),
                 **{p: t.params.get(p) for p in params},
                 "run_dir": t.user_attrs.get(RUN_DIR),
@@ -244,6 +252,8 @@ def render(report: Report) -> str:
                 value = str(Path(value).relative_to(base))
             if h == "duration_s" and value is not None:
                 value = f"{value:.0f}s"
+            if h == "value" and value is not None and row.get("std") is not None:  # seed repeats: mean ± std
+                value = f"{value:.4g} ± {row['std']:.2g}"
             cells.append(_fmt(value))
         table.append(cells)
     titles = [short.get(h, h).replace("duration_s", "time") for h in headers]

@@ -38,6 +38,9 @@ class SweepSettings:
     detached: bool = False  # no sweeper process: a worker waits for the others' trials (and their retries) to end
     # (metric, direction) per objective: one for most sweeps, several with run.objectives
     objectives: list[tuple[str, str]] = field(default_factory=list)
+    repeats: int = 1  # runs (seeds) per trial: repeat_key = repeat_base + k (sesemi.sweep.repeats)
+    repeat_key: str = "run.seed"
+    repeat_base: int = 0
 
 
 def _instantiate(node: dict[str, Any]) -> Any:

@@ -90,6 +90,20 @@ def check(
 _DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
 
+def repeat_base(config: DictConfig, key: str, repeats: int) -> int:
+    """The first seed of a trial's repeats: ``key``'s value in the sweep's config (``run.seed``)."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(config, key, default=None)
+    if repeats > 1 and not isinstance(value, int):
+        raise ConfigError(
+            "hydra.sweeper.repeat_key",
+            f"{key} is {value!r}, not an integer seed the repeats could count from",
+            "set hydra.sweeper.repeat_key to an integer key of the config (run.seed), or hydra.sweeper.repeats=1",
+        )
+    return int(value) if isinstance(value, int) else 0
+
+
 def objectives(config: DictConfig, given: Any) -> list[tuple[str, str]]:
     """What the study optimises: ``(metric, direction)`` per objective.
 

@@ -64,6 +64,8 @@ class OptunaSweeper(Sweeper):
         poll_interval: float = 2.0,
         dir: str | None = None,
         accept_changed_settings: bool = False,
+        repeats: int = 1,
+        repeat_key: str = "run.seed",
         budget: Any = None,
         baseline: Any = None,
     ) -> None:
@@ -90,6 +92,8 @@ class OptunaSweeper(Sweeper):
             enqueue_trials=_container(enqueue_trials) or [],
             poll_interval=float(poll_interval),
             accept_changed_settings=bool(accept_changed_settings),
+            repeats=max(1, int(repeats)),
+            repeat_key=str(repeat_key),
         )
         self.n_jobs = max(1, int(n_jobs))
         self.workers = max(1, int(workers if workers is not None else n_jobs))
@@ -122,7 +126,8 @@ class OptunaSweeper(Sweeper):
         )
         # A synchronous sweep samples each batch from the last one's results; asynchronous workers tell the study.
         expect_results(launcher, self.options.mode == "sync")
-        parallel = self.workers if self.options.mode == "async" else self.n_jobs
+        # A synchronous batch runs each trial's seed repeats as jobs of their own, side by side.
+        parallel = self.workers if self.options.mode == "async" else self.n_jobs * self.options.repeats
         self.launch = SweepLaunch(launcher, hydra_context, config, self.task, parallel)
 
     def _set_sweep_dir(self, config: DictConfig) -> Path:
@@ -171,7 +176,8 @@ class OptunaSweeper(Sweeper):
             hydra_context=self.hydra_context,
             config=self.config,
         )
-        settings = settings_for(options, arguments, self.sweep_dir, new_session(), detached, objectives)
+        base = space.repeat_base(self.config, options.repeat_key, options.repeats)
+        settings = settings_for(options, arguments, self.sweep_dir, new_session(), detached, objectives, base)
         self.task.settings = settings
         if options.mode == "async":
             self._check_one_process_per_trial()

@@ -5,16 +5,22 @@ ones."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import optuna
 
 from sesemi.compat import optuna as compat
-from sesemi.sweep import continuation, trial
+from sesemi.rundir import RunState, read_status
+from sesemi.sweep import continuation, repeats, trial
 from sesemi.sweep import study as study_lib
 from sesemi.sweep.launching import SweepLaunch
 from sesemi.sweep.progress import Progress
 from sesemi.sweep.settings import SweepSettings, take_trial
 from sesemi.sweep.task import TRIAL_ENV
 from sesemi.sweepdir import trial_subdir
+
+log = logging.getLogger("sesemi.sweep")
 
 
 def run(
@@ -41,14 +47,28 @@ def run(
                 return
             continue
         for taken, _ in batch:
-            taken.set_user_attr(study_lib.RUN_DIR, f"{sweep_dir}/{trial_subdir(taken.number)}")
+            if continuation.run_dir_of(compat.frozen(study, compat.trial_id(taken))) is None:
+                taken.set_user_attr(study_lib.RUN_DIR, f"{sweep_dir}/{trial_subdir(taken.number)}")
+        # A trial's runs: one, or one per seed repeat left (launched together, in parallel where the launcher can).
+        runs = [(taken, job) for taken, overrides in batch for job in _runs(study, settings, taken, overrides)]
         # The sweeper beats for its trials while they wait in a queue; the trial jobs beat too once they run.
         beating = [compat.trial_id(t) for t, _ in batch]
         progress = Progress(study, objective, settings.poll_interval, settings.grace_period, settings.max_retries)
         with study_lib.Heartbeat(study, beating, settings.heartbeat_interval), progress:
-            errors = launch([o for _, o in batch], batch[0][0].number)
-        for (taken, _), error in zip(batch, errors):
-            _settle(study, settings, taken, error)
+            errors = launch([job for _, job in runs], batch[0][0].number)
+        by_trial: dict[int, list[str | None]] = {}
+        for (taken, _), error in zip(runs, errors):
+            by_trial.setdefault(taken.number, []).append(error)
+        for taken, _ in batch:
+            _settle(study, settings, taken, by_trial.get(taken.number, [None]))
+
+
+def _runs(study: optuna.Study, settings: SweepSettings, taken: optuna.Trial, overrides: list[str]) -> list[list[str]]:
+    frozen = compat.frozen(study, compat.trial_id(taken))
+    left = repeats.jobs(
+        frozen, overrides, settings.repeats, settings.repeat_base, settings.repeat_key, settings.sweep_dir
+    )
+    return [[*job, *([] if k is None else [f"++hydra.job.env_set.{repeats.REPEAT_ENV}={k}"])] for k, job in left]
 
 
 def _continuations(
@@ -62,7 +82,10 @@ def _continuations(
             continue  # another process continues it
         lock.release()  # the trial's job takes the run dir's lock itself
         taken = optuna.Trial(study, compat.trial_id(frozen))
-        overrides = [*trial.overrides(settings, taken, config), *continuation.resume_overrides(frozen)]  # type: ignore[arg-type]
+        log.info("trial %d continues in its run dir (%s)", frozen.number, frozen.user_attrs.get(continuation.STOPPED))
+        overrides = trial.overrides(settings, taken, config)  # type: ignore[arg-type]
+        if settings.repeats == 1:  # seed repeats: each its own dir, continued by sesemi.sweep.repeats.jobs
+            overrides += continuation.resume_overrides(frozen)
         batch.append((taken, [*overrides, f"++hydra.job.env_set.{TRIAL_ENV}={taken.number}"]))
     return batch
 
@@ -86,18 +109,30 @@ def _sample_batch(
     return batch
 
 
-def _settle(study: optuna.Study, settings: SweepSettings, taken: optuna.Trial, error: str | None) -> None:
-    """A trial whose job ended without recording an outcome: stopped or lost (continued in the next batch; retried
+def _settle(study: optuna.Study, settings: SweepSettings, taken: optuna.Trial, errors: list[str | None]) -> None:
+    """A trial whose jobs ended without recording its outcome: stopped or lost (continued in the next batch; retried
     when its training had not started) or failed outside the trial."""
     frozen = compat.frozen(study, compat.trial_id(taken))
     if frozen.state.name != "RUNNING":
         return
+    error = next((e for e in errors if e and not e.startswith("lost")), None) or next((e for e in errors if e), None)
     if error is None or error.startswith("lost"):
         why = error or "lost: the trial job ended without recording a result"
-        if continuation.run_dir_of(frozen) is None:
+        run_dir = continuation.run_dir_of(frozen)
+        if run_dir is None:
             study_lib.give_up(study, frozen, why, settings.max_retries)
         else:
-            continuation.stopped(study, compat.trial_id(taken), why, at_once=True)
+            continuation.stopped(study, compat.trial_id(taken), _stop_reason(run_dir) or why, at_once=True)
     else:
         study_lib.fail_trial(study, compat.trial_id(taken), error)
         study_lib.mark_run_dir_failed(frozen.user_attrs.get(study_lib.RUN_DIR), error)
+
+
+def _stop_reason(run_dir: Path) -> str | None:
+    """Why the run's last attempt stopped, in its own words (``SIGTERM at step 8 (scancel ...)``), when a signal
+    stopped it: better than what the launcher saw (a cancelled job without result); None for a run killed without
+    a word."""
+    status = read_status(run_dir) or {}
+    if status.get("state") in (RunState.CANCELLED, RunState.INTERRUPTED, RunState.REQUEUED):
+        return status.get("stop_reason") or status.get("requeue_reason")
+    return None

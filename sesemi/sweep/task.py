@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from sesemi.compat import optuna as compat
 from sesemi.sweep import stop, trial
+from sesemi.sweep.repeats import REPEAT_ENV
 from sesemi.sweep.settings import SweepSettings, load_study
 from sesemi.sweep.worker import Sweep, run_worker
 
@@ -58,4 +59,5 @@ class SweepTask:
             self.task_function,
             self.settings,
             worker=f"job@{socket.gethostname()}",
+            repeat=int(os.environ[REPEAT_ENV]) if os.environ.get(REPEAT_ENV) is not None else None,
         )

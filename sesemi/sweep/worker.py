@@ -4,7 +4,7 @@ first: a requeued worker job continues its own, and any worker continues one it 
 (:mod:`sesemi.sweep.continuation`).
 
 A detached sweep's worker (no sweeper process waits) keeps going while other workers' trials run, since one of
-them may turn out lost and be retried, and the last one writes ``optimization_results.yaml``. A worker that got
+them may turn out lost and be continued, and the last one writes ``optimization_results.yaml``. A worker that got
 SIGTERM takes no new trial (:mod:`sesemi.sweep.stop`).
 """
 
@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from optuna.trial import TrialState
 from sesemi.cluster.job_runner import HydraJob, error_of, run
 from sesemi.compat import optuna as compat
 from sesemi.rundir import RunRecord, slurm_job_id
-from sesemi.sweep import continuation, stop, trial
+from sesemi.sweep import continuation, repeats, stop, trial
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep import study as study_lib
 from sesemi.sweep.settings import SweepSettings, load_study, take_trial
@@ -77,6 +78,10 @@ def _take_trials(sweep: Sweep, name: str) -> int:
         if stop.received():
             log.warning("worker %s stops: it got SIGTERM", name)
             break
+        if stop.time_is_up():  # the early signal came after a trial's last step: no new trial in this time slot
+            log.warning("worker %s: its time slot ends (the time limit's early signal came); requeued", name)
+            stop.requeue_job()
+            break
         study_lib.reap_stale(study, settings.grace_period, settings.max_retries)
         if _continue_one(sweep, study, name):
             ran += 1
@@ -112,36 +117,42 @@ def _continue_one(sweep: Sweep, study: optuna.Study, name: str) -> bool:
         try:
             log.info("worker %s continues trial %d (%s)", name, frozen.number, frozen.user_attrs.get("sesemi:stopped"))
             taken = optuna.Trial(study, compat.trial_id(frozen))
-            _run_trial(sweep, study, taken, name, continuation.resume_overrides(frozen))
+            resume = continuation.resume_overrides(frozen) if sweep.settings.repeats == 1 else []
+            _run_trial(sweep, study, taken, name, resume)
         finally:
             lock.release()
         return True
     return False
 
 
-def _run_trial(sweep: Sweep, study: optuna.Study, taken: optuna.Trial, name: str, extra: list[str] = ()) -> None:
+def _run_trial(sweep: Sweep, study: optuna.Study, taken: optuna.Trial, name: str, extra: Sequence[str] = ()) -> None:
+    """Run the trial's runs in this process: itself, or its seed repeats left, one after the other."""
     settings = sweep.settings
     trial_id = compat.trial_id(taken)
     try:
-        job_overrides = [*trial.overrides(settings, taken, sweep.config), *extra]
+        trial_overrides = [*trial.overrides(settings, taken, sweep.config), *extra]
     except Exception as err:  # noqa: BLE001 - the search space itself is broken: stop the sweep
         study_lib.fail_trial(study, trial_id, f"search space: {trial.describe(err)}", fatal=True)
         study_lib.set_abort(study, settings.session, f"the search space is broken: {trial.describe(err)}")
         return
-    job = HydraJob(
-        sweep.hydra_context,
-        sweep.config,
-        functools.partial(trial.run, study, taken, task_function=sweep.task_function, settings=settings, worker=name),
-        job_overrides,
-        taken.number,
-        trial_subdir(taken.number),
+    frozen = compat.frozen(study, trial_id)
+    left = repeats.jobs(
+        frozen, trial_overrides, settings.repeats, settings.repeat_base, settings.repeat_key, settings.sweep_dir
     )
-    try:
-        config = job.compose()
-    except Exception as err:  # noqa: BLE001 - a sampled value the config cannot take
-        study_lib.fail_trial(study, trial_id, f"config: {trial.describe(err)}")
-        log.error("trial %d: its config could not be composed: %s", taken.number, err)
-        return
-    error = error_of(run(job, keep_logging=True, config=config))
-    if error and compat.frozen(study, trial_id).state == TrialState.RUNNING:  # it failed outside trial.run
-        study_lib.fail_trial(study, trial_id, error)
+    for repeat, job_overrides in left:
+        if compat.frozen(study, trial_id).state != TrialState.RUNNING:
+            return  # pruned or failed on an earlier seed
+        task = functools.partial(
+            trial.run, study, taken, task_function=sweep.task_function, settings=settings, worker=name, repeat=repeat
+        )
+        job = HydraJob(sweep.hydra_context, sweep.config, task, job_overrides, taken.number, trial_subdir(taken.number))
+        try:
+            config = job.compose()
+        except Exception as err:  # noqa: BLE001 - a sampled value the config cannot take
+            study_lib.fail_trial(study, trial_id, f"config: {trial.describe(err)}")
+            log.error("trial %d: its config could not be composed: %s", taken.number, err)
+            return
+        error = error_of(run(job, keep_logging=True, config=config))
+        if error and compat.frozen(study, trial_id).state == TrialState.RUNNING:  # it failed outside trial.run
+            study_lib.fail_trial(study, trial_id, error)
+            return
