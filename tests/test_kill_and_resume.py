@@ -27,6 +27,24 @@ def _slow(workdir: Path, seconds: float) -> list[str]:
     return [o if not o.startswith("+callbacks.slow.seconds=") else f"+callbacks.slow.seconds={seconds}" for o in slow]
 
 
+# Written into <launch dir>/src/: 1 s before each training step, and 3 s more once a Ctrl-C came (the step's signal
+# check comes after it), so that a second Ctrl-C lands before the first is acted on.
+HOLD_SOURCE = """
+import signal, time
+from pytorch_lightning.callbacks import Callback
+from sesemi.runtime import signal_received
+
+
+class Hold(Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        end, extended = time.monotonic() + 1.0, signal_received(signal.SIGINT)
+        while time.monotonic() < end:
+            if signal_received(signal.SIGINT) and not extended:
+                end, extended = time.monotonic() + 3.0, True
+            time.sleep(0.02)
+"""
+
+
 def _start(workdir: Path, args: list[str]) -> subprocess.Popen:
     """The CLI in its own process group, as a terminal starts it."""
     return subprocess.Popen(
@@ -120,14 +138,19 @@ def test_a_second_ctrl_c_ends_the_run_interrupted_at_once_and_it_resumes(workdir
     """Ctrl-C, then Ctrl-C again before the step ends: exit 130 at once, ``interrupted`` (before: ``failed`` with
     "SystemExit: 1" or a torch error), no traceback; ``run.resume`` continues from the last checkpoint and
     TensorBoard shows each step once."""
-    proc = _start(workdir, [*FAULT, "trainer.max_steps=20", "trainer.val_check_interval=4", *_slow(workdir, 1.0)])
+    package = workdir / "src" / "sesemi_hold"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(HOLD_SOURCE)
+    hold = ["+callbacks.hold._target_=sesemi_hold.Hold"]
+    proc = _start(workdir, [*FAULT, "trainer.max_steps=20", "trainer.val_check_interval=4", *hold])
     try:
         run_dir = _wait_for("a run dir", lambda: next(iter(run_dirs(workdir)), None), proc)
         _wait_for("a checkpoint", lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), proc)
         _wait_for("loader workers", lambda: children(proc.pid), proc)
-        time.sleep(1.5)  # mid-step, past the checkpoint's validation
+        time.sleep(0.5)  # mid-step, past the checkpoint's validation
         os.killpg(proc.pid, signal.SIGINT)  # the whole process group, as a terminal's Ctrl-C
-        time.sleep(0.1)
+        # The second once the first was taken (two at once are one signal to a process busy in C code).
+        _wait_for("the first Ctrl-C noted", lambda: "got SIGINT" in (run_dir / "train.log").read_text(), proc, 30)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
