@@ -14,6 +14,7 @@ from sesemi.compat import optuna as compat
 from sesemi.rundir import RunState, read_status
 from sesemi.sweep import continuation, repeats, trial
 from sesemi.sweep import study as study_lib
+from sesemi.sweep.heartbeat import Heartbeat
 from sesemi.sweep.launching import SweepLaunch
 from sesemi.sweep.progress import Progress
 from sesemi.sweep.settings import SweepSettings, take_trial
@@ -54,7 +55,7 @@ def run(
         # The sweeper beats for its trials while they wait in a queue; the trial jobs beat too once they run.
         beating = [compat.trial_id(t) for t, _ in batch]
         progress = Progress(study, objective, settings.poll_interval, settings.grace_period, settings.max_retries)
-        with study_lib.Heartbeat(study, beating, settings.heartbeat_interval), progress:
+        with Heartbeat(study, beating, settings.heartbeat_interval), progress:
             errors = launch([job for _, job in runs], batch[0][0].number)
         by_trial: dict[int, list[str | None]] = {}
         for (taken, _), error in zip(runs, errors):

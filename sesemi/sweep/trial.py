@@ -31,6 +31,7 @@ from sesemi.sweep import continuation, stop
 from sesemi.sweep import repeats as repeats_lib
 from sesemi.sweep import study as study_lib
 from sesemi.sweep.callback import OptunaTrialCallback, TrialContext
+from sesemi.sweep.heartbeat import Heartbeat
 from sesemi.sweep.settings import SweepSettings
 from sesemi.sweepdir import trial_subdir
 
@@ -114,7 +115,7 @@ def run(
     outcome: tuple[TrialState, Any] | None = None
     started = time.perf_counter()
     try:
-        with study_lib.Heartbeat(study, [trial_id], settings.heartbeat_interval):
+        with Heartbeat(study, [trial_id], settings.heartbeat_interval):
             try:
                 value = float(train(cfg))
                 # Several objectives: each one's value at the run's end (one model, one point).

@@ -15,6 +15,7 @@ from sesemi.compat import optuna as compat
 from sesemi.rundir import RunLock
 from sesemi.sweep import continuation
 from sesemi.sweep import study as study_lib
+from sesemi.sweep.heartbeat import Heartbeat
 from sesemi.sweep.storage import make_storage
 
 
@@ -39,7 +40,7 @@ def test_a_stopped_trial_is_lost_at_once_and_continued_from_its_checkpoint(tmp_p
     study = journal_study(tmp_path)
     trial = started_trial(study, tmp_path / "trial_0000", step=7)
     trial_id = compat.trial_id(trial)
-    with study_lib.Heartbeat(study, [trial_id], interval=60):
+    with Heartbeat(study, [trial_id], interval=60):
         assert continuation.lost(study, grace_period=30) == []  # alive
     continuation.stopped(study, trial_id, "SIGTERM at step 7 (scancel)", at_once=True)
     (lost,) = continuation.lost(study, grace_period=30)

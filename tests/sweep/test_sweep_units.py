@@ -17,6 +17,7 @@ from sesemi.errors import ConfigError
 from sesemi.sweep import storage as storage_lib
 from sesemi.sweep import study as study_lib
 from sesemi.sweep.callback import OptunaTrialCallback, TrialContext
+from sesemi.sweep.heartbeat import Heartbeat
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -67,7 +68,7 @@ def test_a_trial_lost_before_its_training_started_is_failed_and_retried_with_its
     # Someone else's running trial with a fresh heartbeat is left alone.
     study_lib.top_up(study, 2)
     other = study_lib.pop_trial(study)
-    with study_lib.Heartbeat(study, [compat.trial_id(other)], interval=0.2):
+    with Heartbeat(study, [compat.trial_id(other)], interval=0.2):
         time.sleep(1.5)  # trial 0 sends no heartbeat
         assert study_lib.reap_stale(study, grace_period=1.0, max_retries=1) == [0]
     trials = study.get_trials()
@@ -84,7 +85,7 @@ def test_a_trial_lost_before_its_training_started_is_failed_and_retried_with_its
         and study_lib.suggest(again, {"x": optuna.distributions.FloatDistribution(0, 1)}) == trials[0].params
     )
     # Lost again: max_retries=1 is used up.
-    with study_lib.Heartbeat(study, [compat.trial_id(other)], interval=0.2):
+    with Heartbeat(study, [compat.trial_id(other)], interval=0.2):
         time.sleep(1.5)
         assert study_lib.reap_stale(study, grace_period=1.0, max_retries=1) == [2]
     assert not study_lib.waiting(study)
