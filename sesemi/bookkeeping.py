@@ -8,6 +8,8 @@
   run dir, :class:`~sesemi.rundir.RunLock`), its own saved config with only the changes a continuation may make.
   Nothing in its dir changes until the pipeline calls :meth:`RecordedRun.accept` with the built module: the
   checkpoint loaded into it and every check passed; only then is the attempt recorded and the held log released;
+- :meth:`RecordedRun.start_step` is the step training continues at (the checkpoint's, read once; the pipeline hands
+  it to the TensorBoard logger), and refuses a resume with no step left before anything is built;
 - an error marks the run ``failed`` with its traceback (a refused resume leaves the run it points at as it was);
   a signal's :class:`~sesemi.runtime.RunStopped` passes through (the signal handler recorded its state);
 - :meth:`RecordedRun.complete` writes ``metrics.json``, then marks the run ``completed``.

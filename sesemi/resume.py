@@ -9,7 +9,10 @@
   attempt's command line is in ``status.json``'s ``attempts`` (``overrides``, ``changed``, ``resumed_from``).
 - Nothing in the run dir changes until the checkpoint has loaded into the built model and every check passed: the
   run's log file is held in memory until then, and its status is written only after.
-- A run whose status says ``running`` with a live process on this host cannot be resumed a second time.
+- A run whose status says ``running`` with a live process on this host cannot be resumed a second time, and one
+  attempt at a time trains in a run dir (:class:`sesemi.rundir.RunLock`: two resumes started together).
+- A resume with no step left to train (the checkpoint at ``trainer.max_steps``) is refused (:func:`check_steps_left`).
+- A run dir copied or moved elsewhere resumes there as the same run, its best score kept (:class:`CheckpointsMoved`).
 - A longer ``trainer.max_steps`` stretches the step-based learning-rate schedule to end at the new last step,
   continuing from the learning rate the run had reached (it never goes back up): see :class:`ScheduleLength`.
 """
