@@ -31,6 +31,7 @@ A point's process holds these signals from its first instant and hands them to i
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -143,8 +144,11 @@ def job_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _die_with_parent() -> None:
-    """In a point's process before it starts: SIGTERM when the job process dies (it checkpoints and stops)."""
+def _before_exec(held: set[signal.Signals]) -> None:
+    """In a point's process before it starts Python: the ``held`` signals (SIGTERM, submitit's) blocked (a blocked
+    signal waits; the mask survives ``exec``) until the point's :class:`_Held` handles them, and SIGTERM when the job
+    process dies (the point checkpoints and stops)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the job's scheduler ends it with the job
@@ -199,6 +203,8 @@ def run_points(payload: str, points: Sequence[Sequence[Any]], packing: Packing) 
         for i, (point, paths) in enumerate(zip(points, files)):
             if paths["result"].is_file():
                 continue  # it ended in an earlier start of this job: its result stands
+            if any(sig != signal.SIGINT for sig in forwarder.received):
+                break  # the job is stopping: the points not started yet start when it is requeued
             started[i] = _start(payload, point, paths, gpus[i], threads)
             procs.append(started[i])
         for proc in procs:
@@ -236,6 +242,8 @@ def _requeue(handler: Any, sig: signal.Signals) -> None:
 def _start(
     payload: str, point: Sequence[Any], paths: Mapping[str, Path], gpus: str | None, threads: int | None
 ) -> subprocess.Popen[bytes]:
+    from sesemi.cluster.job import submitit_signal
+
     spec = {"payload": payload, "args": list(point), "result": str(paths["result"])}
     with replacing(paths["spec"]) as f:
         f.write(json.dumps(spec))
@@ -250,7 +258,7 @@ def _start(
             stdout=out,
             stderr=err,
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the job process starts its points from one thread
+            preexec_fn=functools.partial(_before_exec, {signal.SIGTERM, submitit_signal()}),  # from one thread
         )
 
 
@@ -283,6 +291,7 @@ class _Held:
         self.live = True
         for sig in self.signals:
             signal.signal(sig, self)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)  # blocked by the job process until now
         threading.Thread(target=self._hand_over, name="sesemi-held-signals", daemon=True).start()
 
     def __call__(self, signum: int, frame: Any) -> None:

@@ -6,10 +6,15 @@ The SLURM side (requeue of a packed job): tests/cluster/test_cluster_packing.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from cluster_testkit import cli
 from conftest import run_cli
 
 from sesemi.cluster.packing import Packing, gpus_for, packs, point_files, threads_for
@@ -259,3 +264,56 @@ def test_a_packed_ddp_point_is_refused_before_submission(tmp_path: Path):
     assert proc.returncode == 2
     assert "hydra.launcher.points_per_job" in proc.stderr and "one process each" in proc.stderr
     assert not list(tmp_path.glob("runs/*/*/*/status.json"))
+
+
+def _processes_running(marker: str) -> list[int]:
+    """The pids whose command line names ``marker`` (the points' processes of this test's own job)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_the_points_start_stops_each_at_its_first_step(tmp_path: Path):
+    """SIGTERM to each point's process the moment it starts (long before its run owns the signal: imports, data,
+    model): held, then handed to the run, which stops before its first step with a checkpoint, cancelled; never a
+    point killed before its run could record anything."""
+    launch = subprocess.Popen(
+        cli(
+            [
+                "-m",
+                "hydra/launcher=local",
+                "run.id=early",
+                "run.accelerator=cpu",
+                "optimizer.lr=0.01,0.02",
+                "hydra.launcher.points_per_job=2",
+            ]
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    signalled: set[int] = set()
+    deadline = time.monotonic() + 180
+    while len(signalled) < 2 and time.monotonic() < deadline and launch.poll() is None:
+        for spec in tmp_path.glob("runs/early/*/.submitit/*/*_point*_spec.json"):
+            for pid in set(_processes_running(str(spec))) - signalled:
+                os.kill(pid, signal.SIGTERM)
+                signalled.add(pid)
+        time.sleep(0.02)
+    output = launch.communicate(timeout=300)[0]
+    assert len(signalled) == 2, output[-3000:]
+    (sweep,) = (tmp_path / "runs" / "early").iterdir()
+    for point in ("0", "1"):
+        status = json.loads((sweep / point / "status.json").read_text())
+        assert status["state"] == "cancelled" and status["signal"] == "SIGTERM", status
+        assert status["stop_reason"].startswith("SIGTERM at step 0 "), status["stop_reason"]  # before step 1
+        assert (sweep / point / "checkpoints" / "last.ckpt").is_file()
+    assert "2 jobs: 2 failed" in output  # cancelled points have no result: the summary says so, exit 1
+    assert launch.returncode == 1
