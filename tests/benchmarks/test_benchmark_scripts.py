@@ -350,3 +350,18 @@ def test_cli_speed(tmp_path: Path):
     text = section(doc, "cli_speed")
     assert_tables(text)
     assert_reproducible(text, "cli_speed.py")
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("sinfo") is None, reason="no SLURM client (scripts/slurm_cluster.sh start)")
+def test_packing(tmp_path: Path):
+    args = ["--points", "2", "--per-job", "1", "2", "--repeats", "1", "--steps", "3"]
+    result, doc = run_script("packing.py", args, tmp_path, timeout=600)
+    rows = {r["per_job"]: r for r in result["results"]}
+    assert rows[1]["jobs"] == 2 and rows[2]["jobs"] == 1  # one point per job, then both points in one job
+    assert all(r["returncode"] == 0 and r["completed"] == 2 and r["points_per_hour"] > 0 for r in rows.values())
+    assert result["command"] == "python benchmarks/packing.py " + " ".join(args)
+    text = section(doc, "packing")
+    assert_tables(text)
+    assert_reproducible(text, "packing.py")
