@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sesemi import head_configs
 from sesemi.compat.omegaconf import register_resolver
 from sesemi.errors import ConfigError, exit_with, override
 from sesemi.rundir import HYDRA_DIR, find_run_dir
@@ -143,8 +144,9 @@ def direction(objective_mode: str) -> str:
 
 
 def register() -> None:
-    """Register the resolvers (idempotent); the directory ones are cached so every resolution of a config sees one
-    dir."""
+    """Register what composing sesemi's configs needs (idempotent): the resolvers (the directory ones cached, so that
+    every resolution of a config sees one dir) and the loss heads' config nodes (:mod:`sesemi.head_configs`)."""
+    head_configs.register()
     if not OmegaConf.has_resolver("datapath"):
         register_resolver("datapath", datapath)
         register_resolver("sesemi.run_dir", _exit_on_config_error(run_dir), use_cache=True)

@@ -38,6 +38,7 @@ CORE = (
     "sesemi.bookkeeping",
     "sesemi.training",
     "sesemi.composition",
+    "sesemi.head_configs",
 )
 CLUSTER = ("sesemi.cluster",)
 SWEEP = ("sesemi.sweep",)
