@@ -26,7 +26,9 @@ def _signature(cls: type) -> dict:
         for p in params:
             if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 continue
-            found.setdefault(p.name, head_configs.MISSING if p.default is p.empty else head_configs.as_config_value(p.default))
+            found.setdefault(
+                p.name, head_configs.MISSING if p.default is p.empty else head_configs.as_config_value(p.default)
+            )
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return found
