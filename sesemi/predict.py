@@ -37,7 +37,6 @@ The Python API is :class:`sesemi.inference.InferenceModel` (load once, ``predict
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sesemi.compat import hydra as hydra_compat
-from sesemi.errors import ConfigError
+from sesemi.errors import ConfigError, exit_with
 from sesemi.inference.inputs import dataset_input, image_folder
 from sesemi.inference.model import InferenceModel
 from sesemi.inference.predictions import Predictions, default_output, write_predictions
@@ -109,8 +108,7 @@ def main(cfg: DictConfig) -> None:
     try:
         result = predict_csv(**options)
     except ConfigError as err:
-        print(f"sesemi: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(err)
     accuracy = result.accuracy
     print(
         f"sesemi: wrote {len(result.ids)} predictions to {result.path}"

@@ -42,12 +42,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 
 from omegaconf import DictConfig, OmegaConf
 
 from sesemi.compat import hydra as hydra_compat
-from sesemi.errors import ConfigError
+from sesemi.errors import ConfigError, exit_with
 from sesemi.inference.noisy_student import pseudo_label_folder
 
 
@@ -57,8 +56,7 @@ def main(cfg: DictConfig) -> None:
     try:
         result = pseudo_label_folder(**options)
     except ConfigError as err:
-        print(f"sesemi: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(err)
     counts = ", ".join(f"{name}: {n}" for name, n in zip(result.classes, result.per_class))
     print(
         f"sesemi: kept {result.kept} of {result.total} images (threshold {options['threshold']}) in "

@@ -15,8 +15,6 @@ from sesemi.errors import ConfigError
 
 log = logging.getLogger("sesemi")
 
-resolvers.register()  # a stored config may still hold sesemi's ${datapath:...} and the like
-
 
 def instantiate(cfg: DictConfig, key: str) -> Any:
     """The node at ``key`` of the checkpoint's config, built as training built it.
@@ -25,6 +23,7 @@ def instantiate(cfg: DictConfig, key: str) -> Any:
     """
     from sesemi.builders import instantiate_key
 
+    resolvers.register()  # a stored config may still hold sesemi's ${datapath:...} and the like
     try:
         return instantiate_key(cfg, key)
     except ConfigError as err:
@@ -84,6 +83,7 @@ def trained_with_flips(cfg: DictConfig) -> bool:
     data = cfg.get("data") or {}
     nodes = [data.get(k) for k in ("labeled_views", "unlabeled_views")]
     try:
+        resolvers.register()
         views = [OmegaConf.to_container(node, resolve=True) for node in nodes if OmegaConf.is_config(node)]
     except OmegaConfBaseException:  # a config that does not resolve outside its run: judge by its augment group
         views = [OmegaConf.to_container(cfg.augment)] if OmegaConf.is_config(cfg.get("augment")) else []
