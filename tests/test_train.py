@@ -104,7 +104,8 @@ def test_tab_completes_sesemi_train_for_real(tmp_path: Path, install: str):
         ["sesemi-train ", "sesemi-train method=fix", "sesemi-train optimizer.l", "sesemi-train method=supervised mod"],
         tmp_path,
     )
-    assert {"method=", "data=", "model=", "experiment=", "hparams_search="} <= set(groups)
+    assert {"data=", "model=", "experiment=", "hparams_search="} <= set(groups)
+    assert {"method=", "method"} & set(groups)  # "method" alone where the group holds a group (method/loss_head)
     assert methods == ["method=fixmatch", "method=fixmatch_rotation"]
     assert keys == ["optimizer.lr="]
     assert {"model=", "model."} <= set(chosen)
