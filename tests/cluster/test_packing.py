@@ -317,3 +317,35 @@ def test_a_sigterm_while_the_points_start_stops_each_at_its_first_step(tmp_path:
         assert (sweep / point / "checkpoints" / "last.ckpt").is_file()
     assert "2 jobs: 2 cancelled" in output and "point 0 of this job ended without a result (exit code 143)" in output
     assert launch.returncode == 1
+
+
+@pytest.mark.slow
+def test_a_synchronous_optuna_sweeps_batch_runs_packed(tmp_path: Path):
+    """hydra/sweeper=optuna_sync with 2 trials per batch and 2 points per job: one local job runs both trials, each
+    a COMPLETE trial of the study in its own trial dir."""
+    proc = run_cli(
+        [
+            "-m",
+            "hparams_search=digits_fixmatch",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=2",
+            "hydra/launcher=local",
+            "hydra.launcher.points_per_job=2",
+        ],
+        tmp_path,
+        timeout=420,
+    )
+    assert "submitted 2 point(s) in 1 job(s)" in proc.stdout + proc.stderr
+    sweep = tmp_path / "runs" / "sweeps" / "digits_fixmatch"
+    jobs = json.loads((sweep / "jobs.json").read_text())["jobs"]
+    assert [Path(j["run_dir"]).name for j in jobs] == ["trial_0000", "trial_0001"]
+    assert len({j["job_id"] for j in jobs}) == 1
+    import optuna
+
+    from sesemi.sweep.storage import make_storage
+
+    study = optuna.load_study(study_name="digits_fixmatch", storage=make_storage(None, sweep))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials:
+        metrics = json.loads((sweep / f"trial_{trial.number:04d}" / "metrics.json").read_text())
+        assert metrics["objective"]["value"] == pytest.approx(trial.value)
