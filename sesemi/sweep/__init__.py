@@ -16,7 +16,7 @@ The job side (where trials run):
 - :mod:`sesemi.sweep.trial`: one trial: its overrides, its training with the trial callback, its outcome.
 - :mod:`sesemi.sweep.worker`: an asynchronous worker's loop over trials.
 - :mod:`sesemi.sweep.callback`: the Lightning callback that reports, prunes and logs TensorBoard hparams.
-- :mod:`sesemi.sweep.stop`: a worker that got SIGTERM takes no new trial; its trial is retried.
+- :mod:`sesemi.sweep.stop`: a worker that got SIGTERM takes no new trial; its trial continues from its checkpoint.
 
 Shared: :mod:`sesemi.sweep.settings` (what every process needs), :mod:`sesemi.sweep.study` (budget, tickets,
 heartbeats, retries, failure rate), :mod:`sesemi.sweep.space` (the search space), :mod:`sesemi.sweep.storage`

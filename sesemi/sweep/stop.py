@@ -1,4 +1,5 @@
-"""A worker that got SIGTERM (``scancel``, preemption, a time limit) takes no new trial, and its trial is retried.
+"""A worker that got SIGTERM (``scancel``, preemption, a time limit) takes no new trial; its trial continues from its
+checkpoint, by the requeued job itself or by another worker (:mod:`sesemi.sweep.continuation`).
 
 SLURM sends SIGTERM to every process of the job and SIGKILL ``KillWait`` seconds later. submitit's own handler only
 logs SIGTERM, and while a trial trains, Lightning and sesemi's preemption callback replace the handler with theirs
@@ -13,10 +14,13 @@ built); every handler records the signal in :mod:`sesemi.runtime` (:func:`~sesem
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
 import threading
 from typing import Any
 
+from sesemi.cluster.job import submitit_signal
 from sesemi.runtime import note_signal, signal_received
 
 log = logging.getLogger("sesemi.sweep")
@@ -27,6 +31,29 @@ def received() -> bool:
     return signal_received(signal.SIGTERM)
 
 
+def time_is_up() -> bool:
+    """True once this SLURM job got submitit's signal (a time limit's early signal, a preemption warning). A trial
+    that trains stops for it and submitit requeues the job; one that came after a trial's last step (the trial
+    completed) is only noted, and the worker must not start another trial in the seconds its slot has left."""
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and signal_received(submitit_signal())
+
+
+def requeue_job() -> None:
+    """Hand submitit's signal to submitit's handler again: it requeues this job (the same worker, which continues
+    where the study is) and exits (``SystemExit``). Returns only where no such handler is installed."""
+    sig = submitit_signal()
+    handler = signal.getsignal(sig)
+    if not callable(handler):
+        return
+    try:
+        handler(int(sig), None)
+    except subprocess.CalledProcessError as err:
+        # SLURM ends the job step once it accepted the requeue; its SIGTERM may reach `scontrol requeue` first.
+        if err.returncode != -signal.SIGTERM:
+            raise
+    raise SystemExit(-1)
+
+
 class _Noting:
     """A SIGTERM handler that notes the signal, then runs the handler it wraps."""
 
@@ -35,7 +62,7 @@ class _Noting:
 
     def __call__(self, signum: int, frame: Any) -> None:
         if not received():
-            log.warning("sesemi: SIGTERM: this worker takes no new trial; its running trial is retried")
+            log.warning("sesemi: SIGTERM: this worker takes no new trial; its trial continues from its checkpoint")
         note_signal(signal.SIGTERM)
         if callable(self.previous):
             self.previous(signum, frame)

@@ -3,7 +3,7 @@
 Each slot is a thread that launches one worker job at a time through the sweeper's launcher (a local process, a
 SLURM job) and waits for it. When the job ends (it ran out of trials, got SIGTERM, was killed, its node died), the
 slot looks at the study: trials waiting -> it launches a replacement right away; trials still running elsewhere
-(one of them may turn out lost and be retried) -> it waits and looks again; nothing left -> the slot ends.
+(one of them may turn out lost and be continued) -> it waits and looks again; nothing left -> the slot ends.
 Hydra's launchers block until their jobs end, so one thread per slot is what lets a slot notice its own job's end
 while the others run. Worker k's dir is ``workers/<session>/w<k>``; numbers are never reused within a sweep.
 """
