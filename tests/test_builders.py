@@ -1,22 +1,11 @@
-"""``run.precision``: sesemi's own values resolve to what the device runs fast."""
+"""sesemi.builders: ``run.precision``, sesemi's own values resolved to what the device runs fast."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
-import pytest
 
 from sesemi.builders import resolve_precision
 from sesemi.compat.torch import cpu_has_native_bf16
-
-CPUINFO = Path("/proc/cpuinfo")
-
-
-@pytest.mark.skipif(not CPUINFO.exists(), reason="reads the CPU flags of Linux")
-def test_native_bf16_detection_agrees_with_the_cpu_flags():
-    flags = {word for line in CPUINFO.read_text().splitlines() if line.startswith("flags") for word in line.split()}
-    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
 
 
 def test_bf16_where_native_else_full_precision_on_cpu():

@@ -1,6 +1,5 @@
 """Hydra APIs that sesemi uses but Hydra does not document as stable, and where the Hydra 1.3 and 1.4 lines differ,
-and why (one module, so an upstream move breaks here; ``tests/test_compat_hydra.py``,
-``tests/sweep/test_compat_sweep.py`` and ``tests/cluster/test_compat_cluster.py`` use each name).
+and why (one module, so an upstream move breaks here; ``tests/compat/test_hydra.py`` uses each name).
 
 Both Hydra lines, 1.3 (from 1.3.2) and 1.4 (:data:`HYDRA_LINE` tells which one runs):
 

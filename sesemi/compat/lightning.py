@@ -1,6 +1,6 @@
 """Every use of a Lightning internal in sesemi, in one place, each with why no public API does it.
 
-``tests/test_compat_lightning.py`` checks each against the installed Lightning, so an upgrade that moves one fails
+``tests/compat/test_lightning.py`` checks each against the installed Lightning, so an upgrade that moves one fails
 there, loudly and by name, instead of silently changing behaviour.
 """
 

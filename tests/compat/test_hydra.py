@@ -1,9 +1,10 @@
-"""sesemi.compat.hydra / omegaconf / hydra_submitit and hydra_plugins.sesemi_plugins against the installed Hydra line
-(1.4, or 1.3.2 with hydra-submitit-launcher 1.2.0): each switch does on this line what sesemi needs, and Hydra's own
-submitit launcher runs jobs with this submitit."""
+"""sesemi.compat.hydra and hydra_plugins.sesemi_plugins against the installed Hydra line (1.4, or 1.3.2 with
+hydra-submitit-launcher 1.2.0): each switch does on this line what sesemi needs, and Hydra's own submitit launcher
+runs jobs with this submitit (OmegaConf's switch: test_omegaconf.py; the launcher schemas: test_hydra_submitit.py)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shutil
@@ -19,15 +20,16 @@ import pytest
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import InstantiationException
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from sesemi.compat import hydra as hydra_compat
-from sesemi.compat.omegaconf import register_resolver
 
 APP = """
 import json
@@ -150,32 +152,6 @@ def test_configure_log_sets_up_a_jobs_logging():
     assert logging.getLogger("sesemi_compat_test").level == logging.DEBUG
 
 
-def test_register_resolver_registers_on_this_omegaconf_without_a_warning():
-    calls = []
-
-    def twice(x: int) -> int:
-        calls.append(x)
-        return 2 * int(x)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        register_resolver("sesemi_compat_test.twice", twice, use_cache=True)
-    try:
-        cfg = OmegaConf.create({"a": "${sesemi_compat_test.twice:2}", "b": "${sesemi_compat_test.twice:2}"})
-        assert (cfg.a, cfg.b) == (4, 4) and calls == [2]  # cached
-    finally:
-        OmegaConf.clear_resolver("sesemi_compat_test.twice")
-
-
-def test_the_slurm_schema_has_the_keys_sesemis_configs_set():
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from sesemi.compat.hydra_submitit import SlurmQueueConf
-
-    slurm = OmegaConf.structured(SlurmQueueConf)
-    assert (slurm.python, slurm.srun_args, slurm.use_srun) == (None, None, True)
-    slurm.srun_args = ["--cpu-bind=none"]
-
-
 def test_sesemis_plugins_are_found_under_names_this_hydra_accepts():
     """Each of sesemi's plugins is a ``hydra_plugins.`` class (the only names Hydra 1.3 instantiates), and this Hydra
     finds it under that name (Hydra 1.3 by its scan, 1.4 through the entry points)."""
@@ -201,6 +177,7 @@ def test_sesemis_plugins_are_found_under_names_this_hydra_accepts():
 GRID_BEFORE_THE_SCAN = """
 import sesemi.sweep.grid  # before Hydra's first plugin scan (which, on Hydra 1.3, executes basic_sweeper again)
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
 
 from sesemi.compat.hydra import instantiate
 
@@ -231,6 +208,37 @@ def _run_submitit_app(tmp_path: Path, launcher: list[str]) -> list[dict]:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return [json.loads((out / f"job{n}.json").read_text()) for n in (0, 1)]
+
+
+def test_the_optuna_sweepers_reading_of_the_search_space_grammar():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper (the Hydra 1.4 line)")
+    distributions, fixed, other = hydra_compat.search_space(
+        ["a=tag(log, interval(0.01, 1.0))", "b=choice(1, 2)", "c=range(16, 65, 16)", "d=3", "~e"]
+    )
+    assert isinstance(distributions["a"], FloatDistribution) and distributions["a"].log
+    assert isinstance(distributions["b"], CategoricalDistribution)
+    assert isinstance(distributions["c"], IntDistribution) and fixed == {"d": "3"} and other == ["~e"]
+    assert hydra_compat.grid_choices(distributions["c"]) == [16, 32, 48, 64]
+
+
+def test_job_error_is_a_failed_jobs_exception_without_raising_it():
+    failed = JobReturn(status=JobStatus.FAILED, _return_value=ValueError("boom"))
+    assert isinstance(hydra_compat.job_error(failed), ValueError)
+    assert hydra_compat.job_error(JobReturn(status=JobStatus.COMPLETED, _return_value=1.0)) is None
+
+
+def test_hydra_launcher_api():
+    for name in hydra_compat.__all__:
+        assert getattr(hydra_compat, name) is not None, name
+    failed = JobReturn(overrides=[], status=JobStatus.FAILED)
+    failed.return_value = ValueError("boom")
+    assert isinstance(hydra_compat.job_error(failed), ValueError)
+    from hydra.core.config_loader import ConfigLoader
+
+    assert "load_sweep_config" in ConfigLoader.__abstractmethods__
+    assert {"hydra_context", "task_function", "config", "job_dir_key", "job_subdir_key", "configure_logging"} <= set(
+        inspect.signature(hydra_compat.run_job).parameters
+    )
 
 
 @pytest.mark.slow  # two submitit jobs (processes)

@@ -1,33 +1,16 @@
-"""The Hydra and submitit internals the cluster launchers use (sesemi/compat/) still exist upstream.
+"""The submitit internals the cluster launchers use (sesemi/compat/submitit.py) still exist upstream (their Hydra
+internals: tests/compat/test_hydra.py).
 
 Each fails loudly, naming what moved, instead of a sweep failing at submission (or, worse, inside a job).
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
 
-from sesemi.compat import hydra as hydra_compat
 from sesemi.compat import submitit as submitit_compat
-
-
-def test_hydra_launcher_api():
-    from hydra.core.utils import JobReturn, JobStatus
-
-    for name in hydra_compat.__all__:
-        assert getattr(hydra_compat, name) is not None, name
-    failed = JobReturn(overrides=[], status=JobStatus.FAILED)
-    failed.return_value = ValueError("boom")
-    assert isinstance(hydra_compat.job_error(failed), ValueError)
-    from hydra.core.config_loader import ConfigLoader
-
-    assert "load_sweep_config" in ConfigLoader.__abstractmethods__
-    assert {"hydra_context", "task_function", "config", "job_dir_key", "job_subdir_key", "configure_logging"} <= set(
-        inspect.signature(hydra_compat.run_job).parameters
-    )
 
 
 def test_submitit_internals(tmp_path: Path):
