@@ -27,8 +27,8 @@ def _slow(workdir: Path, seconds: float) -> list[str]:
     return [o if not o.startswith("+callbacks.slow.seconds=") else f"+callbacks.slow.seconds={seconds}" for o in slow]
 
 
-# Written into <launch dir>/src/: 1 s before each training step, and 3 s more once a Ctrl-C came (the step's signal
-# check comes after it), so that a second Ctrl-C lands before the first is acted on.
+# Written into <launch dir>/src/: 1 s before each training step, and 5 s at the first step start after a Ctrl-C came
+# (the step's signal check comes after it), so that a second Ctrl-C lands before the first is acted on.
 HOLD_SOURCE = """
 import signal, time
 from pytorch_lightning.callbacks import Callback
@@ -36,11 +36,13 @@ from sesemi.runtime import signal_received
 
 
 class Hold(Callback):
+    extended = False
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        end, extended = time.monotonic() + 1.0, signal_received(signal.SIGINT)
+        end = time.monotonic() + 1.0
         while time.monotonic() < end:
-            if signal_received(signal.SIGINT) and not extended:
-                end, extended = time.monotonic() + 3.0, True
+            if signal_received(signal.SIGINT) and not self.extended:
+                end, self.extended = time.monotonic() + 5.0, True
             time.sleep(0.02)
 """
 
