@@ -73,6 +73,8 @@ def split_streams() -> None:
         errors.setFormatter(consoles[0].formatter)
         errors.addFilter(_ConsoleFilter())
         root.addHandler(errors)
+    if not consoles:
+        return  # no console of the job's (a DDP rank > 0 of a SLURM job): Lightning keeps printing on stderr
     for name in ("pytorch_lightning", "lightning_fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:

@@ -42,6 +42,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
 BEST_CKPT = "best.ckpt"
 LOCK_FILE = ".lock"
+LOGGERS_FILE = "loggers.json"  # the MLflow / W&B run ids of the run (sesemi.loggers), so a restart continues them
 
 # Which checkpoint a run dir stands for: training continues from the newest state; inference prefers the best.
 RESUME = (LAST_CKPT,)
