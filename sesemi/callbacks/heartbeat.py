@@ -55,3 +55,8 @@ class Heartbeat(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._beat(trainer, force=True)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # A run stopped by a signal checkpointed at this step: the record says how far it got, so that whoever
+        # continues it (a sweep counting attempts without progress) sees the steps of a short attempt too.
+        self._beat(trainer, force=True)

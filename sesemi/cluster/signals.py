@@ -119,6 +119,7 @@ class StopOnSignal(Callback):
         self._pid: int | None = None
         self._stopping = False
         self._validated_at: int | None = None  # the step of the last validation (its save is Lightning's way)
+        self._started_at: int | None = None  # the step this attempt's training started at (0, or its checkpoint's)
 
     # -- signals -------------------------------------------------------------------------------------------
     def _note(self, signum: int, frame: Any) -> None:
@@ -178,9 +179,9 @@ class StopOnSignal(Callback):
 
     def __enter__(self) -> Self:
         """Own the signals for the whole run, from before its data is built until it returned: a signal that comes
-        before training (a slow start) stops the run at its first step, one that comes after the last step (final
-        test) is noted and the run completes; none reaches submitit's own handler, which would end the process
-        wherever it is."""
+        before training (a slow start) stops the run before its first step (nothing saved: the state is the one
+        it started from), one that comes after the last step (final test) is noted and the run completes; none
+        reaches submitit's own handler, which would end the process wherever it is."""
         self._install()
         return self
 
@@ -196,6 +197,7 @@ class StopOnSignal(Callback):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._install()
+        self._started_at = trainer.global_step
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:
@@ -230,11 +232,18 @@ class StopOnSignal(Callback):
             return
         self._stopping = True
         ckpt = last_checkpoint(self.run_dir)
-        validated = self._validated_at == trainer.global_step
-        with saved_as_lightning_saves(trainer, validated):  # a restart continues with the next step, logged as such
-            trainer.save_checkpoint(ckpt)  # every rank takes part; rank 0 writes
+        if trainer.global_step != self._started_at:
+            validated = self._validated_at == trainer.global_step
+            with saved_as_lightning_saves(trainer, validated):  # a restart continues with the next step, as logged
+                trainer.save_checkpoint(ckpt)  # every rank takes part; rank 0 writes
+            saved = f"checkpoint {ckpt}"
+        else:
+            # No step trained in this attempt (the signal came before its first one): the state is the checkpoint
+            # it started from, or the beginning. Not saved again: Lightning restores a save made before the first
+            # step of an epoch as one made mid-step, and logged every point after it one step late.
+            saved = f"no step trained in this attempt; checkpoint {ckpt}" if ckpt.is_file() else "nothing trained yet"
         state, code, why = self._outcome(agreed, ask_slurm=trainer.is_global_zero)
-        reason = f"{agreed.name} at step {trainer.global_step} ({why}); checkpoint {ckpt}"
+        reason = f"{agreed.name} at step {trainer.global_step} ({why}); {saved}"
         record = RunRecord(self.run_dir)
         if state == "requeued":
             record.requeued(reason, agreed.name)
@@ -258,6 +267,11 @@ class StopOnSignal(Callback):
                     if err.returncode != -signal.SIGTERM:
                         raise
         if trainer.is_global_zero:
-            resume = "the requeued job resumes from it" if state == "requeued" else f"resume: run.resume={self.run_dir}"
+            if not ckpt.is_file():
+                resume = "the requeued job starts over" if state == "requeued" else "run the command again"
+            elif state == "requeued":
+                resume = "the requeued job resumes from it"
+            else:
+                resume = f"resume: run.resume={self.run_dir}"
             log.warning("sesemi: %s: %s; %s", state, reason, resume)
         raise RunStopped(reason, code, state)
