@@ -99,8 +99,9 @@ class SweepDir:
 
     def record_jobs(self, entries: Iterable[Mapping[str, Any]], *, executor: str, profile: str) -> None:
         """Merge job entries (by job ``num``) into ``jobs.json``: an entry given again replaces the old one, keeping
-        its first ``submitted`` time and ``previous_job_ids``. A sweeper that launches several batches (or
-        workers from several threads) adds to one file."""
+        its first ``submitted`` time and ``previous_job_ids``, to which the old job id is added when the point runs
+        as another job now (a synchronous sweep's trial continued by a job of the next batch). A sweeper that
+        launches several batches (or workers from several threads) adds to one file."""
         with _JOBS_LOCK:
             previous = {j["num"]: j for j in self.jobs()}
             merged = dict(previous)
@@ -110,6 +111,10 @@ class SweepDir:
                 job.setdefault("submitted", earlier.get("submitted", now()))
                 if "previous_job_ids" in earlier and "previous_job_ids" not in job:
                     job["previous_job_ids"] = earlier["previous_job_ids"]
+                old_id = earlier.get("job_id")
+                if old_id and job.get("job_id") and old_id != job["job_id"]:
+                    ids = list(job.get("previous_job_ids") or [])
+                    job["previous_job_ids"] = ids if old_id in ids else [*ids, old_id]
                 merged[job["num"]] = job
             self.write_jobs(executor=executor, profile=profile, jobs=list(merged.values()))
 
