@@ -1,6 +1,12 @@
+"""sesemi.rundir: what a run dir is (its checkpoints, its record, its state) and its lock, held by one training process
+at a time (a forked child, a DataLoader worker, does not keep it after its trainer was killed; the two real CLI resumes
+racing for a killed run are tests/test_kill_and_resume.py)."""
+
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -8,7 +14,7 @@ import pytest
 from sesemi import rundir
 from sesemi.errors import ConfigError
 from sesemi.resolvers import claim_dir, run_dir
-from sesemi.rundir import RunRecord, read_status
+from sesemi.rundir import RunLock, RunRecord, RunState, read_status
 
 
 def test_a_timestamp_claimed_by_another_process_gets_a_suffix(tmp_path: Path):
@@ -93,3 +99,99 @@ def test_concurrent_writers_never_leave_a_half_written_status(tmp_path: Path):
     assert [p.wait() for p in procs] == [0, 0, 0]
     assert read_status(tmp_path)["i"] == 199
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
+
+
+HOLD = """
+import os, sys, time
+from sesemi.rundir import RunLock
+
+assert RunLock(sys.argv[1]).acquire()
+child = os.fork()  # as the loaders fork their workers, after the run dir was locked
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(os.getpid(), child, flush=True)
+if sys.argv[2] == "die":
+    os._exit(0)  # ends holding the lock, as after kill -9: no release
+time.sleep(60)
+"""
+
+
+def _hold(run_dir: Path, then: str) -> tuple[subprocess.Popen, int, int]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir), then], stdout=subprocess.PIPE, text=True)
+    parent, child = (int(pid) for pid in proc.stdout.readline().split())
+    return proc, parent, child
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_trainer_that_died(tmp_path: Path):
+    proc, _, child = _hold(tmp_path, "die")
+    try:
+        proc.wait(timeout=30)
+        assert Path(f"/proc/{child}").exists()  # the "worker" lives on (a real one: until its watchdog sees)
+        lock = RunLock(tmp_path)
+        assert lock.acquire()  # the run dir is free for the resume at once
+        lock.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_second_process_is_refused_the_lock_until_its_holder_is_gone(tmp_path: Path):
+    proc, parent, child = _hold(tmp_path, "live")
+    try:
+        assert not RunLock(tmp_path).acquire()  # the name of the holder: tests/test_bookkeeping.py
+    finally:
+        for pid in (child, parent):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while not RunLock(tmp_path).acquire():  # the kernel lets go with the process
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_the_lock_is_re_entrant_within_a_process_and_freed_by_its_last_holder(tmp_path: Path):
+    """A sweep worker that claims a lost trial's dir hands it on to the run it trains there: both hold it."""
+    worker, run = RunLock(tmp_path), RunLock(tmp_path)
+    assert worker.acquire() and run.acquire()
+    probe = "import sys; from sesemi.rundir import RunLock; print(RunLock(sys.argv[1]).acquire())"
+    other = [sys.executable, "-c", probe, str(tmp_path)]
+    run.release()
+    assert subprocess.run(other, capture_output=True, text=True, check=True).stdout.split() == ["False"]
+    run.release()  # a second release of the same holder changes nothing
+    assert subprocess.run(other, capture_output=True, text=True, check=True).stdout.split() == ["False"]
+    worker.release()
+    assert subprocess.run(other, capture_output=True, text=True, check=True).stdout.split() == ["True"]
+
+
+def test_the_state_of_a_run_dir_is_its_records_in_the_one_vocabulary(tmp_path: Path):
+    assert rundir.state_of(tmp_path) is None and not rundir.is_run_dir(tmp_path)  # no record yet
+    record = RunRecord(tmp_path)
+    record.start()
+    assert rundir.state_of(tmp_path) is RunState.RUNNING and rundir.is_run_dir(tmp_path)
+    record.stopped(RunState.INTERRUPTED, "SIGINT", "Ctrl-C")
+    assert rundir.state_of(tmp_path) is RunState.INTERRUPTED and read_status(tmp_path)["signal"] == "SIGINT"
+    record.requeued("time limit", "SIGUSR2")
+    assert rundir.state_of(tmp_path) == "requeued"  # a str enum: the record's own word
+    record.complete({"objective": {"value": 0.5}})
+    assert rundir.state_of(tmp_path) is RunState.COMPLETED and rundir.read_objective(tmp_path) == 0.5
+    assert str(RunState.LOST) == "lost" and RunState("pruned") is RunState.PRUNED
+    assert rundir.DONE <= rundir.FINAL and rundir.ATTENTION <= rundir.FINAL and not rundir.LIVE & rundir.FINAL
+
+
+def test_the_heartbeat_is_the_progress_one_else_the_last_update():
+    assert rundir.last_heartbeat(None) is None
+    assert rundir.last_heartbeat({"updated": "2026-01-01T12:00:00+00:00"}).hour == 12
+    beat = {"progress": {"heartbeat": "2026-01-01T13:00:00+00:00"}, "updated": "2026-01-01T12:00:00+00:00"}
+    assert rundir.last_heartbeat(beat).hour == 13
+    assert rundir.last_heartbeat({"progress": {"heartbeat": "not a time"}, "updated": "2026-01-01T12:00:00"}).hour == 12
+
+
+def test_an_array_task_is_its_own_slurm_job(monkeypatch: pytest.MonkeyPatch):
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(key, raising=False)
+    assert rundir.slurm_job_id() is None
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert rundir.slurm_job_id() == "42"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert rundir.slurm_job_id() == "40_2"

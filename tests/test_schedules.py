@@ -19,7 +19,14 @@ import torch.multiprocessing as mp
 from conftest import compose_config, run_cli, run_dirs
 
 from sesemi.runtime import Runtime
-from sesemi.schedules import BudgetSchedule, budget_seconds, cosine_curve, cosine_time, fixmatch_cosine_time
+from sesemi.schedules import (
+    BudgetSchedule,
+    budget_seconds,
+    cosine_curve,
+    cosine_time,
+    fixmatch_cosine,
+    fixmatch_cosine_time,
+)
 from sesemi.training import train
 
 LR = 0.1
@@ -183,3 +190,15 @@ def test_a_resumed_run_continues_the_time_it_had_spent(workdir: Path):
     second, second_timer = _spent(run_dir)
     assert 0 <= first - first_timer < 3 and 0 <= second - second_timer < 6  # as Lightning's timer: continued
     assert second - first >= second_timer - first_timer > 0
+
+
+def test_fixmatch_cosine_schedule_ends_near_a_fifth_of_the_lr():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.03)
+    schedule = fixmatch_cosine(optimizer, total_steps=100)
+    factors = []
+    for step in range(101):
+        if step in (0, 50, 100):
+            factors.append(optimizer.param_groups[0]["lr"] / 0.03)
+        optimizer.step()
+        schedule.step()
+    assert factors[0] == 1.0 and 0.19 < factors[2] < 0.2 and factors[0] > factors[1] > factors[2]

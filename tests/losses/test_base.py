@@ -1,5 +1,5 @@
-"""What StepContext offers a new method: teacher features, sample indices and the cross-rank sum, enough for a
-SimMatch/CoMatch-style memory-bank head in one small class."""
+"""sesemi.losses.base: what StepContext offers a new method (teacher features, sample indices and the cross-rank sum,
+enough for a SimMatch/CoMatch-style memory-bank head in one small class), and the ramp-ups of a head's weight."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sesemi.ema import EMA
-from sesemi.losses import LossHead, StepContext, sum_across_ranks
+from sesemi.losses import FixMatchHead, LossHead, StepContext, sigmoid_rampup, sum_across_ranks
 from sesemi.module import Classifier
 
 
@@ -52,3 +52,15 @@ def test_a_memory_bank_head_reads_teacher_features_by_sample_index():
     loss.backward()
     assert student.backbone.weight.grad is not None
     assert all(p.grad is None for p in teacher.parameters())  # the teacher's features carry no gradient
+
+
+def test_rampup_as_a_fraction_follows_the_run_length():
+    head = FixMatchHead(weight=2.0, rampup_steps=0.5, rampup="linear")
+    assert head.scale(50, total_steps=200) == 2.0 * 50 / 100
+    assert head.scale(100, total_steps=200) == 2.0
+    assert FixMatchHead(rampup_steps=40, rampup="linear").scale(10, total_steps=200) == 0.25
+
+
+def test_sigmoid_rampup_reaches_one():
+    assert sigmoid_rampup(0, 100) < 0.01
+    assert sigmoid_rampup(100, 100) == 1.0
