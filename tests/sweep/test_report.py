@@ -1,5 +1,6 @@
-"""``python -m sesemi.sweep_report``: the best trial's parameters at full precision, and the command it prints to
-train them again, pasted into a shell as printed (from the sweep's launch folder, and from another one)."""
+"""sesemi.sweep.report (``python -m sesemi.sweep_report``): the best trial's parameters at full precision, and the
+command it prints to train them again, pasted into a shell as printed (from the sweep's launch folder, and from
+another one); the report of a sweep dir copied away from its run dirs."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import pytest
 import yaml
 from conftest import run_cli
 
+from sesemi.sweep.report import build, render
 from sesemi.sweep.storage import make_storage
-
-pytestmark = pytest.mark.slow  # a real sweep through the CLI
 
 
 def _paste(command: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -24,6 +24,7 @@ def _paste(command: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # a real sweep through the CLI
 def test_the_best_trial_at_full_precision_and_the_command_that_trains_it_again(workdir: Path):
     run_cli(["-m", "hparams_search=digits_fixmatch", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"], workdir)
     sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
@@ -60,3 +61,16 @@ def test_the_best_trial_at_full_precision_and_the_command_that_trains_it_again(w
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert len(list((workdir / "runs" / f"digits_fixmatch_trial{best.number}").iterdir())) == 2
     assert not (elsewhere / "runs").exists()
+
+
+def test_report_of_a_moved_sweep_dir_without_run_dirs(tmp_path: Path):
+    sweep = tmp_path / "copied_sweep"
+    sweep.mkdir()
+    study = optuna.create_study(study_name="s", storage=make_storage(None, sweep), direction="maximize")
+    study.optimize(lambda t: t.suggest_float("optimizer.lr", 0.01, 0.1), n_trials=3)
+    # sweep.json still names the journal where the sweep ran
+    (sweep / "sweep.json").write_text('{"study_name": "s", "storage": "/gone/optuna.journal", "journal": true}')
+    report = build(str(sweep), plots=False)
+    text = render(report)
+    assert "study s (value, maximize): 3 trials, 3 complete" in text
+    assert "checkpoint: -" in text and (sweep / "report" / "trials.csv").is_file()

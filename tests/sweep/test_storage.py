@@ -40,3 +40,17 @@ def test_a_local_journal_keeps_optunas_default_lock_and_says_nothing(tmp_path: P
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert len(study.trials) == 2 and (tmp_path / "optuna.journal").is_file()
     assert "network filesystem" not in caplog.text
+
+
+def test_storage_specs(tmp_path: Path):
+    assert storage.journal_path(None, tmp_path) == tmp_path / "optuna.journal"
+    assert storage.journal_path("journal:/x/s.journal", None) == Path("/x/s.journal")
+    assert storage.journal_path("shared/s.journal", None) == Path("shared/s.journal").absolute()
+    url = "postgresql://sesemi@db:5432/optuna"
+    assert storage.is_rdb(url) and storage.journal_path(url, tmp_path) is None
+    assert not storage.has_password(url)
+    assert "secret" not in storage.mask("postgresql://u:secret@db/o")
+    # The password from the environment is put into a PostgreSQL URL where the sweep connects:
+    # tests/sweep/test_sweep_postgres.py, on a real server.
+    with pytest.raises(ValueError, match="unsupported storage"):
+        storage.journal_path("redis://host", None)
