@@ -176,9 +176,9 @@ def open_study(
     sweep = SweepDir(settings.sweep_dir)
     if dry_run:  # the launcher prints its plan and submits nothing: the study stays as it is
         storage: Any = optuna.storages.InMemoryStorage()
-    else:
-        sweep.path.mkdir(parents=True, exist_ok=True)
+    else:  # the storage first: a journal that cannot be written leaves no sweep dir behind
         storage = storage_lib.make_storage(settings.storage, sweep.path)
+        sweep.path.mkdir(parents=True, exist_ok=True)
     if not dry_run and settings.study_name in optuna.get_all_study_names(storage):
         # Loaded, not created again: create_study(load_if_exists=True) appends a record to a journal even when the
         # study exists, and a command refused below must leave the storage as it was.

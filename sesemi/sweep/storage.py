@@ -151,14 +151,17 @@ def make_storage(spec: str | None, sweep_dir: str | os.PathLike | None = None) -
             raise _connection_error(spec, err) from None
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    network = network_filesystem(path.parent)
-    if network:
-        _say_once_to_use_a_database(path, network)
-    # On a network filesystem, the lock Optuna documents for NFSv3 and later (an O_EXCL create) instead of its
-    # default symlink lock.
-    lock = JournalFileOpenLock(str(path)) if network else None
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        network = network_filesystem(path.parent)
+        if network:
+            _say_once_to_use_a_database(path, network)
+        # On a network filesystem, the lock Optuna documents for NFSv3 and later (an O_EXCL create) instead of its
+        # default symlink lock.
+        lock = JournalFileOpenLock(str(path)) if network else None
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    except OSError as err:
+        raise _unwritable_journal(spec, path, err) from None
 
 
 _NETWORK_FS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "ceph", "glusterfs", "9p")
@@ -198,6 +201,24 @@ def _say_once_to_use_a_database(path: Path, kind: str) -> None:
         "(docs/sweeps.md, Storage)",
         path,
         kind,
+    )
+
+
+def _unwritable_journal(spec: str | None, path: Path, err: OSError) -> Exception:
+    """The one error line for a journal that cannot be made (a read-only or full filesystem), with a pasteable Fix."""
+    from sesemi.errors import ConfigError
+
+    reason = err.strerror or str(err)
+    if spec in (None, "", "journal"):  # the default journal, in the sweep dir
+        return ConfigError(
+            "hydra.sweeper.dir",
+            f"the study's journal {path} cannot be written ({reason})",
+            f"put the sweep in a writable folder, e.g. hydra.sweeper.dir=runs/sweeps/{path.parent.name}",
+        )
+    return ConfigError(
+        "hydra.sweeper.storage",
+        f"the study's journal {path} cannot be written ({reason})",
+        "give a journal in a writable folder, or hydra.sweeper.storage=null: the journal in the sweep dir",
     )
 
 
