@@ -20,7 +20,7 @@ from conftest import run_cli
 
 from sesemi.errors import ConfigError
 from sesemi.sweep import study as study_lib
-from sesemi.sweep.opening import TRAINS, _digest, check_same_objective
+from sesemi.sweep.same_settings import TRAINS, check_same_objective, digest
 from sesemi.sweep.settings import SweepSettings
 from sesemi.sweep.storage import make_storage
 
@@ -39,7 +39,7 @@ def _study_of(command_trains: dict[str, str], search_space: tuple[str, ...] = ("
     study = optuna.create_study(direction="maximize", storage=STORAGE)
     study.add_trial(optuna.trial.create_trial(value=0.5))
     command = {"session": "then", "search_space": dict.fromkeys(search_space, "x"), "fixed": {}}
-    study.set_user_attr(study_lib.COMMANDS, [{**command, "trains": _digest(command_trains)}])
+    study.set_user_attr(study_lib.COMMANDS, [{**command, "trains": digest(command_trains)}])
     study.set_user_attr(TRAINS, command_trains)
     return study
 
