@@ -130,7 +130,20 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str, se
         f"sessions' tests (load average in the table), torch {info['torch']}. No GPU was lent to this task: the same "
         "on a GPU (`point_gpus`) is not measured."
     )
-    return f"{intro}\n\n{table}\n\n{reproduce(command)}"
+    pairs = []
+    for k in sorted(by_k):
+        if k != 1 and len(by_k[k]) == len(by_k.get(1, [])):
+            ratios = [one["wall_s"] / r["wall_s"] for one, r in zip(by_k[1], by_k[k])]
+            pairs.append(f"{k} per job: " + ", ".join(f"{x:.2f}x" for x in ratios))
+    notes = (
+        "Each pair run back to back (1 per job, then K): " + "; ".join(pairs) + ". " if pairs else ""
+    ) + (
+        "Every job pays SLURM's scheduling and a Python start (torch, Lightning, Hydra) before its first step, and "
+        "this model's step leaves the allocation mostly idle; K points per job pay that once per job and start their "
+        "processes side by side. Here an allocation's CPUs are the same 2 cores every session's jobs run on (the "
+        "test cluster's node declares 8), so the K processes also compete with each other and with other jobs."
+    )
+    return f"{intro}\n\n{table}\n\n{notes}\n\n{reproduce(command)}"
 
 
 def main(argv: list[str] | None = None) -> None:
