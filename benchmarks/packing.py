@@ -25,7 +25,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOC, RESULTS, command_line, load, machine, markdown_table, median, reproduce, write_json, write_section
+from common import (
+    DOC,
+    RESULTS,
+    command_line,
+    load,
+    machine,
+    markdown_table,
+    median,
+    reproduce,
+    write_json,
+    write_section,
+)
 
 HEADING = "Cluster P2: several points per job"
 SECTION = "packing"
@@ -135,9 +146,7 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str, se
         if k != 1 and len(by_k[k]) == len(by_k.get(1, [])):
             ratios = [one["wall_s"] / r["wall_s"] for one, r in zip(by_k[1], by_k[k])]
             pairs.append(f"{k} per job: " + ", ".join(f"{x:.2f}x" for x in ratios))
-    notes = (
-        "Each pair run back to back (1 per job, then K): " + "; ".join(pairs) + ". " if pairs else ""
-    ) + (
+    notes = ("Each pair run back to back (1 per job, then K): " + "; ".join(pairs) + ". " if pairs else "") + (
         "Every job pays SLURM's scheduling and a Python start (torch, Lightning, Hydra) before its first step, and "
         "this model's step leaves the allocation mostly idle; K points per job pay that once per job and start their "
         "processes side by side. Here an allocation's CPUs are the same 2 cores every session's jobs run on (the "

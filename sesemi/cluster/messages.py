@@ -63,8 +63,7 @@ def _n_jobs(group: list[JobPlan]) -> int:
 def _packing_text(packing: Packing) -> str:
     threads = packing.threads if packing.threads is not None else "the job's CPUs / points"
     return (
-        f"points_per_job={packing.points_per_job} (one process each) point_gpus={packing.gpus} "
-        f"point_threads={threads}"
+        f"points_per_job={packing.points_per_job} (one process each) point_gpus={packing.gpus} point_threads={threads}"
     )
 
 

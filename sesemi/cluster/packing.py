@@ -30,6 +30,7 @@ A point's process holds these signals from its first instant and hands them to i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -149,10 +150,8 @@ def _before_exec(held: set[signal.Signals]) -> None:
     signal waits; the mask survives ``exec``) until the point's :class:`_Held` handles them, and SIGTERM when the job
     process dies (the point checkpoints and stops)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the job's scheduler ends it with the job
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the job's scheduler ends it with the job
-        pass
 
 
 class _Forwarder:
@@ -172,10 +171,8 @@ class _Forwarder:
             return  # Ctrl-C reaches each point's process group by itself
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
 
 
 def run_points(payload: str, points: Sequence[Sequence[Any]], packing: Packing) -> list[Any]:

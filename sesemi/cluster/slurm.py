@@ -103,4 +103,3 @@ def queued_jobs() -> int | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return len(out.stdout.split()) if out.returncode == 0 else None
-

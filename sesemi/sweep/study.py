@@ -341,8 +341,8 @@ def write_results(
 def record_command(study: optuna.Study, command: dict[str, Any], new_study: bool) -> list[dict[str, Any]]:
     """Append a sweep command's settings (``search_space``, ``fixed``, ...) to the study's list and return the list;
     a command whose search space differs from the previous one's says so. (Other settings cannot change unnoticed:
-    :func:`sesemi.sweep.same_settings.check_same_objective` refuses a command whose trials train something else, or warns
-    where that was accepted.)"""
+    :func:`sesemi.sweep.same_settings.check_same_objective` refuses a command whose trials train something else, or
+    warns where that was accepted.)"""
     commands = [] if new_study else list(study.user_attrs.get(COMMANDS, []))
     if commands:
         last = commands[-1]

@@ -95,7 +95,9 @@ def _keys(problems: list[ConfigError]) -> list[str]:
 
 def test_packed_points_share_up_to_one_gpu_each():
     for gpus in (1, 2, 4):  # 4 points on 1, 2 or 4 GPUs
-        assert check_job({**GPU_JOB, "gpus_per_node": gpus}, ONE, profile="gpu", executor="slurm", points_per_job=4) == []
+        assert (
+            check_job({**GPU_JOB, "gpus_per_node": gpus}, ONE, profile="gpu", executor="slurm", points_per_job=4) == []
+        )
     # More GPUs than points: some idle. Unpacked, gpus_per_node must still be run.devices.
     idle = check_job({**GPU_JOB, "gpus_per_node": 8}, ONE, profile="gpu", executor="slurm", points_per_job=4)
     assert _keys(idle) == ["hydra.launcher.gpus_per_node"] and "idle" in idle[0].problem
@@ -116,7 +118,7 @@ def test_packed_points_are_one_process_each():
 # ------------------------------------------------------------------------------------ real packed local jobs
 
 # Test-only callback (the launch dir's src/): each point's process writes what it runs with.
-POINTCHECK = '''
+POINTCHECK = """
 import json, os
 from pathlib import Path
 import torch
@@ -139,7 +141,7 @@ class PointCheck(Callback):
             "run_dir": pl_module.config["run"]["output_dir"],
         }
         (self.out_dir / f"{os.getpid()}.json").write_text(json.dumps(record))
-'''
+"""
 
 
 def _workspace(tmp_path: Path) -> Path:
