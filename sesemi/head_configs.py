@@ -89,5 +89,10 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
+    try:
+        stored = set(store.list(GROUP))
+    except OSError:  # the group is not there yet
+        stored = set()
     for name, node in nodes().items():
-        store.store(group=GROUP, name=name, node=node, provider="sesemi")
+        if f"{name}.yaml" not in stored:  # storing again warns on Hydra 1.4
+            store.store(group=GROUP, name=name, node=node, provider="sesemi")
