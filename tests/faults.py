@@ -15,18 +15,20 @@ FAULT = [o for o in FAST if not o.startswith("data.num_workers")]
 assert len(FAULT) == len(FAST) - 1
 
 # Written into <launch dir>/src/ (run.src_dir): slows each training step down, so that a signal lands mid-training.
-# On SLURM only the first attempt is slowed (SLURM_RESTART_COUNT unset or 0), so a requeued job finishes quickly.
+# On SLURM only the first attempt is slowed (SLURM_RESTART_COUNT unset or 0), so a requeued job finishes quickly;
+# `+callbacks.slow.every_attempt=true` slows every attempt (a sweep trial that must span several time slots).
 SLOW_SOURCE = """
 import os, time
 from pytorch_lightning.callbacks import Callback
 
 
 class Slow(Callback):
-    def __init__(self, seconds):
+    def __init__(self, seconds, every_attempt=False):
         self.seconds = float(seconds)
+        self.every_attempt = bool(every_attempt)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if int(os.environ.get("SLURM_RESTART_COUNT") or 0) == 0:
+        if self.every_attempt or int(os.environ.get("SLURM_RESTART_COUNT") or 0) == 0:
             time.sleep(self.seconds)
 """
 

@@ -53,3 +53,24 @@ def test_each_fault_names_the_tests_that_run_it_and_its_next_commands():
                 assert any(w in sources for w in shown), (
                     f"{fault}: {word!r} of `{command}` is run by none of {references}"
                 )
+
+
+def test_each_fault_of_a_sweep_trial_names_the_tests_that_run_it():
+    """docs/sweeps.md's table of what a trial does at each fault: every test a row names exists (a row without a test
+    says why: the test cluster has one node)."""
+    section = (ROOT / "docs" / "sweeps.md").read_text().split("## Stopped, lost and failed trials", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| fault ")]
+    assert len(rows) >= 8
+    named = set()
+    for row in rows:
+        fault, *_, tested_by = (cell.strip() for cell in row.strip("|").split(" | "))
+        references = re.findall(r"`(tests/[^`]+::[^`]+)`", tested_by)
+        assert references or tested_by.startswith("not on the one-node test cluster"), f"{fault}: no test named"
+        for reference in references:
+            assert source_of(reference), reference
+        named.update(references)
+    assert (
+        "tests/sweep/test_sweep_preemption.py::test_async_trials_continue_across_time_limits_a_kill_and_a_requeue"
+        in named
+    )

@@ -21,15 +21,21 @@ from sesemi.compat.hydra import JobReturn, JobStatus, job_error
 from sesemi.sweepdir import SweepDir
 
 
-def follow(plans: list[JobPlan], executor_kind: str, poll_s: float = 2.0) -> None:
-    """Return once every job ended (``KeyboardInterrupt`` passes through to the caller)."""
+def follow(plans: list[JobPlan], executor_kind: str) -> None:
+    """Return once every job ended (``KeyboardInterrupt`` passes through to the caller).
+
+    SLURM is asked with one ``sacct`` call for all jobs, less often as the wait grows (2 s up to 15 s: the
+    controller serves every user's polls). A local job's end is its process's exit status, free to ask: every
+    second, so that an asynchronous sweep replaces a dead worker at once."""
+    slurm_jobs = executor_kind == "slurm"
+    poll_s = 2.0 if slurm_jobs else 1.0
     waiting = list(plans)
     while waiting:
-        states = slurm.sacct_states(str(p.handle.job_id) for p in waiting) if executor_kind == "slurm" else {}
+        states = slurm.sacct_states(str(p.handle.job_id) for p in waiting) if slurm_jobs else {}
         waiting = [p for p in waiting if not _ended(p, states.get(str(p.handle.job_id)))]
         if waiting:
             time.sleep(poll_s)
-            poll_s = min(poll_s * 1.5, 15.0)
+            poll_s = min(poll_s * 1.5, 15.0) if slurm_jobs else poll_s
 
 
 def _ended(plan: JobPlan, slurm_state: str | None) -> bool:

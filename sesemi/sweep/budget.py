@@ -7,8 +7,8 @@ the time-based form of the config's schedule (``lr_scheduler=cosine`` -> ``cosin
 overrides, so trials of different speed are compared at the same cost (:class:`sesemi.schedules.BudgetSchedule`).
 It is part of what the study's trials train: another budget is another study (``sesemi.sweep.opening``).
 
-``hydra.sweeper.baseline: {method: supervised}`` (overrides: a mapping, a list or a string) adds one run to the sweep: the sweep's
-fixed settings (and its budget) with these overrides on top, none of the swept parameters, in
+``hydra.sweeper.baseline: {method: supervised}`` (overrides: a mapping, a list or a string) adds one run to the
+sweep: the sweep's fixed settings (and its budget) with these overrides on top, none of the swept parameters, in
 ``<sweep dir>/baseline``. It runs once, before the trials (a resumed sweep keeps a completed one), through the
 sweep's launcher, and the report shows it under the trials (:func:`report_lines`).
 """
@@ -63,9 +63,7 @@ def budget_overrides(budget: str, schedule: str) -> list[str]:
     return [f"trainer.max_time='{budget}'", f"lr_scheduler={time_form(schedule)}"]
 
 
-def with_budget(
-    arguments: Sequence[str], params: Mapping[str, Any] | None, budget: Any, schedule: str
-) -> list[str]:
+def with_budget(arguments: Sequence[str], params: Mapping[str, Any] | None, budget: Any, schedule: str) -> list[str]:
     """The sweep command's ``arguments`` (its fixed overrides and search space on the command line) with the budget
     (:func:`budget_overrides`) in place of their own schedule; ``schedule``: the config's ``lr_scheduler`` choice,
     or the command line's. A command that sets ``trainer.max_time`` itself, or sweeps the schedule, is refused."""
@@ -153,15 +151,26 @@ def run_baseline(study: Any, launch: Any, sweep_dir: str | Path, overrides: list
     completed in an earlier command of this sweep; one that stopped continues from its checkpoint. ``shown``: the
     baseline's own overrides, recorded in the study for the report."""
     run_dir = Path(sweep_dir) / BASELINE_DIR
-    study.set_user_attr(BASELINE, {"overrides": shown, "run_dir": str(run_dir)})
+    earlier = (study.user_attrs.get(BASELINE) or {}).get("overrides")
     status = read_status(run_dir) or {}
+    if earlier is not None and earlier != shown and status:
+        log.warning(
+            "baseline: this sweep's baseline ran with %s, not this command's %s: it is kept and the new one not run "
+            "(remove %s to run it)",
+            " ".join(earlier),
+            " ".join(shown),
+            run_dir,
+        )
+        return
+    study.set_user_attr(BASELINE, {"overrides": shown, "run_dir": str(run_dir)})
     if status.get("state") == RunState.COMPLETED:
         log.info("baseline: completed in an earlier command (%s)", run_dir)
         return
     if last_checkpoint(run_dir).is_file():
         overrides = [*overrides, f"run.resume={run_dir}"]
     log.info("baseline: %s in %s, before the trials", " ".join(shown), run_dir)
-    (error,) = launch([overrides], -1)  # job -1: the trials (and workers) are 0, 1, ...
+    errors = launch([overrides], -1)  # job -1: the trials (and workers) are 0, 1, ...; detached: no result
+    error = errors[0] if errors else None
     if error:
         log.warning("baseline: %s (the sweep goes on; its run dir: %s)", error, run_dir)
 
@@ -211,7 +220,9 @@ def prepare(
     if budget is not None:
         arguments = with_budget(arguments, params, budget, schedule_of(config))
         _, fixed_params, fixed = space.parse(params, arguments)
-        check_schedule(hydra_context, config, [f"{k}={v}" for k, v in fixed_params.items()] + fixed, schedule_of(config))
+        check_schedule(
+            hydra_context, config, [f"{k}={v}" for k, v in fixed_params.items()] + fixed, schedule_of(config)
+        )
     own = baseline_list(baseline)
     if own:
         _, fixed_params, fixed = space.parse(params, arguments)

@@ -124,6 +124,14 @@ DOC_COMMANDS = {
         "optimizer.lr=0.01,0.02,0.03",
         "hydra.launcher.points_per_job=3",
     ],
+    "many_points": [
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "hydra.launcher.partition=debug",
+        "run.id=many",
+        "run.seed=range(2000)",
+        "hydra.launcher.wait=false",
+    ],
     "ddp": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=ddp", "run.devices=2"],
     "requeue": ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "run.id=requeue", "run.devices=2"],
     "timelimit": [

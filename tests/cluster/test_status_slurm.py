@@ -193,6 +193,9 @@ def test_a_cancelled_point_is_resubmitted_and_completes_in_its_own_run_dir(tmp_p
         again = status_cli([str(sweep_dir), "--resubmit", "hydra.launcher.timeout_min=30"], tmp_path)
         assert again.returncode == 1, again.stdout + again.stderr  # point 1 not completed yet
         assert "sesemi: resubmitted 1 point(s)" in again.stdout and "resumes from its last.ckpt" in again.stdout
+        # on the code the sweep was submitted with (jobs.json names the snapshot), whatever the tree holds now
+        code = jobs[1]["snapshot"]
+        assert code == str(next((sweep_dir / ".code").iterdir())) and f", code snapshot {code}" in again.stdout
         done = status_cli([str(sweep_dir), "--wait", "--interval", "2"], tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.splitlines()[-1] == "3 jobs: 3 completed"

@@ -97,13 +97,17 @@ TINY_DATA += ["model.backbone.width=16"]
 @pytest.mark.slow
 def test_the_docs_budget_sweep_ends_every_learning_rate_at_the_budget_beside_a_baseline(tmp_path: Path):
     sweep_cmd, report_cmd = _doc_commands()
-    assert sweep_cmd[:3] == ["python", "-m", "sesemi.train"] and report_cmd[:3] == ["python", "-m", "sesemi.sweep_report"]
+    assert sweep_cmd[:3] == ["python", "-m", "sesemi.train"] and report_cmd[:3] == [
+        "python",
+        "-m",
+        "sesemi.sweep_report",
+    ]
     args = sweep_cmd[3:]
     budget_s = 15
     assert f"hydra.sweeper.budget=00:00:00:{budget_s}" in args
     proc = run_cli([*TINY_DATA, *args], tmp_path, fast=False, timeout=480)
     sweep = tmp_path / "runs" / "sweeps" / "digits_budget"
-    run_dirs = sorted(sweep.glob("trial_*")) + [sweep / "baseline"]
+    run_dirs = [*sorted(sweep.glob("trial_*")), sweep / "baseline"]
     assert len(run_dirs) == 3, proc.stdout[-2000:]
     for run_dir in run_dirs:
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -134,6 +138,16 @@ def test_the_docs_budget_sweep_ends_every_learning_rate_at_the_budget_beside_a_b
     # The same command again: the study's budget is spent and the baseline completed; nothing runs again.
     again = run_cli([*TINY_DATA, *args], tmp_path, fast=False)
     assert "baseline: completed in an earlier command" in again.stdout + again.stderr
+    assert len(list((sweep / "baseline").glob("events.out.tfevents.*"))) == 1
+    # Another baseline for the same sweep dir is not run over the one the sweep has: a warning says how.
+    other = [
+        a if not a.startswith("hydra.sweeper.baseline=") else "hydra.sweeper.baseline={method:pseudo_label}"
+        for a in args
+    ]
+    again = run_cli([*TINY_DATA, *other], tmp_path, fast=False)
+    assert "baseline: this sweep's baseline ran with method=supervised, not this command's method=pseudo_label" in (
+        again.stdout + again.stderr
+    )
     assert len(list((sweep / "baseline").glob("events.out.tfevents.*"))) == 1
 
 

@@ -142,10 +142,10 @@ def test_a_detached_async_sweep_finishes_its_budget_with_the_submitting_process_
 @pytest.mark.slow
 @pytest.mark.slurm
 @needs_slurm
-def test_a_requeued_worker_job_has_its_trial_retried_and_the_detached_sweep_still_runs_its_budget(tmp_path: Path):
+def test_a_requeued_worker_job_continues_its_trial_and_the_detached_sweep_runs_its_budget(tmp_path: Path):
     """``scontrol requeue`` of a worker job mid-trial (SIGTERM to the job's processes, then SLURM starts it again):
-    the trial is failed as interrupted and retried with its parameters, as in an attached sweep; the requeued job
-    is a worker again; the budget completes and ``sesemi.status --wait`` says so (the lost trial's row: retried)."""
+    the trial checkpoints and stays running in the study; the requeued job is a worker again and continues that
+    trial first, as itself, in its own run dir; the budget completes and ``sesemi.status --wait`` says so."""
     slow = [*install_slow(tmp_path)[:-1], "+callbacks.slow.seconds=1.0"]  # per step, a job's first attempt only
     proc, _, stderr, _, jobs = submit(tmp_path, ["trainer.max_steps=12", *slow])
     assert proc.returncode == 0, stderr[-4000:]
@@ -161,7 +161,8 @@ def test_a_requeued_worker_job_has_its_trial_retried_and_the_detached_sweep_stil
                 if (Path(t.user_attrs.get("run_dir", "/nonexistent")) / "checkpoints" / "last.ckpt").is_file():
                     victim = t
                     break
-        subprocess.run(["scontrol", "requeue", victim.user_attrs["slurm_job_id"]], check=True)
+        job = victim.user_attrs["slurm_job_id"]
+        subprocess.run(["scontrol", "requeue", job], check=True)
         follow = _cli("sesemi.status", [SWEEP_DIR, "--wait", "--interval", "2"], tmp_path)
         assert follow.returncode == 0, follow.stdout + follow.stderr
     finally:
@@ -169,17 +170,25 @@ def test_a_requeued_worker_job_has_its_trial_retried_and_the_detached_sweep_stil
             subprocess.run(["scancel", *ids], capture_output=True, check=False)
     print(follow.stdout)
     trials = load(sweep).get_trials()
-    lost = trials[victim.number]
-    assert lost.state == TrialState.FAIL and lost.user_attrs["error"].startswith("interrupted: "), lost.user_attrs
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_history") == [victim.number]]
-    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
-    assert [t.state for t in trials if t.number != victim.number] == [TrialState.COMPLETE] * 4  # the budget
-    assert read_json(Path(lost.user_attrs["run_dir"]) / "status.json")["retried_as"] == retry.number
+    # The budget of 4, exactly: the requeued trial continued as itself, nothing was retried as a new trial.
+    assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state == TrialState.COMPLETE for t in trials)
+    continued = trials[victim.number]
+    assert continued.params == victim.params and "retry_history" not in continued.user_attrs
+    assert continued.user_attrs["sesemi:stopped"].startswith("SIGTERM at step"), continued.user_attrs
+    run_dir = Path(continued.user_attrs["run_dir"])
+    status = read_json(run_dir / "status.json")
+    first, second = status["attempts"]  # the requeued job itself continued it, from its checkpoint
+    assert status["state"] == "completed" and status["restarts"] == 1
+    assert first["slurm_job_id"] == second["slurm_job_id"] == job and second["previous_state"] == "requeued"
+    assert second["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert len(continued.user_attrs["sesemi:attempts"]) == 2
+    assert read_json(run_dir / "metrics.json")["global_step"] == 12
+    assert sorted(continued.intermediate_values) == [3, 6, 9, 12]  # each validation once, across the attempts
     lines = follow.stdout.splitlines()
     row = next(line for line in reversed(lines) if line.startswith(f"trial_{victim.number:04d} "))  # the last table
-    assert " retried " in row, follow.stdout
-    assert lines[-1] == "7 jobs: 6 completed, 1 retried"
-    worker = lost.user_attrs["worker"].split("@")[0]  # w<k>: the worker dir's name
+    assert " completed " in row and row.split()[-1] == "1", follow.stdout  # restarts: 1
+    assert lines[-1] == "6 jobs: 6 completed"
+    worker = continued.user_attrs["worker"].split("@")[0]  # w<k>: the worker dir's name
     record = read_json(next(Path(j["run_dir"]) for j in jobs if Path(j["run_dir"]).name == worker) / "status.json")
     assert record["state"] == "completed" and record["restarts"] >= 1, record
 

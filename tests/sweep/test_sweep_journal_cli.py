@@ -17,6 +17,7 @@ import optuna
 import pytest
 import yaml
 from conftest import FAST, read_json, run_cli
+from faults import FAULT, assert_each_step_once, install_slow
 from optuna.trial import TrialState
 
 from sesemi.sweep.report import build, render
@@ -209,4 +210,49 @@ def test_killed_sweep_resumes_and_continues_its_lost_trial(workdir: Path):
     assert 0 < stopped_at < 12 and read_json(sweep / "trial_0000" / "metrics.json")["global_step"] == 12
     attempts = trials[0].user_attrs["sesemi:attempts"]
     assert len(attempts) == 2 and attempts[1]["step"] >= 1  # the continuation started where the run had got to
+    assert sorted(p.name for p in sweep.glob("trial_*")) == ["trial_0000", "trial_0001"]
+
+
+def test_ctrl_c_stops_a_local_sweep_and_the_same_command_continues_the_trial(workdir: Path):
+    """Ctrl-C (SIGINT to the terminal's process group) mid-trial: the trial checkpoints at the end of its step and
+    its run says ``interrupted``; the sweep exits 130, the trial stays RUNNING in the study, and the same command
+    continues it at once (no grace period: it said it stopped), as itself, from that checkpoint."""
+    args = [*FAULT, *SWEEP, "hydra.sweeper.n_trials=2", "trainer.max_steps=12", *install_slow(workdir)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sesemi.train", *args],
+        cwd=workdir,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    sweep = workdir / "runs" / "sweeps" / "digits_fixmatch"
+    last = sweep / "trial_0000" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 180
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the sweeper, its trial and the loader workers
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, text[-4000:]
+    trial, ticket = load(sweep).get_trials()
+    assert trial.state == TrialState.RUNNING and trial.user_attrs["sesemi:stopped"].startswith("SIGINT at step")
+    assert ticket.state == TrialState.WAITING  # the sweep stopped: it took no other trial
+    status = read_json(sweep / "trial_0000" / "status.json")
+    assert status["state"] == "interrupted" and status["signal"] == "SIGINT", status
+    stopped_at = int(status["stop_reason"].split()[3])
+
+    started = time.time()
+    proc = run_cli(args, workdir, fast=False)
+    assert "2 of n_trials=2 trials exist (resumed)" in output(proc)
+    trials = load(sweep).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]  # the same trial, no retry
+    status = read_json(sweep / "trial_0000" / "status.json")
+    _, second = status["attempts"]
+    assert status["state"] == "completed" and second["previous_state"] == "interrupted"
+    assert second["resumed_from"] == str(last)
+    assert 0 < stopped_at < 12 and read_json(sweep / "trial_0000" / "metrics.json")["global_step"] == 12
+    attempts = trials[0].user_attrs["sesemi:attempts"]
+    assert len(attempts) == 2 and attempts[1]["step"] == stopped_at and attempts[1]["at"] - started < 60
+    assert sorted(trials[0].intermediate_values) == [3, 6, 9, 12]  # each validation once, across the attempts
+    assert_each_step_once(sweep / "trial_0000", 12, val_every=3)
     assert sorted(p.name for p in sweep.glob("trial_*")) == ["trial_0000", "trial_0001"]

@@ -81,9 +81,10 @@ def test_sweeps_on_slurm(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_scancelled_worker_takes_no_new_trial_and_its_trial_is_retried(tmp_path: Path):
+def test_scancelled_worker_takes_no_new_trial_and_its_trial_continues(tmp_path: Path):
     """``scancel`` of an asynchronous worker's job mid-trial (SIGTERM to every process of the job, SIGKILL after
-    KillWait): the trial is failed as interrupted and retried right away; the dying worker takes no other trial."""
+    KillWait): the trial checkpoints and is claimable at once (not after ``grace_period``); a replacement worker
+    continues it as itself from its checkpoint; the dying worker takes no other trial."""
     args = [
         *FAST,
         "data.num_workers=2",  # loader workers on (the default data settings): a fault test
@@ -95,7 +96,7 @@ def test_scancelled_worker_takes_no_new_trial_and_its_trial_is_retried(tmp_path:
         "trainer.val_check_interval=6",
         "hydra/sweeper/pruner=none",
         "hydra.sweeper.heartbeat_interval=3",
-        "hydra.sweeper.grace_period=60",  # longer than the test needs: the retry must not wait for a lost heartbeat
+        "hydra.sweeper.grace_period=300",  # longer than the test: the continuation must not wait for a lost heartbeat
     ]
     log = open(tmp_path / "sweep.log", "w")  # noqa: SIM115 - the sweep's output while it runs
     proc = subprocess.Popen(
@@ -111,7 +112,7 @@ def test_scancelled_worker_takes_no_new_trial_and_its_trial_is_retried(tmp_path:
                 continue
             for t in load(sweep).get_trials(states=(TrialState.RUNNING,)):
                 run_dir = Path(t.user_attrs.get("run_dir", "/nonexistent"))
-                if t.user_attrs.get("slurm_job_id") and any(run_dir.glob("events.out.tfevents.*")):  # training
+                if t.user_attrs.get("slurm_job_id") and (run_dir / "checkpoints" / "last.ckpt").is_file():  # training
                     victim = t
                     break
         assert victim is not None, (tmp_path / "sweep.log").read_text()[-3000:]
@@ -126,13 +127,24 @@ def test_scancelled_worker_takes_no_new_trial_and_its_trial_is_retried(tmp_path:
     text = (tmp_path / "sweep.log").read_text()
     assert rc == 0, text[-4000:]
 
+    # The budget of 4, exactly: the cancelled trial continued as itself, nothing was retried as a new trial.
     trials = load(sweep).get_trials()
-    lost = trials[victim.number]
-    assert lost.state == TrialState.FAIL, lost.user_attrs
-    assert lost.user_attrs["error"].startswith("interrupted: SIGTERM"), lost.user_attrs
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_history") == [victim.number]]
-    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
-    assert lost.datetime_complete.timestamp() - cancelled_at < 60  # given up at once, not after grace_period
+    assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state == TrialState.COMPLETE for t in trials)
+    continued = trials[victim.number]
+    assert continued.params == victim.params and "retry_history" not in continued.user_attrs
+    assert continued.user_attrs["sesemi:stopped"].startswith("SIGTERM at step"), continued.user_attrs
+    # The run checkpointed and recorded the cancellation; its next attempt, in another worker job, resumed there.
+    run_dir = Path(continued.user_attrs["run_dir"])
+    status = read_json(run_dir / "status.json")
+    first, second = status["attempts"]
+    assert status["state"] == "completed" and first["slurm_job_id"] == job and second["slurm_job_id"] != job
+    assert second["previous_state"] == "cancelled"
+    assert second["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    attempts = continued.user_attrs["sesemi:attempts"]
+    assert len(attempts) == 2 and attempts[1]["step"] >= 6
+    assert attempts[1]["at"] - cancelled_at < 240  # claimable at once, not after grace_period (a new worker's start)
+    assert read_json(run_dir / "metrics.json")["global_step"] == 30
+    assert sorted(continued.intermediate_values) == [6, 12, 18, 24, 30]  # each validation once, across attempts
     assert not [
         t.number
         for t in trials
@@ -140,9 +152,6 @@ def test_scancelled_worker_takes_no_new_trial_and_its_trial_is_retried(tmp_path:
         and t.number != victim.number
         and t.datetime_start.timestamp() > cancelled_at
     ], "the cancelled worker took another trial"
-    counted = [t for t in trials if t.number != victim.number]
-    assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
-    # The run itself checkpointed and recorded the cancellation (resumable); the study retries the trial.
-    assert read_json(Path(lost.user_attrs["run_dir"]) / "status.json")["state"] == "cancelled"
-    for t in counted:  # every other run dir finished normally
-        assert read_json(Path(t.user_attrs["run_dir"]) / "status.json")["state"] == "completed"
+    for t in trials:  # every other run dir finished normally, in one attempt
+        status = read_json(Path(t.user_attrs["run_dir"]) / "status.json")
+        assert status["state"] == "completed" and (len(status["attempts"]) == 1 or t.number == victim.number)
