@@ -187,6 +187,7 @@ def submit(
     most the cluster's ``MaxArraySize`` jobs, and each array waits for room under ``MaxJobCount`` before it is
     submitted."""
     from sesemi.cluster.packing import packs
+    from sesemi.compat import submitit as compat_submitit
 
     units = packs(group, per_job)
     executor = make_executor(executor_kind, group[0].params, sweep_dir, code)
@@ -203,6 +204,8 @@ def submit(
         else:
             handles = executor.map_array(job, [[tuple(args_of(p)) for p in unit] for unit in chunk])
         for unit, handle in zip(chunk, handles):
+            if executor_kind == "local":
+                compat_submitit.report_at_once(handle)
             for slot, plan in enumerate(unit):
                 plan.handle = handle if per_job == 1 else PackedPoint(handle, slot, plan.num)
 

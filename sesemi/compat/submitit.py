@@ -25,6 +25,14 @@ def start_jobs_with(executor: Any, module: str) -> None:
     inner.python = f"{inner.python} -u -m {module}"
 
 
+def report_at_once(job: Any) -> Any:
+    """A local job whose process died without a result (``kill -9``, the OOM killer) reported when it ends, not 15 s
+    later: submitit waits that long for a missing result file in case a network filesystem shows it late
+    (``Job._results_timeout_s``), which a job on this machine's disk never needs. Returns ``job``."""
+    job._results_timeout_s = 0
+    return job
+
+
 def sbatch_script(executor: Any, n_jobs: int) -> str:
     """The sbatch script an ``AutoExecutor`` for SLURM would submit for an array of ``n_jobs`` (dry run).
 

@@ -89,6 +89,8 @@ class LocalProcesses:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         import submitit
 
+        from sesemi.compat import submitit as compat_submitit
+
         folder = Path(str(self.config.hydra.sweep.dir)) / SUBMITIT_DIR / "%j"
         singletons = singleton_state()
         handles = []
@@ -98,7 +100,7 @@ class LocalProcesses:
             gpu = [int(self.gpus[num % len(self.gpus)])] if len(self.gpus) > 1 else []
             executor.update_parameters(timeout_min=60 * 24 * 365, visible_gpus=gpu, gpus_per_node=len(gpu))
             job = HydraJob(self.hydra_context, self.config, self.task, list(overrides), num, f"job_{num}", singletons)
-            handles.append(executor.submit(run, job))
+            handles.append(compat_submitit.report_at_once(executor.submit(run, job)))
             log.info("local job %s (%s): %s", num, handles[-1].job_id, " ".join(overrides))
         while not all(h.done() for h in handles):
             time.sleep(0.5)
