@@ -1,17 +1,18 @@
-"""Cluster P1: submitting a 200-point sweep to SLURM, sesemi's ``slurm_cpu`` launcher next to Hydra's own
-``submitit_slurm``; following it with ``python -m sesemi.status``.
+"""Cluster P1: submitting 20, 200 and 2,000 points to SLURM, sesemi's ``slurm_cpu`` launcher next to Hydra's own
+``submitit_slurm``; following them with ``python -m sesemi.status``.
 
-For each size (20 and 200 points; 2,000 as a dry run, beyond this cluster's MaxArraySize of 1001) and launcher:
-the real CLI (``python -m sesemi.train -m hydra/launcher=... run.seed=range(0,N)``) submits to the local test
-cluster with ``additional_parameters={hold: true}``, so that no job ever starts on the shared cluster; the jobs are
-cancelled as soon as they are all in the queue. Measured: seconds from the command to all N jobs in SLURM's queue
-(``squeue -r``), the peak RSS of the submitting process (GNU time's max resident set size), that no two jobs share
-a run dir, and the seconds ``python -m sesemi.status`` takes over the N run dirs once each holds a finished run's
+For each size and launcher, one after the other: the real CLI (``python -m sesemi.train -m hydra/launcher=...
+run.seed=range(0,N)``) submits to the local test cluster with ``additional_parameters={hold: true}``, so that no job
+ever starts on the shared cluster; the jobs are cancelled as soon as they are all in the queue. Measured: seconds
+from the command to all N jobs in SLURM's queue (``squeue -r``) and points per second, the peak RSS of the
+submitting process (GNU time's max resident set size), that no two jobs share a run dir, the load average before
+and after, and the seconds ``python -m sesemi.status`` takes over the N run dirs once each holds a finished run's
 ``status.json``/``metrics.json`` (including its one ``sacct`` call). sesemi's launcher is detached
 (``hydra.launcher.wait=false``) and exits once all are submitted; Hydra's waits for results, so it is interrupted
-once all its jobs are queued.
+once all its jobs are queued. A submission that fails (Hydra's launcher puts 2,000 points into one array, above
+this cluster's MaxArraySize of 1001) is recorded with its error line and how long it took to fail.
 
-    python benchmarks/cluster_submit.py [--sizes 20 200] [--dry-run-sizes 2000]
+    python benchmarks/cluster_submit.py [--sizes 20 200 2000] [--dry-run-sizes 2000]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from common import (
     write_section,
 )
 
+HEADING = "Cluster P1: submitting and following 20, 200 and 2,000 points"
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(
@@ -95,6 +97,7 @@ def submit(launcher: str, n: int, workdir: Path, dry_run: bool = False) -> dict[
     if not dry_run:
         _cancel(name)
     rss = re.search(r"BENCH_MAXRSS_KB=(\d+)", output)
+    errors = [line.strip() for line in output.splitlines() if re.search(r"\berror\b", line, re.IGNORECASE)]
     return {
         "launcher": launcher,
         "n": n,
@@ -105,6 +108,7 @@ def submit(launcher: str, n: int, workdir: Path, dry_run: bool = False) -> dict[
         "wall_s": round(wall, 2),
         "queued": queued,
         "peak_rss_mib": round(int(rss.group(1)) / 1024, 1) if rss else None,
+        "error": None if all_queued is not None or dry_run else (errors[-1][:300] if errors else output[-300:]),
         "output_tail": output[-1500:],
     }
 
@@ -167,14 +171,16 @@ def template_run(workdir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20, 200])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20, 200, 2000])
     parser.add_argument("--dry-run-sizes", type=int, nargs="*", default=[])
+    parser.add_argument("--out", type=Path, default=RESULTS / "cluster_submit.json")
+    parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--table-only", action="store_true", help="re-render the doc section from the results file")
     args = parser.parse_args(argv)
     if args.table_only:
-        saved = json.loads((RESULTS / "cluster_submit.json").read_text())
+        saved = json.loads(args.out.read_text())
         body = render(saved["results"], saved["machine"], saved["command"])
-        write_section(DOC, "cluster_submit", "Cluster P1: submitting and following a 200-point sweep", body)
+        write_section(args.doc, "cluster_submit", HEADING, body)
         return
     info = machine()
     results: list[dict[str, Any]] = []
@@ -200,47 +206,56 @@ def main(argv: list[str] | None = None) -> None:
             result["load"] = [load(), load()]
             results.append(result)
             print(json.dumps({k: v for k, v in result.items() if k != "output_tail"}), flush=True)
-    command = command_line("cluster_submit.py", argv)
-    write_json(RESULTS / "cluster_submit.json", {"machine": info, "command": command, "results": results})
-    write_section(
-        DOC, "cluster_submit", "Cluster P1: submitting and following a 200-point sweep", render(results, info, command)
-    )
+    command = command_line("cluster_submit.py", _without_paths(sys.argv[1:] if argv is None else argv))
+    write_json(args.out, {"machine": info, "command": command, "results": results})
+    write_section(args.doc, "cluster_submit", HEADING, render(results, info, command))
 
 
-def _growth(results: list[dict[str, Any]]) -> str:
-    """How the submitting side grows with the number of points, from the two measured sizes, to 2,000 on paper."""
+def _without_paths(argv: list[str]) -> list[str]:
+    """The arguments that reproduce the figures: without ``--out``/``--doc`` and their values."""
+    kept, skip = [], False
+    for arg in argv:
+        if not skip and arg not in ("--out", "--doc"):
+            kept.append(arg)
+        skip = arg in ("--out", "--doc")
+    return kept
+
+
+def _rate(r: dict[str, Any]) -> float | None:
+    """Points per second from the command to all queued (None: not all were queued)."""
+    return r["n"] / r["all_queued_s"] if r.get("all_queued_s") else None
+
+
+def _findings(results: list[dict[str, Any]]) -> str:
+    """What the figures say about the goals (>= 5x submitit_slurm's points per second at 200 and 2,000; 2,000
+    points in <= 60 s), from the rows of this run."""
+    real = [r for r in results if not r["dry_run"]]
+    by = {(r["launcher"], r["n"]): r for r in real}
     lines = []
-    for launcher in ("slurm_cpu", "submitit_slurm"):
-        real = sorted(
-            (r for r in results if r["launcher"] == launcher and not r["dry_run"] and r["all_queued_s"]),
-            key=lambda r: r["n"],
-        )
-        if len(real) < 2:
+    for n in sorted({r["n"] for r in real}):
+        ours, theirs = by.get(("slurm_cpu", n)), by.get(("submitit_slurm", n))
+        if ours is None or theirs is None:
             continue
-        small, big = real[0], real[-1]
-        dn = big["n"] - small["n"]
-        per_s = (big["all_queued_s"] - small["all_queued_s"]) / dn
-        per_mib = (big["peak_rss_mib"] - small["peak_rss_mib"]) / dn
-        seconds = big["all_queued_s"] + per_s * (2000 - big["n"])
-        mib = big["peak_rss_mib"] + per_mib * (2000 - big["n"])
+        mine, hydra = _rate(ours), _rate(theirs)
+        if mine and hydra:
+            lines.append(
+                f"- {n} points: `slurm_cpu` {mine:.1f} points/s, `submitit_slurm` {hydra:.2f} points/s: "
+                f"{mine / hydra:.1f}x."
+            )
+        elif mine:
+            lines.append(
+                f"- {n} points: `slurm_cpu` {mine:.1f} points/s ({ours['all_queued_s']} s for all {n}); "
+                f"`submitit_slurm` did not submit them: {theirs.get('error') or 'not all queued'} "
+                f"(after {theirs['wall_s']} s)."
+            )
+    status = [r for r in real if r.get("status")]
+    if status:
+        slowest = max(status, key=lambda r: r["status"]["median_s"])
         lines.append(
-            f"- `{launcher}`: {per_s:.2f} s and {per_mib:.2f} MiB more per point from {small['n']} to {big['n']} "
-            f"points; 2,000 points on paper: about {seconds / 60:.0f} min to submit and {mib / 1024:.1f} GiB at this "
-            "load."
+            f"- `python -m sesemi.status` over the sweep dir (one `status.json` and `metrics.json` per job, one "
+            f"`sacct` call): at most {slowest['status']['median_s']} s (median of 3, {slowest['n']} jobs)."
         )
-    return (
-        "Both grow linearly with the number of points, one measured run each, one after the other on a machine at a "
-        "load average of 15-22 (so the gap between the two is not separable from the noise). In a profile of a "
-        "20-point dry run, half of the time was Hydra's basic sweeper composing every point's config before it "
-        "launches anything (`validate_batch_is_legal`, with either launcher) and half sesemi's launcher composing "
-        "every point again; since then points that differ only in keys that cannot change resources, the checked "
-        "run values or the run dir share one composition, which leaves the sweeper's composition and submitit's "
-        "pickling of every job as the cost per point with both launchers. What grows by about half a MiB per point "
-        "was not profiled. 2,000 points were not submitted: this cluster's MaxArraySize is 1001, so one array of "
-        "2,000 is beyond what `sbatch` accepts here with either launcher (raise MaxArraySize or sweep in two halves). "
-        "`sesemi.status` reads one `status.json` and one `metrics.json` per job and asks `sacct` once: 0.4-0.5 s for "
-        "20 or 200 jobs, most of it Python's start-up (goal: under 2 s, met).\n\n" + "\n".join(lines)
-    )
+    return "\n".join(lines)
 
 
 def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
@@ -248,12 +263,11 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
     for r in results:
         if r["dry_run"]:
             what = f"{r['wall_s']} s (dry run: plan only)"
+        elif r["all_queued_s"] is not None:
+            what = f"{r['all_queued_s']} s"
         else:
-            what = (
-                f"{r['all_queued_s']} s"
-                if r["all_queued_s"] is not None
-                else f"not all queued ({r['queued']}/{r['n']})"
-            )
+            what = f"failed after {r['wall_s']} s ({r['queued']}/{r['n']} queued)"
+        rate = _rate(r)
         dirs = r.get("run_dirs")
         status = r.get("status")
         rows.append(
@@ -261,10 +275,9 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
                 r["launcher"] + (" (dry run)" if r["dry_run"] else ""),
                 r["n"],
                 what,
+                f"{rate:.1f}" if rate else "-",
                 f"{r['peak_rss_mib']} MiB",
-                f"{dirs[1]} for {dirs[0]} jobs"
-                if dirs
-                else "by construction (hydra.sweep.subdir = job num), no record",
+                f"{dirs[1]} for {dirs[0]} jobs" if dirs else "no record (hydra.sweep.subdir = job num)",
                 f"{status['median_s']} s" if status else "-",
                 f"{r['load'][0]} -> {r['load'][1]}",
             ]
@@ -274,20 +287,28 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
             "launcher",
             "points",
             "command to all queued",
+            "points/s",
             "peak RSS (submitting process)",
             "distinct run dirs",
             "sesemi.status",
-            "load",
+            "load (1 min)",
         ],
         rows,
     )
+    failures = [f"- `{r['launcher']}`, {r['n']} points: `{r['error']}`" for r in results if r.get("error")]
+    loads = [x for r in results for x in r["load"]]
     machine_line = (
-        f"Machine: {info['cpu_count']} CPUs shared with other helpers' tests and jobs at the time (load average in "
-        "the last column: timings are noisy), single-node SLURM 22.05 test cluster (MaxArraySize 1001), Python "
-        f"{info['python']}, torch {info['torch']}. The jobs are submitted held (`--hold`) and cancelled once "
-        "queued, so none ran."
+        f"Machine: {info['cpu_count']} CPUs shared with other engineers' tests and jobs (load average "
+        f"{min(loads):.1f}-{max(loads):.1f} over the run, {info['load_at_start'][0]} at its start; per row in the "
+        "last column), single-node SLURM 22.05 test cluster (MaxArraySize 1001, MaxJobCount 10000), Python "
+        f"{info['python']}, torch {info['torch']}. Each size ran both launchers one after the other, the same "
+        "points; the jobs are submitted held (`--hold`) and cancelled once queued, so none ran."
     )
-    return f"{_growth(results)}\n\n{machine_line}\n\n{table}\n\n{reproduce(command)}"
+    parts = [_findings(results), machine_line, table]
+    if failures:
+        parts.append("Errors:\n\n" + "\n".join(failures))
+    parts.append(reproduce(command))
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -255,6 +256,25 @@ def test_recipes(tmp_path: Path):
     assert sorted((r["role"], r["seed"]) for r in rows) == [("semi", 0), ("semi", 1), ("supervised", 0)]
     text = section(doc.read_text(), "recipes")
     assert re.search(r"\| `digits_softmatch_cpu` \| [\d.]+ ± [\d.]+ \(seeds 0, 1\) \|", text), text
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("sinfo") is None, reason="no SLURM client (scripts/slurm_cluster.sh start)")
+def test_cluster_submit(tmp_path: Path):
+    """3 held points per launcher on the test cluster (submitted, counted in the queue, cancelled)."""
+    result, doc = run_script("cluster_submit.py", ["--sizes", "3"], tmp_path, timeout=600)
+    rows = {r["launcher"]: r for r in result["results"]}
+    assert sorted(rows) == ["slurm_cpu", "submitit_slurm"]
+    for row in rows.values():
+        assert row["all_queued_s"] is not None and row["error"] is None, row
+        assert len(row["load"]) == 2
+    assert rows["slurm_cpu"]["run_dirs"] == [3, 3] and rows["slurm_cpu"]["status"]["last_line"] == "3 jobs: 3 completed"
+    assert result["command"] == "python benchmarks/cluster_submit.py --sizes 3"
+    text = section(doc, "cluster_submit")
+    assert_tables(text)
+    assert_reproducible(text, "cluster_submit.py")
+    assert "- 3 points: `slurm_cpu` " in text and "x." in text
 
 
 def test_write_section_rewrites_only_its_own_section(tmp_path: Path):
