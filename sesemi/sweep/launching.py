@@ -11,7 +11,6 @@ callable in a process of its own with its log files and its result, and tells a 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,23 +20,11 @@ from omegaconf import DictConfig
 
 from sesemi.cluster.capabilities import capabilities_of
 from sesemi.cluster.job_runner import HydraJob, run
+from sesemi.cluster.packing import visible_gpus
 from sesemi.compat.hydra import JobReturn, JobStatus, job_error, singleton_state
 from sesemi.sweepdir import SUBMITIT_DIR
 
 log = logging.getLogger("sesemi.sweep")
-
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use (``CUDA_VISIBLE_DEVICES``, else all torch sees)."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g for g in env.split(",") if g.strip()]
-    try:
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - no torch/CUDA: no GPUs to share out
-        return []
 
 
 class SweepLaunch:
