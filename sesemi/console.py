@@ -40,17 +40,30 @@ FILE_ONLY = {"file_only": True}
 
 
 class _ConsoleFilter(logging.Filter):
-    """A console handler's filter: drops the records meant for the log file only (:data:`FILE_ONLY`) and, with
-    ``below``, the records at or above that level, which go to the other stream."""
+    """A console handler's filter: drops the records meant for the log file only (:data:`FILE_ONLY`), those a
+    library's logger prints on the console itself, and, with ``below``, the records at or above that level, which go
+    to the other stream."""
 
     def __init__(self, below: int | None = None) -> None:
         super().__init__()
         self.below = below
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "file_only", False):
+        if getattr(record, "file_only", False) or _printed_by_its_logger(record):
             return False
         return self.below is None or record.levelno < self.below
+
+
+def _printed_by_its_logger(record: logging.LogRecord) -> bool:
+    """Whether a logger between the record's and the root prints on the console itself: submitit's logger has its
+    own stdout and stderr handlers (in every SLURM job), so its records reach the job's console through them and
+    ``train.log`` through the root, not the console twice."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger is not logging.root:
+        if any(type(h) is logging.StreamHandler for h in logger.handlers):
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False
 
 
 class _ErrorsHandler(logging.StreamHandler):
