@@ -86,6 +86,29 @@ def test_split_streams_puts_warnings_on_stderr_and_the_rest_on_stdout(capsys, tm
     assert "sesemi: failed: RuntimeError: boom" in logged  # the traceback: the log file only
 
 
+def test_a_library_logger_that_prints_itself_is_printed_once(tmp_path: Path):
+    """submitit's logger has its own stdout and stderr handlers (every SLURM job's): its warning is on each stream
+    once, as submitit formats it, and in train.log; before, the job's console printed it a second time."""
+    script = f"""
+import logging, sys
+root = logging.getLogger()
+root.handlers[:] = [logging.StreamHandler(sys.stdout), logging.FileHandler({str(tmp_path / "train.log")!r})]
+root.setLevel(logging.INFO)
+import submitit  # configures its logger, as in a job
+from sesemi.console import split_streams
+split_streams()
+logging.getLogger("submitit").warning("Caught signal SIGUSR2 on vm: this job is timed-out.")
+logging.getLogger("sesemi").warning("sesemi: got SIGUSR2")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert [line.split(" - ")[-1] for line in proc.stderr.splitlines()] == [
+        "Caught signal SIGUSR2 on vm: this job is timed-out.",
+        "sesemi: got SIGUSR2",
+    ]
+    assert proc.stdout.count("Caught signal SIGUSR2") == 1 and proc.stderr.startswith("submitit WARNING (")
+    assert "Caught signal SIGUSR2" in (tmp_path / "train.log").read_text()
+
+
 # The piped CLI: the progress bar on (FAST turns it off), and a test set, so that a test bar would show.
 PIPED = [a for a in FAST if not a.startswith("callbacks.progress_bar")]
 RESULT_LINES = ("sesemi: run dir ", "sesemi: trained ", "sesemi: done. ", "sesemi: stopped by ", "sesemi: run dir ")
