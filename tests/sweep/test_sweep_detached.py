@@ -209,8 +209,8 @@ IN_MEMORY = [*DETACHED_ASYNC, "hydra.sweeper.storage=sqlite:///:memory:"]
         ),
         (
             DETACHED_LOCAL,
-            "sesemi: error: hydra.launcher.wait: is false with the launcher LocalLauncher: a detached asynchronous "
-            "sweep's workers are SLURM jobs",
+            "sesemi: error: hydra.launcher.wait: is false with a launcher whose jobs end with this process: a "
+            "detached asynchronous sweep's workers are SLURM jobs that outlive it. Fix: use hydra/launcher=slurm",
         ),
         (
             IN_MEMORY,
