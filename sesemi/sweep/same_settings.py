@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
 from sesemi.errors import ConfigError
 from sesemi.sweep import space
@@ -118,12 +119,14 @@ def check_same_objective(
         for k in sorted({*before, *now})
         if before.get(k, null) != now.get(k, null) and not _covered(k, (*swept, *SAME_OBJECTIVE_KEYS))
     ]
-    if not changed:
+    # Trials that trained under the study's settings: waiting tickets have trained nothing yet (a first command that
+    # stopped at a configuration error leaves only those, and its failed trial, which is not counted).
+    counted = [t for t in study_lib.counted(study.get_trials(deepcopy=False)) if t.state != TrialState.WAITING]
+    if not changed or not counted:
         return
     listed = "; ".join(f"{k}: {_shown(before.get(k))} -> {_shown(now.get(k))}" for k in changed[:6])
     if len(changed) > 6:
         listed += f"; and {len(changed) - 6} more"
-    counted = study_lib.counted(study.get_trials(deepcopy=False))
     if accept:
         log.warning(
             "%s=true: this command's trials train other settings than the study's %s (%s); all are kept in "
