@@ -71,7 +71,8 @@ def test_a_disk_filling_up_mid_run_keeps_the_last_good_checkpoint_and_fails_the_
 
 @pytest.fixture
 def full_disk(tmp_path: Path):
-    """A 16 MB tmpfs filled up but for 24 KB: room for the run dir's config and a first status, not for the rest."""
+    """A 16 MB tmpfs filled up but for 64 KB: room for the run dir's config (every loss head's arguments
+    included) and a first status, not for the rest (a checkpoint, the TensorBoard events)."""
     mount = tmp_path / "full"
     mount.mkdir()
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
@@ -79,7 +80,7 @@ def full_disk(tmp_path: Path):
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
         free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
-        (mount / "filler").write_bytes(b"\0" * (free - 24 * 1024))
+        (mount / "filler").write_bytes(b"\0" * (free - 64 * 1024))
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
