@@ -9,6 +9,7 @@ import pty
 import re
 import shlex
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -19,7 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, run_dirs
+from conftest import FAST, read_json, run_cli, run_dirs
+from faults import install_slow
 
 from sesemi.datasets import Digits
 
@@ -92,10 +94,33 @@ def run_readme_command(command: str, workspace: Path, earlier: Path | None = Non
         assert "sesemi: done." in proc.stdout + proc.stderr, command
 
 
+def stopped_run(workspace: Path) -> Path:
+    """A default run cancelled (SIGTERM) after its first validation, as the README's ``run.resume`` continues one:
+    its ``best.ckpt`` and ``last.ckpt`` are there, steps are left to train."""
+    args = [*FAST, "run.id=default", *install_slow(workspace)[:-1], "+callbacks.slow.seconds=1.0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sesemi.train", *args],
+        cwd=workspace,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not list(workspace.glob("runs/default/*/checkpoints/best.ckpt")) and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before its first validation"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    (run_dir,) = [d for d in run_dirs(workspace / "runs" / "default") if (d / "checkpoints" / "best.ckpt").is_file()]
+    assert read_json(run_dir / "status.json")["state"] == "cancelled"
+    return run_dir
+
+
 @pytest.mark.slow
 def test_every_readme_command_runs(workspace: Path):
-    """All but the Fashion-MNIST commands, which test_readme_fashion_mnist_commands_run runs."""
-    earlier = run_dirs(workspace / "runs" / "default")[0]
+    """All but the Fashion-MNIST commands, which test_readme_fashion_mnist_commands_run runs; the run dir they name
+    is a stopped run (run.resume continues it; the others read its checkpoints)."""
+    shutil.rmtree(workspace / "runs" / "default")
+    earlier = stopped_run(workspace)
     for command in readme_commands():
         if not needs_fashion_mnist(command):
             run_readme_command(command, workspace, earlier)
