@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import yaml
+from cluster_testkit import fake_sweep
 from conftest import run_cli
 
 from sesemi import status
@@ -126,28 +126,9 @@ def test_shorten_keeps_whole_words():
     assert all(len(shorten("ab cd ef gh ij", w)) <= w for w in range(4, 16))
 
 
-def _sweep(root: Path, states: list[str], executor: str = "local") -> Path:
-    sweep = root / "runs" / "scan" / "20260101_120000"
-    jobs = []
-    for num, state in enumerate(states):
-        run_dir = sweep / str(num)
-        run_dir.mkdir(parents=True)
-        record = {"state": state, "restarts": 0, "attempts": [{"started": "2026-01-01T11:00:00+00:00"}]}
-        record["progress"] = {"step": 5, "max_steps": 10, "heartbeat": datetime.now(timezone.utc).isoformat()}
-        if state == "failed":
-            record["error"] = "ValueError: boom"
-        (run_dir / "status.json").write_text(json.dumps(record))
-        if state == "completed":
-            (run_dir / "metrics.json").write_text(json.dumps({"objective": {"value": 0.5}, "global_step": 10}))
-        overrides = ["trainer.max_steps=10", f"optimizer.lr=0.{num}", "hydra.launcher.partition=debug"]
-        jobs.append({"num": num, "job_id": f"9_{num}", "run_dir": str(run_dir), "overrides": overrides})
-    (sweep / "jobs.json").write_text(json.dumps({"executor": executor, "jobs": jobs}))
-    return sweep
-
-
 def test_two_hundred_jobs_show_the_counts_first_then_the_rows_that_need_attention(tmp_path: Path):
     states = ["completed"] * 190 + ["running"] * 7 + ["failed"] * 3
-    text = status.render(collect(_sweep(tmp_path, states)))
+    text = status.render(collect(fake_sweep(tmp_path, states)))
     lines = text.splitlines()
     assert lines[0] == "200 jobs: 190 completed, 7 running, 3 failed"
     assert lines[1] == "rows that need attention (3; --all shows all):"
@@ -158,7 +139,7 @@ def test_two_hundred_jobs_show_the_counts_first_then_the_rows_that_need_attentio
 
 
 def test_the_cli_on_a_sweep_dir_a_run_dir_and_a_runs_dir(workdir: Path):
-    sweep = _sweep(workdir, ["completed", "completed"])
+    sweep = fake_sweep(workdir, ["completed", "completed"])
     for path in (sweep, sweep / "1", "runs"):
         proc = run_cli([str(path)], workdir, fast=False, module="sesemi.status")
         assert proc.stdout.splitlines()[-1].endswith("completed"), proc.stdout
@@ -178,7 +159,7 @@ def test_wait_redraws_the_table_in_place_on_a_terminal(workdir: Path):
 
     if shutil.which("script") is None:
         pytest.skip("util-linux `script` (a pseudo-terminal) is not installed")
-    sweep = _sweep(workdir, ["completed", "completed"])
+    sweep = fake_sweep(workdir, ["completed", "completed"])
     command = shlex.join([sys.executable, "-m", "sesemi.status", str(sweep), "--wait"])
     proc = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=workdir, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -346,3 +347,24 @@ def check_requeued(launch: Launch, run_id: str, reason: str, max_steps: int, wor
     assert "DataLoader worker" not in logs and "A temporary saved file already exists" not in logs
     assert "1 jobs: 1 completed" in output
     return status
+
+
+def fake_sweep(root: Path, states: list[str], executor: str = "local") -> Path:
+    """A sweep dir as the launcher leaves it, one job per state: jobs.json, each run's status.json (and
+    metrics.json where completed), without running anything: for the status table and its states."""
+    sweep = root / "runs" / "scan" / "20260101_120000"
+    jobs = []
+    for num, state in enumerate(states):
+        run_dir = sweep / str(num)
+        run_dir.mkdir(parents=True)
+        record = {"state": state, "restarts": 0, "attempts": [{"started": "2026-01-01T11:00:00+00:00"}]}
+        record["progress"] = {"step": 5, "max_steps": 10, "heartbeat": datetime.now(timezone.utc).isoformat()}
+        if state == "failed":
+            record["error"] = "ValueError: boom"
+        (run_dir / "status.json").write_text(json.dumps(record))
+        if state == "completed":
+            (run_dir / "metrics.json").write_text(json.dumps({"objective": {"value": 0.5}, "global_step": 10}))
+        overrides = ["trainer.max_steps=10", f"optimizer.lr=0.{num}", "hydra.launcher.partition=debug"]
+        jobs.append({"num": num, "job_id": f"9_{num}", "run_dir": str(run_dir), "overrides": overrides})
+    (sweep / "jobs.json").write_text(json.dumps({"executor": executor, "jobs": jobs}))
+    return sweep

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cluster_testkit import fake_sweep
 
 from sesemi import status
 from sesemi.cluster.tracking import collect, derive_state
@@ -117,27 +118,8 @@ def test_the_state_a_user_sees(record, slurm, expected):
     assert derive_state(record, slurm, THEN) == expected
 
 
-def _sweep(root: Path, states: list[str], executor: str = "local") -> Path:
-    sweep = root / "runs" / "scan" / "20260101_120000"
-    jobs = []
-    for num, state in enumerate(states):
-        run_dir = sweep / str(num)
-        run_dir.mkdir(parents=True)
-        record = {"state": state, "restarts": 0, "attempts": [{"started": "2026-01-01T11:00:00+00:00"}]}
-        record["progress"] = {"step": 5, "max_steps": 10, "heartbeat": datetime.now(timezone.utc).isoformat()}
-        if state == "failed":
-            record["error"] = "ValueError: boom"
-        (run_dir / "status.json").write_text(json.dumps(record))
-        if state == "completed":
-            (run_dir / "metrics.json").write_text(json.dumps({"objective": {"value": 0.5}, "global_step": 10}))
-        overrides = ["trainer.max_steps=10", f"optimizer.lr=0.{num}", "hydra.launcher.partition=debug"]
-        jobs.append({"num": num, "job_id": f"9_{num}", "run_dir": str(run_dir), "overrides": overrides})
-    (sweep / "jobs.json").write_text(json.dumps({"executor": executor, "jobs": jobs}))
-    return sweep
-
-
 def test_a_sweep_point_is_what_differs_between_its_jobs(tmp_path: Path):
-    rows = collect(_sweep(tmp_path, ["completed", "running"]))
+    rows = collect(fake_sweep(tmp_path, ["completed", "running"]))
     assert [r.point for r in rows] == ["optimizer.lr=0.0", "optimizer.lr=0.1"]
     assert [(r.state, r.step, r.max_steps, r.objective) for r in rows] == [
         ("completed", 10, 10, 0.5),
