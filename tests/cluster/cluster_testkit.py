@@ -368,3 +368,13 @@ def fake_sweep(root: Path, states: list[str], executor: str = "local") -> Path:
         jobs.append({"num": num, "job_id": f"9_{num}", "run_dir": str(run_dir), "overrides": overrides})
     (sweep / "jobs.json").write_text(json.dumps({"executor": executor, "jobs": jobs}))
     return sweep
+
+
+# The built-in digits search as a SLURM sweep on the test cluster's CPUs (tests/sweep/test_sweep_*.py).
+SLURM_SWEEP = [
+    "-m",
+    "hparams_search=digits_fixmatch",
+    "hydra/launcher=slurm_cpu",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+]

@@ -26,6 +26,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from cluster_testkit import SLURM_SWEEP
 from conftest import read_json, sacct
 from faults import FAULT, assert_each_step_once, install_slow
 from optuna.trial import FrozenTrial, TrialState
@@ -39,11 +40,7 @@ pytestmark = [
 ]
 
 SLURM = [
-    "-m",
-    "hparams_search=digits_fixmatch",
-    "hydra/launcher=slurm_cpu",
-    "hydra.launcher.partition=debug",
-    "hydra.launcher.cpus_per_task=1",
+    *SLURM_SWEEP,
     "hydra/sweeper/pruner=none",  # every trial must reach max_steps
     "hydra.sweeper.heartbeat_interval=2",
 ]

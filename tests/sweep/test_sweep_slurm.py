@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from cluster_testkit import SLURM_SWEEP
 from conftest import FAST, read_json
 from optuna.trial import TrialState
 
@@ -23,13 +24,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sinfo") is None, reason="no SLURM client (scripts/slurm_cluster.sh start)"),
 ]
 
-SLURM = [
-    "-m",
-    "hparams_search=digits_fixmatch",
-    "hydra/launcher=slurm_cpu",
-    "hydra.launcher.partition=debug",
-    "hydra.launcher.cpus_per_task=1",
-]
+SLURM = SLURM_SWEEP
 
 
 def load(sweep_dir: Path) -> optuna.Study:
