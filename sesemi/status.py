@@ -88,13 +88,12 @@ def counts(rows: list[JobRow]) -> str:
 def render(rows: list[JobRow], show_all: bool = False) -> str:
     """The table (every row, or the counts first and the rows that need attention), and the counts per state."""
     shown = rows if show_all or len(rows) <= ALL_ROWS_UP_TO else [r for r in rows if r.state in ATTENTION]
-    if not shown:  # many jobs, none needs attention: the counts say it all
+    if not shown:  # no jobs, or many and none needs attention: the counts say it all
         return counts(rows) + "\n"
     lines = [] if shown is rows else [counts(rows), f"rows that need attention ({len(shown)}; --all shows all):"]
-    if shown:
-        table = [list(COLUMNS), *(_cells(r) for r in shown)]
-        widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    table = [list(COLUMNS), *(_cells(r) for r in shown)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
     for row in shown:
         if row.state in ATTENTION:
             why = row.error or ("SLURM state " + row.slurm if row.slurm else "no heartbeat")
