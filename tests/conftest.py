@@ -37,6 +37,15 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The suite runs on pytest-xdist workers (``-n auto`` in pyproject.toml). The SLURM tests share one cluster
+    that some of them cancel jobs on, requeue, or restart with two nodes: they run one after another on one worker
+    (``--dist loadgroup``), beside the rest of the suite on the others."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def compose_config(output_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     return compose([*FAST, *overrides], output_dir=output_dir)
 

@@ -1,7 +1,7 @@
 """Sweep trials that SLURM stops, on the real test cluster, with loader workers on as users run: each trial continues
 as itself from its own checkpoint (same number, same run dir, one more attempt), never restarts as a new trial.
 
-- An asynchronous sweep (2 worker jobs, 4 trials) whose trials each need two to three time slots
+- An asynchronous sweep (2 worker jobs, 4 trials) whose trials need more time than their slots hold
   (``hydra.launcher.timeout_min=2``: SLURM's early signal stops a worker, submitit requeues the job, and the
   requeued worker continues its own trial), with one worker ``kill -9``'d mid-trial (its trial continued by
   another worker) and one worker job requeued with ``scontrol requeue``, on the default journal storage.
@@ -168,8 +168,10 @@ def check_continued(trial: FrozenTrial, sweep_dir: Path, max_steps: int, val_eve
 
 # An asynchronous sweep whose trials span time slots. A worker job's time limit is 2 minutes and SLURM's early
 # signal comes `signal_delay_s` before it (SLURM may send it up to a minute early, seen 3-48 s here): after the
-# worker's start-up (20-30 s on a loaded 2-core machine) a slot trains about 30-60 s, at 2 s per step and more.
-ASYNC_STEPS, ASYNC_VAL = 20, 4
+# worker's start-up (20-30 s on a loaded 2-core machine) a slot trains at most about 95 s. The 4 trials' 80 steps
+# at 3 s or more each, less the dozen steps trained before the kill and the requeue, are more than the two slots
+# that follow them hold, on a machine of any speed: at least one time limit is met.
+ASYNC_STEPS, ASYNC_VAL, ASYNC_STEP_S = 20, 4, 3.0
 ASYNC = [
     *SLURM,
     "hydra/sweeper=optuna_async",
@@ -185,7 +187,7 @@ ASYNC = [
 
 def test_async_trials_continue_across_time_limits_a_kill_and_a_requeue(tmp_path: Path):
     storage = make_storage(None, tmp_path / SWEEP_DIR)
-    sweep = Sweep(tmp_path, [*ASYNC, *slowed(tmp_path, 2.0)], lambda: storage, "digits_fixmatch")
+    sweep = Sweep(tmp_path, [*ASYNC, *slowed(tmp_path, ASYNC_STEP_S)], lambda: storage, "digits_fixmatch")
     try:
         # kill -9 one worker's training process mid-trial (after its first checkpoint).
         def killable() -> FrozenTrial | None:
@@ -221,7 +223,7 @@ def test_async_trials_continue_across_time_limits_a_kill_and_a_requeue(tmp_path:
         print(number, [(a.get("slurm_job_id"), a.get("previous_state")) for a in status["attempts"]])
     # Time limits: trials were requeued by their worker job (submitit, on SLURM's early signal) and continued.
     requeues = [a for s in statuses.values() for a in s["attempts"] if a.get("previous_state") == "requeued"]
-    assert len(requeues) >= 3, statuses  # the scontrol requeue and two time limits at least
+    assert len(requeues) >= 2, statuses  # the scontrol requeue and a time limit at least
 
     # The killed trial: continued by another worker (the killed one's job ended) from its checkpoint.
     status = statuses[killed.number]
