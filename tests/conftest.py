@@ -37,13 +37,37 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The suite runs on pytest-xdist workers (``-n auto`` in pyproject.toml), a test module at a time on a worker, so that
+# a module-scoped fixture (several launches started together, then checked test by test) is set up once. The SLURM
+# tests share one cluster that some of them cancel jobs on, requeue, or restart with two nodes: every module with a
+# test marked ``slurm`` is one unit of work, run one module after another on one worker. The controller that deals
+# out the work collects no tests, so it finds those modules by their marker in the source; each worker checks, as
+# it collects, that no SLURM test is outside them.
+_ROOT = Path(__file__).resolve().parent.parent
+SLURM_MODULES = frozenset(
+    p.relative_to(_ROOT).as_posix() for p in (_ROOT / "tests").rglob("test_*.py") if "mark.slurm" in p.read_text()
+)
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndOneClusterScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "slurm" if _module(nodeid) in SLURM_MODULES else _module(nodeid)
+
+    return ModulesAndOneClusterScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The suite runs on pytest-xdist workers (``-n auto`` in pyproject.toml). The SLURM tests share one cluster
-    that some of them cancel jobs on, requeue, or restart with two nodes: they run one after another on one worker
-    (``--dist loadgroup``), beside the rest of the suite on the others."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+    outside = [i.nodeid for i in items if i.get_closest_marker("slurm") and _module(i.nodeid) not in SLURM_MODULES]
+    if outside:
+        raise pytest.UsageError(f"SLURM tests in modules the scheduler does not know as SLURM modules: {outside}")
 
 
 def compose_config(output_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
