@@ -82,7 +82,12 @@ def test_loss_masks_samples_below_their_class_threshold():
 
 
 def test_fairness_term_is_zero_without_confident_samples_and_differentiable_otherwise():
-    logits = torch.randn(6, 3, requires_grad=True)
+    # The confident rows (0, 1, 3, 5) predict two classes. Were all of them one class, the batch side would be that
+    # class's one-hot whatever the logits, and the term rightly constant: random logits did that 1 time in 27.
+    logits = torch.tensor(
+        [[2.0, 0.1, -1.0], [0.3, 1.5, 0.2], [0.0, 0.0, 1.0], [1.0, 0.5, 0.0], [0.2, 0.1, 0.9], [-0.5, 2.0, 0.3]],
+        requires_grad=True,
+    )
     uniform = torch.full((3,), 1 / 3)
     empty = self_adaptive_fairness(logits, torch.zeros(6), uniform, uniform)
     assert empty.item() == 0.0
