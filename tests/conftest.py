@@ -65,15 +65,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The order the workers are dealt the modules in (``--no-loadscope-reorder``: the order collected): the SLURM
-    modules first (the longest unit), then the modules with the most slow tests, the fast ones last to fill in."""
     outside = [i.nodeid for i in items if i.get_closest_marker("slurm") and _module(i.nodeid) not in SLURM_MODULES]
     if outside:
         raise pytest.UsageError(f"SLURM tests in modules the scheduler does not know as SLURM modules: {outside}")
-    slow: dict[str, int] = {}
-    for item in items:
-        slow[_module(item.nodeid)] = slow.get(_module(item.nodeid), 0) + bool(item.get_closest_marker("slow"))
-    items.sort(key=lambda i: (_module(i.nodeid) not in SLURM_MODULES, -slow[_module(i.nodeid)]))
 
 
 @pytest.fixture(autouse=True)

@@ -106,10 +106,13 @@ import os, sys, time
 from sesemi.rundir import RunLock
 
 assert RunLock(sys.argv[1]).acquire()
+ready, running = os.pipe()
 child = os.fork()  # as the loaders fork their workers, after the run dir was locked
 if child == 0:
+    os.write(running, b"1")  # the child runs: its at-fork handlers have run
     time.sleep(60)
     os._exit(0)
+os.read(ready, 1)
 print(os.getpid(), child, flush=True)
 if sys.argv[2] == "die":
     os._exit(0)  # ends holding the lock, as after kill -9: no release
